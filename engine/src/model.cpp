@@ -1,0 +1,51 @@
+// Model::load: dispatch on the path's kind, then pick the backend.
+#include <filesystem>
+#include <thread>
+
+#include "backend.h"
+#include "cpu_weights.h"
+#include "model_loader.h"
+
+namespace fs = std::filesystem;
+
+namespace wkv {
+
+const char* backend_name(BackendKind b) {
+  switch (b) {
+    case BackendKind::automatic: return "auto";
+    case BackendKind::cpu: return "cpu";
+    case BackendKind::cuda: return "cuda";
+  }
+  return "?";
+}
+
+Model::Model(ModelInfo info, std::unique_ptr<Tokenizer> tok, std::unique_ptr<CpuModelWeights> w,
+             const LoadOptions& options)
+    : info_(std::move(info)), tokenizer_(std::move(tok)), weights_(std::move(w)) {
+  chat_template_ = options.chat_template ? *options.chat_template : default_chat_template(info_.name);
+  n_threads_ = options.n_threads > 0 ? options.n_threads
+                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (options.backend == BackendKind::cuda)
+    throw Error(ErrorCode::unsupported, "the CUDA backend was requested but this build has no CUDA backend yet");
+  backend_ = BackendKind::cpu;
+}
+
+Model::~Model() = default;
+
+std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& options) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw Error(ErrorCode::not_found, path + ": no such file or directory");
+  LoadedModel m;
+  if (fs::is_directory(path, ec)) {
+    m = load_hf_model(path, options);
+  } else if (fs::path(path).extension() == ".wkvq") {
+    throw Error(ErrorCode::unsupported, path + ": .wkvq files are not supported by this build yet");
+  } else if (fs::path(path).extension() == ".safetensors" || fs::path(path).filename() == "config.json") {
+    m = load_hf_model(fs::path(path).parent_path().string(), options);
+  } else {
+    m = load_llama2c_model(path, options);
+  }
+  return std::make_shared<Model>(std::move(m.info), std::move(m.tokenizer), std::move(m.weights), options);
+}
+
+}  // namespace wkv
