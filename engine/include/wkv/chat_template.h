@@ -2,8 +2,10 @@
 //
 //   llama2: "<s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s><s>[INST] {user} [/INST]"
 //           (BOS/EOS as token ids, never as text, so a user typing "</s>" cannot inject one)
-//   plain:  system text, then the turns joined by blank lines, BOS first — for base models such as
-//           ref-a that were never taught a chat format.
+//   plain:  BOS, then the text of every message (system first, then the turns) joined by "\n\n",
+//           tokenized as one text — for base models such as ref-a that were never taught a chat
+//           format. Nothing follows the last message, so the model continues its text; a lone user
+//           message is exactly encode(text, add_bos = true).
 #pragma once
 
 #include <optional>
@@ -31,9 +33,9 @@ ChatTemplateKind chat_template_from_name(const std::string& name);
 std::vector<TokenId> apply_chat_template(ChatTemplateKind kind, const Tokenizer& tok,
                                          const std::vector<ChatMessage>& messages);
 
-// Picks a template from the model's files: a tokenizer whose vocabulary has "[INST]" handling or a
-// config/name marking a chat model gets llama2; anything else plain. `model_name` is the directory
-// or file name (e.g. "Llama-2-7b-chat-hf" → llama2).
+// Picks a template from the model's name: a last path component containing "chat" or "instruct"
+// (case-insensitive) gets llama2; anything else plain. `model_name` is the directory or file name
+// (e.g. "Llama-2-7b-chat-hf" → llama2, "ref-a" → plain).
 ChatTemplateKind default_chat_template(const std::string& model_name);
 
 }  // namespace wkv
