@@ -7,10 +7,13 @@
 // Validation on open (each failure is wkv::Error(format) naming the file and the tensor/field):
 //   - file at least 8 bytes; N ≤ 100 MiB and 8 + N ≤ file size ("header length" sanity)
 //   - header is valid JSON, an object; each entry has exactly dtype/shape/data_offsets of the right types
-//   - dtype known; shape entries non-negative integers; element count × dtype size == end − begin
+//   - dtype known (a valid safetensors dtype we do not implement, e.g. F8_E4M3, is `unsupported`);
+//     shape entries non-negative integers; element count × dtype size == end − begin
 //     (checked without overflow)
 //   - 0 ≤ begin ≤ end ≤ data size; tensors do not overlap one another
 //   - __metadata__, if present, is an object of strings
+// Gaps between tensors and bytes after the last one are tolerated on read (the reference readers are
+// stricter; our writer produces what they accept).
 #pragma once
 
 #include <cstddef>
@@ -75,9 +78,12 @@ struct TensorToWrite {
   size_t nbytes = 0;
 };
 
-// Writes a safetensors file (tensors in the given order, data 8-byte aligned, header padded with
-// spaces to a multiple of 8). Writes to `path + ".tmp"` then renames, so a crash never leaves a
-// half-written file under the final name. Throws wkv::Error(io / invalid_argument).
+// Writes a safetensors file: header entries in the given order, header padded with spaces to a
+// multiple of 8 so the data section starts 8-aligned; the data section is contiguous (no gaps, as the
+// Python/Rust readers require) with tensors placed by element size, largest first (stable), so each
+// tensor is aligned to its element size. __metadata__ is written only when non-empty. Writes to
+// `path + ".tmp"`, fsyncs, then renames, so a crash never leaves a half-written file under the final
+// name. Throws wkv::Error(io / invalid_argument).
 void write_safetensors(const std::string& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
