@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace wkv::cpu {
@@ -20,37 +21,40 @@ float dot(const float* a, const float* b, int n) {
 
 namespace {
 
-// Four tokens against one weight row: the row is loaded once for four dot products.
-inline void dot4(const float* w, const float* x0, const float* x1, const float* x2, const float* x3, int n,
-                 float* out) {
-  constexpr int kLanes = 8;
-  float a0[kLanes] = {}, a1[kLanes] = {}, a2[kLanes] = {}, a3[kLanes] = {};
-  int i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) {
-      const float wk = w[i + k];
-      a0[k] += wk * x0[i + k];
-      a1[k] += wk * x1[i + k];
-      a2[k] += wk * x2[i + k];
-      a3[k] += wk * x3[i + k];
-    }
-  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  for (int k = 0; k < kLanes; ++k) {
-    s0 += a0[k];
-    s1 += a1[k];
-    s2 += a2[k];
-    s3 += a3[k];
+// SIMD vector of kLanes floats through the GCC/Clang vector extension: the compiler lowers it to
+// AVX-512, AVX2 or SSE as the target allows, and to scalar code elsewhere.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#else
+constexpr int kLanes = 8;
+#endif
+typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline vfloat load(const float* p) {
+  vfloat v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline float hsum(vfloat v) {
+  float s = 0;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+}
+
+// Register-blocked micro-kernel: R weight rows × C tokens, accumulating over k in vectors.
+// y[t][o] for o in [o0, o0+R), t in [t0, t0+C). Requires in % kLanes == 0.
+template <int R, int C>
+inline void micro_kernel(const float* w, const float* x, int in, int out, int o0, int t0, float* y) {
+  vfloat acc[R][C] = {};
+  for (int k = 0; k < in; k += kLanes) {
+    vfloat wv[R], xv[C];
+    for (int r = 0; r < R; ++r) wv[r] = load(w + size_t(o0 + r) * in + k);
+    for (int c = 0; c < C; ++c) xv[c] = load(x + size_t(t0 + c) * in + k);
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < C; ++c) acc[r][c] += wv[r] * xv[c];
   }
-  for (; i < n; ++i) {
-    s0 += w[i] * x0[i];
-    s1 += w[i] * x1[i];
-    s2 += w[i] * x2[i];
-    s3 += w[i] * x3[i];
-  }
-  out[0] = s0;
-  out[1] = s1;
-  out[2] = s2;
-  out[3] = s3;
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) y[size_t(t0 + c) * out + o0 + r] = hsum(acc[r][c]);
 }
 
 }  // namespace
@@ -58,21 +62,27 @@ inline void dot4(const float* w, const float* x0, const float* x1, const float* 
 void matmul(ThreadPool& pool, const float* x, int T, const DenseLinear& W, float* y) {
   const int in = W.in, out = W.out;
   const float* w = W.w.data();
-  // Tokens in tiles of 64 so a tile of x stays in cache while every row of W streams past it.
+  if (in % kLanes != 0) {  // odd shapes: plain dot products
+    pool.parallel_for(out, [&](int64_t o_begin, int64_t o_end) {
+      for (int t = 0; t < T; ++t)
+        for (int64_t o = o_begin; o < o_end; ++o) y[size_t(t) * out + o] = dot(w + o * in, x + size_t(t) * in, in);
+    }, 16);
+    return;
+  }
+  // Rows in blocks of 4 spread over threads; tokens in tiles of 64 so a tile of x stays in cache while
+  // the thread's rows stream past it; inside, 4×4 register blocks.
   constexpr int kTokenTile = 64;
   pool.parallel_for(out, [&](int64_t o_begin, int64_t o_end) {
     for (int t0 = 0; t0 < T; t0 += kTokenTile) {
       const int t1 = std::min(T, t0 + kTokenTile);
-      for (int64_t o = o_begin; o < o_end; ++o) {
-        const float* wr = w + o * in;
+      int o = int(o_begin);
+      for (; o + 4 <= o_end; o += 4) {
         int t = t0;
-        for (; t + 4 <= t1; t += 4) {
-          float r[4];
-          dot4(wr, x + size_t(t) * in, x + size_t(t + 1) * in, x + size_t(t + 2) * in, x + size_t(t + 3) * in, in, r);
-          for (int k = 0; k < 4; ++k) y[size_t(t + k) * out + o] = r[k];
-        }
-        for (; t < t1; ++t) y[size_t(t) * out + o] = dot(wr, x + size_t(t) * in, in);
+        for (; t + 4 <= t1; t += 4) micro_kernel<4, 4>(w, x, in, out, o, t, y);
+        for (; t < t1; ++t) micro_kernel<4, 1>(w, x, in, out, o, t, y);
       }
+      for (; o < o_end; ++o)
+        for (int t = t0; t < t1; ++t) micro_kernel<1, 1>(w, x, in, out, o, t, y);
     }
   }, 16);
 }

@@ -3,6 +3,7 @@
 //   - a llama2.c v0/v1 export (interleaved RoPE) of those weights gives the same logits as the HF form
 //   - config.json variants: rope_theta vs rope_parameters, head_dim default, GQA, tied embeddings
 //   - refusals: other architectures, RoPE scaling, missing/misshaped tensors, truncated llama2.c files
+#include <cmath>
 #include <filesystem>
 #include <random>
 
@@ -23,7 +24,8 @@ struct Tiny {
   std::map<std::string, std::pair<std::vector<int64_t>, std::vector<float>>> tensors;
 };
 
-// Random weights rounded to BF16 (so F32, F16 and BF16 files hold exactly the same values).
+// Random weights rounded to BF16 and kept out of FP16's subnormal range, so F32, F16 and BF16 files
+// hold exactly the same values.
 Tiny make_tiny(uint32_t seed, bool tied) {
   Tiny t;
   std::mt19937 rng(seed);
@@ -32,7 +34,11 @@ Tiny make_tiny(uint32_t seed, bool tied) {
     size_t n = 1;
     for (auto s : shape) n *= size_t(s);
     std::vector<float> v(n);
-    for (auto& x : v) x = bf16_to_float(float_to_bf16(base + nd(rng)));
+    for (auto& x : v) {
+      x = base + nd(rng);
+      if (std::fabs(x) < 1e-3f) x = x < 0 ? -1e-3f : 1e-3f;
+      x = bf16_to_float(float_to_bf16(x));
+    }
     t.tensors[name] = {shape, v};
   };
   const int q = t.heads * t.head_dim, kv = t.kv_heads * t.head_dim;
