@@ -95,24 +95,40 @@ class CpuSessionState final : public SessionState {
     scratch_tokens_ = T;
   }
 
-  // Causal attention of the chunk's queries over cache positions [0, pos0 + t].
+  // Causal attention of the chunk's queries over cache positions [0, pos0 + t]. Work items are
+  // (head, block of kQueryBlock queries): each key and value row is loaded once per block.
   void attention(const float* kc, const float* vc, int T, int pos0) {
+    constexpr int kQueryBlock = 8;
     const int H = info_.n_heads, D = info_.head_dim, group = info_.n_heads / info_.n_kv_heads;
     const float scale = 1.0f / std::sqrt(float(D));
-    pool_.parallel_for(int64_t(T) * H, [&](int64_t begin, int64_t end) {
-      std::vector<float> scores(size_t(pos0 + T));
+    const int n_blocks = (T + kQueryBlock - 1) / kQueryBlock;
+    pool_.parallel_for(int64_t(n_blocks) * H, [&](int64_t begin, int64_t end) {
+      std::vector<float> scores(size_t(kQueryBlock) * (pos0 + T));
       for (int64_t task = begin; task < end; ++task) {
-        const int t = int(task / H), h = int(task % H), kvh = h / group;
-        const int n = pos0 + t + 1;
-        const float* q = q_.data() + (size_t(t) * H + h) * D;
-        for (int j = 0; j < n; ++j) scores[j] = cpu::dot(q, kc + size_t(j) * kv_dim_ + kvh * D, D) * scale;
-        cpu::softmax(scores.data(), n);
-        float* out = att_.data() + (size_t(t) * H + h) * D;
-        std::fill(out, out + D, 0.0f);
-        for (int j = 0; j < n; ++j) {
-          const float p = scores[j];
+        const int h = int(task % H), kvh = h / group;
+        const int t_begin = int(task / H) * kQueryBlock, t_end = std::min(T, t_begin + kQueryBlock);
+        const int nq = t_end - t_begin, n_keys = pos0 + t_end;
+        const int stride = pos0 + T;
+        for (int j = 0; j < n_keys; ++j) {
+          const float* k = kc + size_t(j) * kv_dim_ + kvh * D;
+          for (int i = 0; i < nq; ++i) {
+            const int t = t_begin + i;
+            scores[size_t(i) * stride + j] =
+                j <= pos0 + t ? cpu::dot(q_.data() + (size_t(t) * H + h) * D, k, D) * scale : -INFINITY;
+          }
+        }
+        for (int i = 0; i < nq; ++i) {
+          cpu::softmax(scores.data() + size_t(i) * stride, pos0 + t_begin + i + 1);
+          float* out = att_.data() + (size_t(t_begin + i) * H + h) * D;
+          std::fill(out, out + D, 0.0f);
+        }
+        for (int j = 0; j < n_keys; ++j) {
           const float* v = vc + size_t(j) * kv_dim_ + kvh * D;
-          for (int i = 0; i < D; ++i) out[i] += p * v[i];
+          for (int i = std::max(0, j - pos0 - t_begin); i < nq; ++i) {
+            const float p = scores[size_t(i) * stride + j];
+            float* out = att_.data() + (size_t(t_begin + i) * H + h) * D;
+            for (int c = 0; c < D; ++c) out[c] += p * v[c];
+          }
         }
       }
     });
