@@ -19,6 +19,7 @@
 
 #include "wkv/chat_template.h"
 #include "wkv/error.h"
+#include "wkv/quant.h"
 #include "wkv/sampling.h"
 #include "wkv/tokenizer.h"
 
@@ -32,6 +33,11 @@ struct LoadOptions {
   BackendKind backend = BackendKind::automatic;
   int n_threads = 0;                // CPU backend threads; 0 = hardware concurrency
   std::optional<ChatTemplateKind> chat_template;  // override the per-model default
+  // Quantization mode; default: fp16 for FP16/BF16/FP32 checkpoints, the file's own mode for .wkvq.
+  // Weights of FP16 checkpoints are quantized at load (round to nearest) when the mode asks for W4.
+  std::optional<QuantMode> mode;
+  int weight_group = 128;  // W4 group size g (input channels); must divide every linear's input size
+  int kv_group = 0;        // KV4 group size G (channels of one head); 0 = head_dim
 };
 
 struct ModelInfo {
@@ -67,6 +73,10 @@ class Model {
   ChatTemplateKind chat_template() const { return chat_template_; }
   BackendKind backend() const { return backend_; }
   int n_threads() const { return n_threads_; }
+  QuantMode mode() const { return mode_; }
+  int kv_group() const { return kv_group_; }
+  // Weight memory (KV fields zero): see MemoryStats.
+  MemoryStats weight_memory() const;
 
   // internal
   const CpuModelWeights& cpu_weights() const { return *weights_; }
@@ -80,6 +90,8 @@ class Model {
   ChatTemplateKind chat_template_ = ChatTemplateKind::plain;
   BackendKind backend_ = BackendKind::cpu;
   int n_threads_ = 1;
+  QuantMode mode_ = QuantMode::fp16;
+  int kv_group_ = 0;
 };
 
 struct SessionOptions {
@@ -139,6 +151,9 @@ class Session {
   // Drops everything after the first n tokens (n ≤ n_past).
   void truncate(int n);
   void reset() { truncate(0); }
+
+  // Weight and KV-cache memory now (updated per token).
+  MemoryStats memory_stats() const;
 
   // Makes `prompt` the context (reusing the longest common prefix with the current context), then
   // samples up to max_tokens, streaming each token through `on_token`.
