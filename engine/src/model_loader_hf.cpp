@@ -71,7 +71,8 @@ class TensorSource {
 };
 
 std::vector<float> to_f32(const TensorSource& src, const std::string& name, std::vector<int64_t> shape) {
-  return tensor_to_f32(src.get(name), src.file_of(name), shape);
+  const TensorView& t = src.get(name);  // throws not_found first, naming the tensor
+  return tensor_to_f32(t, src.file_of(name), shape);
 }
 
 Linear linear(const TensorSource& src, const std::string& name, int out, int in) {
