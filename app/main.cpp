@@ -65,6 +65,8 @@ int main(int argc, char** argv) {
                        [save] { QTimer::singleShot(600, save); });
       QObject::connect(window.controller(), &ChatController::replyFailed, &window,
                        [save] { QTimer::singleShot(600, save); });
+      QObject::connect(window.controller(), &ChatController::modelFailed, &window,
+                       [save] { QTimer::singleShot(600, save); });
     }
     QTimer::singleShot(180000, &window, [] {
       std::fprintf(stderr, "timed out waiting for the demo reply\n");

@@ -166,6 +166,8 @@ TEST(SamplingSettingsJson, RoundTripsAndKeepsDefaultsForMissingKeys) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Also for test discovery, which runs without the ctest environment.
+  if (qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM")) qputenv("QT_QPA_PLATFORM", "offscreen");
   QCoreApplication app(argc, argv);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();

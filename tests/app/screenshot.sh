@@ -10,7 +10,9 @@ build=${1:-$root/build}
 model=${2:-}
 if [[ -z $model ]]; then
   bundled=$(ls "$build"/app/models/*.wkvq 2>/dev/null | head -n1 || true)
-  model=${bundled:-${WKV_SHARED_DIR:-$root/../shared}/models/ref-a}
+  shared=${WKV_SHARED_DIR:-$root/../shared}
+  [[ -d $shared ]] || shared=/work/shared
+  model=${bundled:-$shared/models/ref-a}
 fi
 out=$root/docs/screenshots/main-window.png
 mkdir -p "$(dirname "$out")"
@@ -19,5 +21,5 @@ trap 'rm -rf "$data"' EXIT
 export WKVCHAT_DATA_DIR=$data WKVCHAT_MODEL=$model QT_QPA_PLATFORM=xcb
 command -v xvfb-run >/dev/null || { echo "xvfb-run not found (apt install xvfb)"; exit 1; }
 xvfb-run -a -s "-screen 0 1400x900x24" "$build/app/wkvchat" \
-  --demo-prompt "The history of the city of Paris" --screenshot "$out"
+  --demo-prompt "Once upon a time, there was a little" --screenshot "$out"
 echo "wrote $out"

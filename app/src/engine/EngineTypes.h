@@ -22,7 +22,7 @@ struct SamplingSettings {
   double minP = 0.05;
   double repetitionPenalty = 1.1;
   quint64 seed = 0;  // 0 = a fresh random seed per reply
-  int maxTokens = 512;
+  int maxTokens = 256;
 
   static SamplingSettings greedy();
   static SamplingSettings fromJson(const QString& json);  // invalid / empty JSON → defaults

@@ -66,7 +66,7 @@ KvMemoryPanel::KvMemoryPanel(QWidget* parent) : QWidget(parent) {
   axisX_->setTitleText(tr("context tokens"));
   axisY_->setTitleText(tr("MiB"));
   axisX_->setLabelFormat(QStringLiteral("%d"));
-  axisY_->setLabelFormat(QStringLiteral("%.2g"));
+  axisY_->setLabelFormat(QStringLiteral("%.1f"));
   axisX_->setTickCount(5);
   axisY_->setTickCount(5);
   chart_->addAxis(axisX_, Qt::AlignBottom);

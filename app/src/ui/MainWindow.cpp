@@ -48,7 +48,6 @@
 MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
   registerEngineTypes();
   setWindowTitle(tr("WKV Chat"));
-  setWindowIcon(QIcon(QStringLiteral(":/icons/wkvchat.svg")));
   openDatabase();
   engine_ = std::make_unique<EngineThread>();
   conversations_ = new ConversationListModel(store_.get(), this);
@@ -372,7 +371,7 @@ void MainWindow::buildStatusBar() {
   }
 }
 
-QString MainWindow::bannerText() const { return banner_->isVisible() ? bannerLabel_->text() : QString(); }
+QString MainWindow::bannerText() const { return banner_->isHidden() ? QString() : bannerLabel_->text(); }
 
 void MainWindow::showError(const QString& message) {
   if (message.isEmpty()) return;
@@ -417,7 +416,7 @@ void MainWindow::onModelReady(const EngineModelInfo& info) {
                                .arg(QLocale().toString(info.nParams))
                                .arg(info.loadSeconds, 0, 'f', 2));
   modeCombo_->setCurrentText(info.mode);
-  backendLabel_->setText(tr("%1 · %2").arg(info.backend.toUpper(), info.device));
+  backendLabel_->setText(info.device);
   contextLabel_->setText(tr("context 0 / %1").arg(info.maxContext));
   memory_->setModel(info);
   try {
