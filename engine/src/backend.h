@@ -6,17 +6,28 @@
 // Positions ≥ pos0 already in the cache are simply overwritten, which is how a Session truncates.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <string>
 
 #include "wkv/engine.h"
 
 namespace wkv {
 
+// Called once per layer and chunk with the chunk's keys (after RoPE) and values, [T][H_kv·D] each, at
+// full precision — for calibration statistics.
+using KvObserver = std::function<void(int layer, const float* k, const float* v, int T)>;
+
 struct SessionState {
   virtual ~SessionState() = default;
   virtual void forward(const TokenId* tokens, int T, int pos0, float* logits, bool all_logits) = 0;
+  // KV bytes per token in the storage format (all layers, K and V) and what the backend holds resident.
+  virtual int64_t kv_format_bytes_per_token() const = 0;
+  virtual int64_t kv_resident_bytes() const = 0;
+  virtual std::string kv_format() const = 0;
+  KvObserver kv_observer;
 };
 
-std::unique_ptr<SessionState> make_cpu_session_state(const Model& model, int n_ctx);
+std::unique_ptr<SessionState> make_cpu_session_state(const Model& model, const SessionOptions& options, int n_ctx);
 
 }  // namespace wkv

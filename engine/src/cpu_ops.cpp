@@ -42,13 +42,14 @@ inline float hsum(vfloat v) {
 }
 
 // Register-blocked micro-kernel: R weight rows × C tokens, accumulating over k in vectors.
-// y[t][o] for o in [o0, o0+R), t in [t0, t0+C). Requires in % kLanes == 0.
+// w points at the first of the R rows (row stride `in`); writes y[t][o0 + r] for t in [t0, t0+C).
+// Requires in % kLanes == 0.
 template <int R, int C>
 inline void micro_kernel(const float* w, const float* x, int in, int out, int o0, int t0, float* y) {
   vfloat acc[R][C] = {};
   for (int k = 0; k < in; k += kLanes) {
     vfloat wv[R], xv[C];
-    for (int r = 0; r < R; ++r) wv[r] = load(w + size_t(o0 + r) * in + k);
+    for (int r = 0; r < R; ++r) wv[r] = load(w + size_t(r) * in + k);
     for (int c = 0; c < C; ++c) xv[c] = load(x + size_t(t0 + c) * in + k);
     for (int r = 0; r < R; ++r)
       for (int c = 0; c < C; ++c) acc[r][c] += wv[r] * xv[c];
@@ -59,32 +60,49 @@ inline void micro_kernel(const float* w, const float* x, int in, int out, int o0
 
 }  // namespace
 
-void matmul(ThreadPool& pool, const float* x, int T, const DenseLinear& W, float* y) {
+void matmul(ThreadPool& pool, const float* x, int T, const Linear& W, float* y) {
   const int in = W.in, out = W.out;
-  const float* w = W.w.data();
-  if (in % kLanes != 0) {  // odd shapes: plain dot products
+  if (in % kLanes != 0) {  // odd shapes: plain dot products over (dequantized) rows
     pool.parallel_for(out, [&](int64_t o_begin, int64_t o_end) {
-      for (int t = 0; t < T; ++t)
-        for (int64_t o = o_begin; o < o_end; ++o) y[size_t(t) * out + o] = dot(w + o * in, x + size_t(t) * in, in);
+      std::vector<float> row(W.quantized() ? in : 0);
+      for (int64_t o = o_begin; o < o_end; ++o) {
+        const float* wr = W.w.data() + o * in;
+        if (W.quantized()) {
+          dequantize_w4_row(*W.q4, int(o), row.data());
+          wr = row.data();
+        }
+        for (int t = 0; t < T; ++t) y[size_t(t) * out + o] = dot(wr, x + size_t(t) * in, in);
+      }
     }, 16);
     return;
   }
   // Rows in blocks of 4 spread over threads; tokens in tiles of 64 so a tile of x stays in cache while
-  // the thread's rows stream past it; inside, 4×4 register blocks.
+  // the thread's rows stream past it; inside, 4×4 register blocks. W4 rows are dequantized to FP32 four
+  // at a time (once per token tile), which keeps the reference exact: y = x·dequant(W)ᵀ.
   constexpr int kTokenTile = 64;
   pool.parallel_for(out, [&](int64_t o_begin, int64_t o_end) {
+    std::vector<float> rows(W.quantized() ? size_t(4) * in : 0);
     for (int t0 = 0; t0 < T; t0 += kTokenTile) {
       const int t1 = std::min(T, t0 + kTokenTile);
       int o = int(o_begin);
-      for (; o + 4 <= o_end; o += 4) {
-        int t = t0;
-        for (; t + 4 <= t1; t += 4) micro_kernel<4, 4>(w, x, in, out, o, t, y);
-        for (; t < t1; ++t) micro_kernel<4, 1>(w, x, in, out, o, t, y);
+      for (; o < o_end; o += 4) {
+        const int R = int(std::min<int64_t>(4, o_end - o));
+        const float* wr = W.w.data() + size_t(o) * in;
+        if (W.quantized()) {
+          for (int r = 0; r < R; ++r) dequantize_w4_row(*W.q4, o + r, rows.data() + size_t(r) * in);
+          wr = rows.data();
+        }
+        if (R == 4) {
+          int t = t0;
+          for (; t + 4 <= t1; t += 4) micro_kernel<4, 4>(wr, x, in, out, o, t, y);
+          for (; t < t1; ++t) micro_kernel<4, 1>(wr, x, in, out, o, t, y);
+        } else {
+          for (int r = 0; r < R; ++r)
+            for (int t = t0; t < t1; ++t) micro_kernel<1, 1>(wr + size_t(r) * in, x, in, out, o + r, t, y);
+        }
       }
-      for (; o < o_end; ++o)
-        for (int t = t0; t < t1; ++t) micro_kernel<1, 1>(w, x, in, out, o, t, y);
     }
-  }, 16);
+  }, 4);
 }
 
 void rmsnorm(const float* x, const float* weight, int T, int n, float eps, float* y) {

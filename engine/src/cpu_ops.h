@@ -13,7 +13,7 @@
 namespace wkv::cpu {
 
 // y[t][o] = Σ_i x[t][i] · W[o][i]   for t < T.  x: [T][in], y: [T][out].
-void matmul(ThreadPool& pool, const float* x, int T, const DenseLinear& W, float* y);
+void matmul(ThreadPool& pool, const float* x, int T, const Linear& W, float* y);
 
 // y[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight   (LlamaRMSNorm, in FP32).
 void rmsnorm(const float* x, const float* weight, int T, int n, float eps, float* y);

@@ -10,27 +10,48 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "quant_formats.h"
+
 namespace wkv {
 
-struct DenseLinear {
+// A linear layer y = x·Wᵀ. Exactly one of `w` (dense FP32) and `q4` (W4, see quant_formats.h) holds
+// the weights. `act4` marks the W4A4 baseline: the input is fake-quantized per token to 4 bits first.
+struct Linear {
   int out = 0;
   int in = 0;
-  std::vector<float> w;  // [out][in]
+  std::vector<float> w;  // [out][in], empty when quantized
+  std::shared_ptr<const W4Matrix> q4;
+  bool act4 = false;
+
+  Linear() = default;
+  Linear(int out_, int in_, std::vector<float> w_) : out(out_), in(in_), w(std::move(w_)) {}
+  bool quantized() const { return q4 != nullptr; }
+  // Bytes of the weights in their storage format (FP16 for dense ones) and at FP16.
+  int64_t format_bytes() const { return q4 ? int64_t(q4->bytes()) : int64_t(out) * in * 2; }
+  int64_t resident_bytes() const { return q4 ? int64_t(q4->bytes()) : int64_t(w.size()) * 4; }
+};
+
+// Static KV smoothing of one layer (DESIGN 2D quantization, step 1), [H_kv·D] each. Empty = identity.
+struct KvSmoothing {
+  std::vector<float> k_delta, k_scale, v_delta, v_scale;
+  bool identity() const { return k_delta.empty(); }
 };
 
 struct LayerWeights {
   std::vector<float> attn_norm;  // [dim]
-  DenseLinear wq;                // [H·D][dim]
-  DenseLinear wk;                // [H_kv·D][dim]
-  DenseLinear wv;                // [H_kv·D][dim]
-  DenseLinear wo;                // [dim][H·D]
+  Linear wq;                // [H·D][dim]
+  Linear wk;                // [H_kv·D][dim]
+  Linear wv;                // [H_kv·D][dim]
+  Linear wo;                // [dim][H·D]
   std::vector<float> ffn_norm;   // [dim]
-  DenseLinear w_gate;            // [ffn][dim]
-  DenseLinear w_up;              // [ffn][dim]
-  DenseLinear w_down;            // [dim][ffn]
+  Linear w_gate;            // [ffn][dim]
+  Linear w_up;              // [ffn][dim]
+  Linear w_down;            // [dim][ffn]
+  KvSmoothing kv_smoothing;
 };
 
 class CpuModelWeights {
@@ -38,7 +59,7 @@ class CpuModelWeights {
   std::vector<float> embed;  // [vocab][dim]
   std::vector<LayerWeights> layers;
   std::vector<float> final_norm;  // [dim]
-  DenseLinear lm_head;            // [vocab][dim] (a copy of embed when tied)
+  Linear lm_head;            // [vocab][dim] (a copy of embed when tied)
 };
 
 }  // namespace wkv

@@ -5,6 +5,9 @@
 #include "backend.h"
 #include "cpu_weights.h"
 #include "model_loader.h"
+#include "model_quant.h"
+#include "quant_formats.h"
+#include "wkvq.h"
 
 namespace fs = std::filesystem;
 
@@ -25,6 +28,9 @@ Model::Model(ModelInfo info, std::unique_ptr<Tokenizer> tok, std::unique_ptr<Cpu
   chat_template_ = options.chat_template ? *options.chat_template : default_chat_template(info_.name);
   n_threads_ = options.n_threads > 0 ? options.n_threads
                                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  mode_ = options.mode ? *options.mode : default_quant_mode(info_);
+  kv_group_ = options.kv_group > 0 ? options.kv_group : (info_.kv_group > 0 ? info_.kv_group : info_.head_dim);
+  if (quant_spec(mode_).kv4) validate_kv4_shape(info_.head_dim, kv_group_, "KV cache (--kv-group)");
   if (options.backend == BackendKind::cuda)
     throw Error(ErrorCode::unsupported, "the CUDA backend was requested but this build has no CUDA backend yet");
   backend_ = BackendKind::cpu;
@@ -39,13 +45,19 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   if (fs::is_directory(path, ec)) {
     m = load_hf_model(path, options);
   } else if (fs::path(path).extension() == ".wkvq") {
-    throw Error(ErrorCode::unsupported, path + ": .wkvq files are not supported by this build yet");
+    m = load_wkvq(path, options);
   } else if (fs::path(path).extension() == ".safetensors" || fs::path(path).filename() == "config.json") {
     m = load_hf_model(fs::path(path).parent_path().string(), options);
   } else {
     m = load_llama2c_model(path, options);
   }
-  return std::make_shared<Model>(std::move(m.info), std::move(m.tokenizer), std::move(m.weights), options);
+  const QuantMode mode = options.mode ? *options.mode : default_quant_mode(m.info);
+  apply_quant_mode(m, mode, options.weight_group);
+  LoadOptions resolved = options;
+  resolved.mode = mode;
+  return std::make_shared<Model>(std::move(m.info), std::move(m.tokenizer), std::move(m.weights), resolved);
 }
+
+MemoryStats Model::weight_memory() const { return weight_memory_of(info_, *weights_, mode_); }
 
 }  // namespace wkv

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cpu_weights.h"
+#include "safetensors.h"
 #include "wkv/engine.h"
 
 namespace wkv {
@@ -25,8 +26,12 @@ struct LoadedModel {
 LoadedModel load_hf_model(const std::string& dir, const LoadOptions& options);
 LoadedModel load_llama2c_model(const std::string& path, const LoadOptions& options);
 
+// A tensor of `file` converted to FP32, after checking its shape (error names file, tensor, both shapes).
+std::vector<float> tensor_to_f32(const TensorView& t, const std::string& file, const std::vector<int64_t>& shape);
+std::string shape_string(const std::vector<int64_t>& shape);
+
 // Interleaved-RoPE rows (pairs (2j, 2j+1) per head) → half-split rows (pairs (j, j + D/2)), as the
 // Hugging Face conversion script does: new row p·D/2 + j of each head = old row 2j + p.
-void permute_rope_rows_to_half_split(DenseLinear& w, int n_heads, int head_dim);
+void permute_rope_rows_to_half_split(Linear& w, int n_heads, int head_dim);
 
 }  // namespace wkv

@@ -71,44 +71,11 @@ class TensorSource {
 };
 
 std::vector<float> to_f32(const TensorSource& src, const std::string& name, std::vector<int64_t> shape) {
-  const TensorView& t = src.get(name);
-  auto shape_str = [](const std::vector<int64_t>& s) {
-    std::string r = "[";
-    for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + std::to_string(s[i]);
-    return r + "]";
-  };
-  if (t.shape != shape)
-    throw Error(ErrorCode::format, src.file_of(name) + ": tensor '" + name + "' has shape " + shape_str(t.shape) +
-                                       ", expected " + shape_str(shape) + " from config.json");
-  const int64_t n = t.numel();
-  std::vector<float> out(static_cast<size_t>(n));
-  switch (t.dtype) {
-    case DType::f32:
-      std::memcpy(out.data(), t.data, static_cast<size_t>(n) * 4);
-      break;
-    case DType::f16:
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, t.data + 2 * i, 2);
-        out[i] = fp16_to_float(h);
-      }
-      break;
-    case DType::bf16:
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, t.data + 2 * i, 2);
-        out[i] = bf16_to_float(h);
-      }
-      break;
-    default:
-      throw Error(ErrorCode::unsupported, src.file_of(name) + ": tensor '" + name + "' has dtype " +
-                                              dtype_name(t.dtype) + "; expected F16, BF16 or F32");
-  }
-  return out;
+  return tensor_to_f32(src.get(name), src.file_of(name), shape);
 }
 
-DenseLinear linear(const TensorSource& src, const std::string& name, int out, int in) {
-  DenseLinear l;
+Linear linear(const TensorSource& src, const std::string& name, int out, int in) {
+  Linear l;
   l.out = out;
   l.in = in;
   l.w = to_f32(src, name, {out, in});
@@ -161,7 +128,7 @@ LoadedModel load_hf_model(const std::string& dir_str, const LoadOptions& options
   if (src.find("lm_head.weight") && !I.tied_embeddings) {
     w->lm_head = linear(src, "lm_head.weight", I.vocab_size, I.dim);
   } else if (I.tied_embeddings) {
-    w->lm_head = DenseLinear{I.vocab_size, I.dim, w->embed};
+    w->lm_head = Linear{I.vocab_size, I.dim, w->embed};
   } else {
     throw Error(ErrorCode::not_found, dir_str + ": missing tensor 'lm_head.weight' (config.json says "
                                                 "tie_word_embeddings is false)");
@@ -172,7 +139,47 @@ LoadedModel load_hf_model(const std::string& dir_str, const LoadOptions& options
   return m;
 }
 
-void permute_rope_rows_to_half_split(DenseLinear& w, int n_heads, int head_dim) {
+std::string shape_string(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (i) r += ',';
+    r += std::to_string(s[i]);
+  }
+  return r + "]";
+}
+
+std::vector<float> tensor_to_f32(const TensorView& t, const std::string& file, const std::vector<int64_t>& shape) {
+  if (t.shape != shape)
+    throw Error(ErrorCode::format, file + ": tensor '" + t.name + "' has shape " + shape_string(t.shape) +
+                                       ", expected " + shape_string(shape));
+  const int64_t n = t.numel();
+  std::vector<float> out(static_cast<size_t>(n));
+  switch (t.dtype) {
+    case DType::f32:
+      std::memcpy(out.data(), t.data, static_cast<size_t>(n) * 4);
+      break;
+    case DType::f16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, t.data + 2 * i, 2);
+        out[i] = fp16_to_float(h);
+      }
+      break;
+    case DType::bf16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, t.data + 2 * i, 2);
+        out[i] = bf16_to_float(h);
+      }
+      break;
+    default:
+      throw Error(ErrorCode::unsupported, file + ": tensor '" + t.name + "' has dtype " + dtype_name(t.dtype) +
+                                              "; expected F16, BF16 or F32");
+  }
+  return out;
+}
+
+void permute_rope_rows_to_half_split(Linear& w, int n_heads, int head_dim) {
   std::vector<float> out(w.w.size());
   const int half = head_dim / 2;
   for (int h = 0; h < n_heads; ++h)

@@ -51,8 +51,8 @@ class Reader {
   size_t pos_ = 0;
 };
 
-DenseLinear take_linear(Reader& r, int out, int in, const std::string& what) {
-  return DenseLinear{out, in, r.floats(size_t(out) * in, what)};
+Linear take_linear(Reader& r, int out, int in, const std::string& what) {
+  return Linear{out, in, r.floats(size_t(out) * in, what)};
 }
 
 std::string find_tokenizer(const fs::path& model_path, int vocab, const LoadOptions& options) {
@@ -139,7 +139,7 @@ LoadedModel load_llama2c_model(const std::string& path, const LoadOptions& optio
 
   auto w = std::make_unique<CpuModelWeights>();
   w->layers.resize(L);
-  auto per_layer_linear = [&](DenseLinear LayerWeights::*field, int out, int inn, const char* name) {
+  auto per_layer_linear = [&](Linear LayerWeights::*field, int out, int inn, const char* name) {
     for (size_t l = 0; l < L; ++l) w->layers[l].*field = take_linear(r, out, inn, std::string(name) + "[" + std::to_string(l) + "]");
   };
   auto per_layer_norm = [&](std::vector<float> LayerWeights::*field, const char* name) {
@@ -166,7 +166,7 @@ LoadedModel load_llama2c_model(const std::string& path, const LoadOptions& optio
     w->final_norm = r.floats(d, "rms_final");
     r.floats(rope_floats, "freq_cis");  // precomputed RoPE tables: we compute our own
   }
-  if (shared_classifier) w->lm_head = DenseLinear{I.vocab_size, I.dim, w->embed};
+  if (shared_classifier) w->lm_head = Linear{I.vocab_size, I.dim, w->embed};
   else w->lm_head = take_linear(r, I.vocab_size, I.dim, "wcls");
   for (auto& layer : w->layers) {
     permute_rope_rows_to_half_split(layer.wq, I.n_heads, I.head_dim);

@@ -39,6 +39,7 @@ PerplexityResult evaluate_perplexity(std::shared_ptr<const Model> model, const s
                                                  " tokens, fewer than one window of " + std::to_string(piece));
   SessionOptions so;
   so.n_ctx = r.ctx;
+  so.token_level_poq = true;  // measure what token-by-token decoding computes (POQ per token)
   Session session(model, so);
   const int vocab = model->info().vocab_size;
   std::vector<TokenId> window(r.ctx);

@@ -31,7 +31,27 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   const int max_ctx = model_->info().max_context;
   if (options.n_ctx < 0) throw Error(ErrorCode::invalid_argument, "n_ctx must be >= 0");
   n_ctx_ = options.n_ctx == 0 ? max_ctx : std::min(options.n_ctx, max_ctx);
-  state_ = make_cpu_session_state(*model_, n_ctx_);
+  state_ = make_cpu_session_state(*model_, options, n_ctx_);
+}
+
+MemoryStats Session::memory_stats() const {
+  MemoryStats s = model_->weight_memory();
+  const ModelInfo& info = model_->info();
+  s.kv_format = state_->kv_format();
+  s.n_tokens = n_past();
+  s.n_ctx = n_ctx_;
+  s.kv_bytes_per_token = state_->kv_format_bytes_per_token();
+  s.kv_bytes_per_token_fp16 = 2 * int64_t(info.n_layers) * info.n_kv_heads * info.head_dim * 2;
+  s.kv_bytes_used = s.kv_bytes_per_token * s.n_tokens;
+  s.kv_bytes_used_fp16 = s.kv_bytes_per_token_fp16 * s.n_tokens;
+  s.kv_bytes_allocated = s.kv_bytes_per_token * n_ctx_;
+  s.kv_bytes_allocated_fp16 = s.kv_bytes_per_token_fp16 * n_ctx_;
+  s.backend_kv_bytes = state_->kv_resident_bytes();
+  for (auto& layer : s.layers) {
+    layer.kv_bytes_used = s.kv_bytes_used / info.n_layers;
+    layer.kv_bytes_used_fp16 = s.kv_bytes_used_fp16 / info.n_layers;
+  }
+  return s;
 }
 
 Session::~Session() = default;

@@ -1,6 +1,7 @@
 // `wkv`: the engine's command-line tool.
 //
 //   wkv info MODEL
+//   wkv quantize MODEL --method rtn|stats [--calib F] -o OUT.wkvq
 //   wkv generate MODEL -p TEXT [sampling options]
 //   wkv chat MODEL [--system TEXT] [sampling options]
 //   wkv ppl MODEL FILE [--ctx L] [--max-windows N]
@@ -10,13 +11,16 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <iostream>
 #include <sstream>
 
 #include "cli_args.h"
 #include "wkv/engine.h"
 #include "wkv/perplexity.h"
+#include "wkv/quantize.h"
 
 namespace {
 
@@ -33,11 +37,16 @@ commands:
   generate MODEL -p TEXT          complete TEXT, streaming tokens to stdout
   chat MODEL                      interactive chat in the terminal (empty line or /exit quits)
   ppl MODEL FILE                  perplexity of FILE (protocol of shared/models/README.md)
+  quantize MODEL -o OUT.wkvq      quantize an FP16/BF16/FP32 checkpoint to a .wkvq file
 
-MODEL is a Hugging Face directory (config.json + *.safetensors + tokenizer.model) or a llama2.c
-checkpoint (.bin with a tokenizer .model beside it).
+MODEL is a Hugging Face directory (config.json + *.safetensors + tokenizer.model), a llama2.c
+checkpoint (.bin with a tokenizer .model beside it), or a .wkvq file.
 
 common options:
+  --mode M                        quantization mode: fp16 w4 kv4 w4kv4 w4kv4-rtn w4kv4-nopoq w4a4
+                                  (default: fp16 for checkpoints, w4kv4 for .wkvq files)
+  --group G                       W4 group size in input channels (default 128)
+  --kv-group G                    KV4 group size in channels of one head (default: head_dim)
   --tokenizer PATH                SentencePiece tokenizer.model to use instead of the one beside MODEL
   --threads N                     CPU threads (default: all cores)
   --ctx N                         context length (default: the model's maximum)
@@ -59,6 +68,14 @@ generation options (generate, chat):
 perplexity options (ppl):
   --ctx L                         window length including BOS (default: the model's maximum)
   --max-windows N                 evaluate only the first N windows
+  --modes all|M1,M2,...           evaluate several modes and print one table
+
+quantize options:
+  --method rtn|stats              rtn: round-to-nearest W4, no KV smoothing; stats: KV smoothing from
+                                  calibration statistics (needs --calib) (default stats)
+  --calib FILE                    calibration text (use wiki.valid.raw for ref-a, never the test split)
+  --samples N  --seqlen L         calibration segments and their length (default 32 x min(2048, context))
+  -o, --output FILE               the .wkvq file to write
 
   -h, --help                      this help
 )";
@@ -70,23 +87,29 @@ void on_sigint(int) { g_interrupted = true; }
 const std::set<std::string> kValueFlags = {"--tokenizer", "--threads", "--ctx", "--prompt", "--file", "--max-tokens",
                                            "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
                                            "--repeat-window", "--seed", "--stop", "--system", "--template",
-                                           "--max-windows"};
+                                           "--max-windows", "--mode", "--group", "--kv-group", "--modes",
+                                           "--method", "--calib", "--samples", "--seqlen", "--output"};
 const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose", "--help"};
 const std::map<std::string, std::string> kAliases = {
-    {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--max-tokens"}, {"-v", "--verbose"}, {"-h", "--help"}, {"-t", "--threads"}};
+    {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--max-tokens"}, {"-v", "--verbose"}, {"-h", "--help"}, {"-t", "--threads"}, {"-o", "--output"}};
 
 std::string model_arg(const Args& a, const char* cmd) {
   if (a.positional().empty()) throw UsageError(std::string(cmd) + ": missing MODEL");
   return a.positional()[0];
 }
 
-std::shared_ptr<Model> load_model(const Args& a, const std::string& path) {
+LoadOptions load_options(const Args& a) {
   LoadOptions opt;
   opt.tokenizer_path = a.str("--tokenizer");
   opt.n_threads = a.integer("--threads", 0, 0, 1024);
   if (a.has("--template")) opt.chat_template = chat_template_from_name(a.str("--template"));
-  return Model::load(path, opt);
+  if (a.has("--mode")) opt.mode = quant_mode_from_name(a.str("--mode"));
+  opt.weight_group = a.integer("--group", opt.weight_group, 8, 1 << 20);
+  opt.kv_group = a.integer("--kv-group", 0, 0, 1 << 20);
+  return opt;
 }
+
+std::shared_ptr<Model> load_model(const Args& a, const std::string& path) { return Model::load(path, load_options(a)); }
 
 SamplingParams sampling_from(const Args& a) {
   SamplingParams p;
@@ -140,10 +163,21 @@ int cmd_info(const Args& a) {
   std::printf("rms norm eps    %g\n", i.norm_eps);
   std::printf("embeddings      %s\n", i.tied_embeddings ? "tied" : "untied");
   std::printf("chat template   %s\n", chat_template_name(model->chat_template()));
+  std::printf("mode            %s\n", quant_mode_name(model->mode()));
+  if (i.format == "wkvq")
+    std::printf("quantization    method %s, W4 group %d, KV4 group %d\nprovenance      %s\n", i.quant_method.c_str(),
+                i.weight_group, i.kv_group, i.provenance.c_str());
+  Session probe(model);
+  const MemoryStats mem = probe.memory_stats();
+  std::printf("weights         %s (%s): %s, FP16 %s (%.2fx smaller)\n", mem.weight_format.c_str(),
+              quant_mode_name(model->mode()), human_bytes(double(mem.weight_bytes)).c_str(),
+              human_bytes(double(mem.weight_bytes_fp16)).c_str(), double(mem.weight_bytes_fp16) / mem.weight_bytes);
+  std::printf("KV cache        %s: %s per token (FP16 %s, %.2fx smaller); %s for the full context\n",
+              mem.kv_format.c_str(), human_bytes(double(mem.kv_bytes_per_token)).c_str(),
+              human_bytes(double(mem.kv_bytes_per_token_fp16)).c_str(),
+              double(mem.kv_bytes_per_token_fp16) / mem.kv_bytes_per_token,
+              human_bytes(double(mem.kv_bytes_allocated)).c_str());
   std::printf("backend         %s (%d threads)\n", backend_name(model->backend()), model->n_threads());
-  const double kv_fp16 = 2.0 * i.n_layers * i.n_kv_heads * i.head_dim * 2;
-  std::printf("KV cache        %s per token at FP16; %s for the full context\n", human_bytes(kv_fp16).c_str(),
-              human_bytes(kv_fp16 * i.max_context).c_str());
   std::printf("tokenizer       %d pieces, bos %d, eos %d\n", model->tokenizer().vocab_size(), model->tokenizer().bos_id(),
               model->tokenizer().eos_id());
   return 0;
@@ -226,32 +260,108 @@ int cmd_chat(const Args& a) {
   return 0;
 }
 
+std::vector<QuantMode> modes_arg(const Args& a) {
+  std::vector<QuantMode> modes;
+  const std::string list = a.str("--modes");
+  if (list == "all") return all_quant_modes();
+  std::stringstream ss(list);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) modes.push_back(quant_mode_from_name(item));
+  if (modes.empty()) throw UsageError("--modes needs 'all' or a comma-separated list of modes");
+  return modes;
+}
+
 int cmd_ppl(const Args& a) {
-  if (a.positional().size() < 2) throw UsageError("ppl: usage: wkv ppl MODEL FILE [--ctx L] [--max-windows N]");
+  if (a.positional().size() < 2) throw UsageError("ppl: usage: wkv ppl MODEL FILE [--ctx L] [--max-windows N] [--mode M | --modes all]");
   const std::string file = a.positional()[1];
   std::ifstream in(file, std::ios::binary);
   if (!in) throw Error(ErrorCode::not_found, file + ": cannot open text file");
   std::ostringstream ss;
   ss << in.rdbuf();
-  auto model = load_model(a, a.positional()[0]);
+  const std::string text = ss.str();
   PerplexityOptions opt;
   opt.ctx = a.integer("--ctx", 0, 0, 1 << 24);
   opt.max_windows = a.integer("--max-windows", 0, 0, 1 << 30);
   std::signal(SIGINT, on_sigint);
-  const auto t0 = std::chrono::steady_clock::now();
-  opt.progress = [&](int done, int total, double ppl) {
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::fprintf(stderr, "\r[%d/%d] ppl %.4f  %.1f s elapsed, ~%.0f s left   ", done, total, ppl, s,
-                 s / done * (total - done));
+  std::vector<std::optional<QuantMode>> modes;
+  if (a.has("--modes")) {
+    if (a.has("--mode")) throw UsageError("give either --mode or --modes");
+    for (QuantMode m : modes_arg(a)) modes.emplace_back(m);
+  } else {
+    modes.emplace_back(std::nullopt);  // --mode or the model's default
+  }
+  struct Row {
+    std::string mode, result;
+  };
+  std::vector<Row> rows;
+  for (const auto& mode : modes) {
+    LoadOptions lo = load_options(a);
+    if (mode) lo.mode = *mode;
+    std::shared_ptr<Model> model;
+    try {
+      model = Model::load(a.positional()[0], lo);
+    } catch (const Error& e) {
+      if (modes.size() == 1 || e.code() != ErrorCode::unsupported) throw;
+      rows.push_back({quant_mode_name(*mode), std::string("n/a: ") + e.what()});
+      continue;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string mode_name = quant_mode_name(model->mode());
+    opt.progress = [&](int done, int total, double ppl) {
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "\r%s [%d/%d] ppl %.4f  %.1f s elapsed, ~%.0f s left   ", mode_name.c_str(), done, total, ppl,
+                   s, s / done * (total - done));
+      return !g_interrupted.load();
+    };
+    const PerplexityResult r = evaluate_perplexity(model, text, opt);
+    std::fprintf(stderr, "\n");
+    if (modes.size() == 1) {
+      std::printf("model %s\nmode %s\nfile %s\ntokens %lld, windows %d of %d (ctx %d), predictions %lld\nmean NLL %.6f\n"
+                  "perplexity %.4f\ntime %.1f s (%.0f tokens/s)\n",
+                  model->info().path.c_str(), mode_name.c_str(), file.c_str(), static_cast<long long>(r.n_tokens),
+                  r.n_windows, r.n_windows_total, r.ctx, static_cast<long long>(r.n_predictions), r.mean_nll, r.ppl,
+                  r.seconds, r.n_windows * r.ctx / r.seconds);
+      return 0;
+    }
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%10.4f  %8.6f  %7d  %8.1f", r.ppl, r.mean_nll, r.n_windows, r.seconds);
+    rows.push_back({mode_name, buf});
+  }
+  std::printf("model %s, file %s, ctx %s\n\n", a.positional()[0].c_str(), file.c_str(),
+              opt.ctx > 0 ? std::to_string(opt.ctx).c_str() : "model maximum");
+  std::printf("%-12s  %10s  %8s  %7s  %8s\n", "mode", "ppl", "mean NLL", "windows", "seconds");
+  for (const Row& r : rows) std::printf("%-12s  %s\n", r.mode.c_str(), r.result.c_str());
+  return 0;
+}
+
+int cmd_quantize(const Args& a) {
+  const std::string path = model_arg(a, "quantize");
+  if (!a.has("--output")) throw UsageError("quantize: give the output file with -o FILE.wkvq");
+  QuantizeOptions q;
+  q.method = quant_method_from_name(a.str("--method", "stats"));
+  q.weight_group = a.integer("--group", 128, 8, 1 << 20);
+  q.kv_group = a.integer("--kv-group", 0, 0, 1 << 20);
+  q.calib_path = a.str("--calib");
+  q.samples = a.integer("--samples", 0, 0, 1 << 20);
+  q.seqlen = a.integer("--seqlen", 0, 0, 1 << 24);
+  q.seed = static_cast<uint64_t>(a.number("--seed", 1, 0, 9.0e15));
+  q.n_threads = a.integer("--threads", 0, 0, 1024);
+  std::signal(SIGINT, on_sigint);
+  q.progress = [](const QuantizeProgress& p) {
+    if (p.total > 0) {
+      const int width = 30, filled = p.total ? width * p.step / p.total : 0;
+      std::fprintf(stderr, "\r%-24s [%s%s] %d/%d", p.stage.c_str(), std::string(filled, '#').c_str(),
+                   std::string(width - filled, ' ').c_str(), p.step, p.total);
+      if (p.eta_seconds > 0) std::fprintf(stderr, "  ~%.0f s left", p.eta_seconds);
+      std::fprintf(stderr, "   ");
+    }
     return !g_interrupted.load();
   };
-  const PerplexityResult r = evaluate_perplexity(model, ss.str(), opt);
-  std::fprintf(stderr, "\n");
-  std::printf("model %s\nfile %s\ntokens %lld, windows %d of %d (ctx %d), predictions %lld\nmean NLL %.6f\nperplexity %.4f\n"
-              "time %.1f s (%.0f tokens/s)\n",
-              model->info().path.c_str(), file.c_str(), static_cast<long long>(r.n_tokens), r.n_windows,
-              r.n_windows_total, r.ctx, static_cast<long long>(r.n_predictions), r.mean_nll, r.ppl, r.seconds,
-              r.n_windows * r.ctx / r.seconds);
+  const auto t0 = std::chrono::steady_clock::now();
+  quantize_to_file(path, a.str("--output"), q);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr, "\nwrote %s (%s, method %s) in %.1f s\n", a.str("--output").c_str(),
+               human_bytes(double(std::filesystem::file_size(a.str("--output")))).c_str(), quant_method_name(q.method), s);
   return 0;
 }
 
@@ -275,6 +385,7 @@ int main(int argc, char** argv) {
     if (cmd == "generate") return cmd_generate(a);
     if (cmd == "chat") return cmd_chat(a);
     if (cmd == "ppl") return cmd_ppl(a);
+    if (cmd == "quantize") return cmd_quantize(a);
     throw UsageError("unknown command '" + cmd + "' (try wkv --help)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "wkv: %s\n", e.what());

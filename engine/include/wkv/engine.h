@@ -57,6 +57,12 @@ struct ModelInfo {
   float norm_eps = 1e-5f;
   bool tied_embeddings = false;
   int64_t n_params = 0;
+  // .wkvq files: how they were made ("rtn", "stats", "wkvquant") and their group sizes; empty / 0 for
+  // floating-point checkpoints.
+  std::string quant_method;
+  int weight_group = 0;
+  int kv_group = 0;
+  std::string provenance;  // .wkvq: JSON (source model and hash, tool, calibration data/settings/losses)
 };
 
 class CpuModelWeights;  // internal
@@ -96,6 +102,11 @@ class Model {
 
 struct SessionOptions {
   int n_ctx = 0;  // context length; 0 = the model's max_context
+  // POQ inside a prefill chunk (KV4 modes with POQ). false: DESIGN.md's chunk semantics — every key and
+  // value of the chunk is full precision for attention inside the chunk. true: token semantics — each
+  // token sees only its own K/V at full precision and every earlier one quantized, exactly as
+  // token-by-token decoding does (perplexity uses this, so it measures what decoding does).
+  bool token_level_poq = false;
 };
 
 struct TokenEvent {

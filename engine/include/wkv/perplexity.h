@@ -2,6 +2,9 @@
 //   text → one token stream encode(whole text) (no BOS) → consecutive non-overlapping pieces of
 //   ctx − 1 tokens (the remainder is dropped) → each window is [BOS] + piece (ctx tokens) →
 //   perplexity = exp(mean next-token NLL over every prediction in every window).
+// Each window is evaluated in one batch with token-level POQ (SessionOptions::token_level_poq), so in
+// KV4 modes every prediction sees exactly what token-by-token decoding would: its own key/value at
+// full precision and every earlier one from the 4-bit cache.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,196 @@
+// quantize_to_file: FP16/BF16/FP32 checkpoint → .wkvq.
+//
+//   rtn    W4 round-to-nearest (γ = β = 1), identity KV smoothing
+//   stats  W4 round-to-nearest + KV smoothing initialized from calibration statistics: the model runs
+//          at full precision over `samples` segments of `seqlen` tokens drawn (seeded) from the
+//          calibration text; per layer and KV channel the min/max of keys (after RoPE) and values give
+//          δ = mid-range and s ∝ half-range^0.5 (quant_formats.h: kv_smoothing_from_stats). Each
+//          segment is [BOS] + seqlen−1 tokens, like the model's training windows; the BOS position is
+//          left out of the statistics because its keys/values are outliers of their own (the
+//          attention sink) that per-token quantization already handles.
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "backend.h"
+#include "model_loader.h"
+#include "model_quant.h"
+#include "sha256.h"
+#include "wkv/quantize.h"
+#include "wkvq.h"
+
+namespace fs = std::filesystem;
+
+namespace wkv {
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::not_found, path + ": cannot open calibration text");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// SHA-256 over the files that define the source weights (config + safetensors, or the .bin).
+std::string source_hash(const std::string& model_path) {
+  Sha256 sha;
+  std::vector<fs::path> files;
+  if (fs::is_directory(model_path)) {
+    for (const auto& e : fs::directory_iterator(model_path)) {
+      const std::string n = e.path().filename().string();
+      if (n == "config.json" || e.path().extension() == ".safetensors" || n == "model.safetensors.index.json")
+        files.push_back(e.path());
+    }
+  } else {
+    files.push_back(model_path);
+  }
+  std::sort(files.begin(), files.end());
+  for (const auto& f : files) {
+    const std::string h = sha256_file(f.string());
+    const std::string line = f.filename().string() + " " + h + "\n";
+    sha.update(line.data(), line.size());
+  }
+  return sha.hex_digest();
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+struct CalibStats {
+  std::vector<KvChannelStats> k, v;
+};
+
+CalibStats collect_kv_stats(const Model& model, const std::vector<std::vector<TokenId>>& segments,
+                            const QuantizeOptions& opt) {
+  const ModelInfo& I = model.info();
+  const int kv_dim = I.n_kv_heads * I.head_dim;
+  CalibStats st;
+  for (int l = 0; l < I.n_layers; ++l) {
+    st.k.emplace_back(kv_dim);
+    st.v.emplace_back(kv_dim);
+  }
+  SessionOptions so;
+  const int seqlen = int(segments.front().size());
+  auto state = make_cpu_session_state(model, so, seqlen);
+  state->kv_observer = [&](int layer, const float* k, const float* v, int T) {
+    st.k[layer].add_tokens(k + kv_dim, T - 1);  // skip the BOS row
+    st.v[layer].add_tokens(v + kv_dim, T - 1);
+  };
+  std::vector<float> logits(I.vocab_size);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < segments.size(); ++i) {
+    state->forward(segments[i].data(), seqlen, 0, logits.data(), false);
+    if (opt.progress) {
+      QuantizeProgress p;
+      p.stage = "calibration statistics";
+      p.step = int(i + 1);
+      p.total = int(segments.size());
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      p.eta_seconds = s / p.step * (p.total - p.step);
+      if (!opt.progress(p)) throw Error(ErrorCode::cancelled, "quantization cancelled");
+    }
+  }
+  return st;
+}
+
+}  // namespace
+
+void quantize_to_file(const std::string& model_path, const std::string& out_path, const QuantizeOptions& opt) {
+  auto report = [&](const char* stage, int step, int total) {
+    if (!opt.progress) return;
+    QuantizeProgress p;
+    p.stage = stage;
+    p.step = step;
+    p.total = total;
+    if (!opt.progress(p)) throw Error(ErrorCode::cancelled, "quantization cancelled");
+  };
+  if (opt.method == QuantMethod::wkvquant)
+    throw Error(ErrorCode::unsupported, "method wkvquant (learned clipping and smoothing trained with CRR) is not "
+                                        "available in this build yet; use --method stats or rtn");
+  if (out_path.empty()) throw Error(ErrorCode::invalid_argument, "quantize: no output path");
+  report("loading", 0, 1);
+  LoadOptions lo;
+  lo.n_threads = opt.n_threads;
+  lo.mode = QuantMode::fp16;
+  auto model = Model::load(model_path, lo);
+  const ModelInfo& I = model->info();
+  if (I.format == "wkvq") throw Error(ErrorCode::invalid_argument, model_path + ": already quantized (.wkvq)");
+
+  json::Object calib;
+  CalibStats stats;
+  if (opt.method == QuantMethod::stats) {
+    if (opt.calib_path.empty())
+      throw Error(ErrorCode::invalid_argument, "method stats needs calibration text (--calib FILE, e.g. wiki.valid.raw)");
+    const int seqlen = opt.seqlen > 0 ? std::min(opt.seqlen, I.max_context) : std::min(2048, I.max_context);
+    const int samples = opt.samples > 0 ? opt.samples : 32;
+    if (seqlen < 2) throw Error(ErrorCode::invalid_argument, "calibration segments need at least 2 tokens");
+    const std::vector<TokenId> ids = model->tokenizer().encode(read_text(opt.calib_path), false);
+    if (int64_t(ids.size()) < seqlen)
+      throw Error(ErrorCode::invalid_argument, opt.calib_path + ": " + std::to_string(ids.size()) +
+                                                   " tokens, fewer than one calibration segment of " + std::to_string(seqlen));
+    std::mt19937_64 rng(opt.seed);
+    std::vector<std::vector<TokenId>> segments;
+    for (int i = 0; i < samples; ++i) {
+      const uint64_t start = rng() % uint64_t(ids.size() - (seqlen - 1) + 1);
+      std::vector<TokenId> seg = {model->tokenizer().bos_id()};
+      seg.insert(seg.end(), ids.begin() + int64_t(start), ids.begin() + int64_t(start) + seqlen - 1);
+      segments.push_back(std::move(seg));
+    }
+    stats = collect_kv_stats(*model, segments, opt);
+    calib.emplace_back("file", fs::path(opt.calib_path).filename().string());
+    calib.emplace_back("sha256", sha256_file(opt.calib_path));
+    calib.emplace_back("samples", samples);
+    calib.emplace_back("seqlen", seqlen);
+    calib.emplace_back("seed", int64_t(opt.seed));
+    calib.emplace_back("statistics", "per-channel min/max of K (after RoPE) and V, BOS position excluded");
+  }
+
+  report("quantizing", 0, I.n_layers);
+  // Reload: Model is immutable, so quantize a fresh copy of the weights.
+  LoadedModel m = fs::is_directory(model_path) ? load_hf_model(model_path, lo) : load_llama2c_model(model_path, lo);
+  apply_quant_mode(m, QuantMode::w4, opt.weight_group);
+  const int kv_group = opt.kv_group > 0 ? opt.kv_group : I.head_dim;
+  validate_kv4_shape(I.head_dim, kv_group, "--kv-group");
+  if (opt.method == QuantMethod::stats) {
+    const int kv_dim = I.n_kv_heads * I.head_dim;
+    for (int l = 0; l < I.n_layers; ++l) {
+      KvSmoothing& sm = m.weights->layers[l].kv_smoothing;
+      sm.k_delta.resize(kv_dim);
+      sm.k_scale.resize(kv_dim);
+      sm.v_delta.resize(kv_dim);
+      sm.v_scale.resize(kv_dim);
+      kv_smoothing_from_stats(stats.k[l].min.data(), stats.k[l].max.data(), kv_dim, sm.k_delta.data(), sm.k_scale.data());
+      kv_smoothing_from_stats(stats.v[l].min.data(), stats.v[l].max.data(), kv_dim, sm.v_delta.data(), sm.v_scale.data());
+    }
+  }
+
+  report("writing", 0, 1);
+  WkvqMeta meta;
+  meta.method = quant_method_name(opt.method);
+  meta.weight_group = opt.weight_group;
+  meta.kv_group = kv_group;
+  json::Object prov;
+  prov.emplace_back("source", fs::path(model_path).lexically_normal().filename().string());
+  prov.emplace_back("source_format", I.format);
+  prov.emplace_back("source_sha256", source_hash(model_path));
+  prov.emplace_back("tool", std::string("wkv ") + WKV_VERSION);
+  prov.emplace_back("created", utc_now());
+  prov.emplace_back("method", meta.method);
+  prov.emplace_back("weights", "round-to-nearest (LWC gamma = beta = 1)");
+  if (!calib.empty()) prov.emplace_back("calibration", json::Value(std::move(calib)));
+  meta.provenance = json::Value(std::move(prov));
+  save_wkvq(out_path, m.info, *m.weights, *m.tokenizer, meta);
+  report("writing", 1, 1);
+}
+
+}  // namespace wkv
