@@ -21,5 +21,5 @@ trap 'rm -rf "$data"' EXIT
 export WKVCHAT_DATA_DIR=$data WKVCHAT_MODEL=$model QT_QPA_PLATFORM=xcb
 command -v xvfb-run >/dev/null || { echo "xvfb-run not found (apt install xvfb)"; exit 1; }
 xvfb-run -a -s "-screen 0 1400x900x24" "$build/app/wkvchat" \
-  --demo-prompt "Once upon a time, there was a little" --screenshot "$out"
+  --mode "${WKVCHAT_MODE:-w4kv4-rtn}" --demo-prompt "Once upon a time, there was a little" --screenshot "$out"
 echo "wrote $out"
