@@ -17,7 +17,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "cli_args.h"
+#include "cli_common.h"
 #include "wkv/engine.h"
 #include "wkv/perplexity.h"
 #include "wkv/quantize.h"
@@ -25,8 +25,17 @@
 namespace {
 
 using namespace wkv;
-using cli::Args;
-using cli::UsageError;
+using namespace wkv::cli;
+
+const std::set<std::string> kValueFlags = {"--tokenizer", "--threads", "--ctx", "--prompt", "--file", "--max-tokens",
+                                           "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
+                                           "--repeat-window", "--seed", "--stop", "--system", "--template",
+                                           "--max-windows", "--mode", "--group", "--kv-group", "--modes",
+                                           "--method", "--calib", "--samples", "--seqlen", "--output",
+                                           "--prompt-tokens", "--gen", "--depth", "--repeats", "--shape"};
+const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose", "--help", "--wkvq"};
+const std::map<std::string, std::string> kAliases = {
+    {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--max-tokens"}, {"-v", "--verbose"}, {"-h", "--help"}, {"-t", "--threads"}, {"-o", "--output"}};
 
 constexpr const char* kUsage = R"(wkv — WKV Chat inference engine (CPU reference backend)
 
@@ -38,6 +47,8 @@ commands:
   chat MODEL                      interactive chat in the terminal (empty line or /exit quits)
   ppl MODEL FILE                  perplexity of FILE (protocol of shared/models/README.md)
   quantize MODEL -o OUT.wkvq      quantize an FP16/BF16/FP32 checkpoint to a .wkvq file
+  bench MODEL                     prefill and decode throughput per context depth (llama-bench style)
+  synth --shape S -o OUT          write a random-weight model of a real shape (for timing)
 
 MODEL is a Hugging Face directory (config.json + *.safetensors + tokenizer.model), a llama2.c
 checkpoint (.bin with a tokenizer .model beside it), or a .wkvq file.
@@ -77,72 +88,16 @@ quantize options:
   --samples N  --seqlen L         calibration segments and their length (default 32 x min(2048, context))
   -o, --output FILE               the .wkvq file to write
 
+bench options:
+  --prompt-tokens N --gen N       prefill and decode lengths (default 512 and 128)
+  --depth D1,D2,...               context already filled before timing (default 0)
+  --repeats N                     runs per depth, the median is reported (default 3)
+
+synth options:
+  --shape llama2-7b|llama2-13b|llama3-8b|tiny  --tokenizer PATH  [--wkvq] [--seed S] -o OUT
+
   -h, --help                      this help
 )";
-
-std::atomic<bool> g_interrupted{false};
-
-void on_sigint(int) { g_interrupted = true; }
-
-const std::set<std::string> kValueFlags = {"--tokenizer", "--threads", "--ctx", "--prompt", "--file", "--max-tokens",
-                                           "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
-                                           "--repeat-window", "--seed", "--stop", "--system", "--template",
-                                           "--max-windows", "--mode", "--group", "--kv-group", "--modes",
-                                           "--method", "--calib", "--samples", "--seqlen", "--output"};
-const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose", "--help"};
-const std::map<std::string, std::string> kAliases = {
-    {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--max-tokens"}, {"-v", "--verbose"}, {"-h", "--help"}, {"-t", "--threads"}, {"-o", "--output"}};
-
-std::string model_arg(const Args& a, const char* cmd) {
-  if (a.positional().empty()) throw UsageError(std::string(cmd) + ": missing MODEL");
-  return a.positional()[0];
-}
-
-LoadOptions load_options(const Args& a) {
-  LoadOptions opt;
-  opt.tokenizer_path = a.str("--tokenizer");
-  opt.n_threads = a.integer("--threads", 0, 0, 1024);
-  if (a.has("--template")) opt.chat_template = chat_template_from_name(a.str("--template"));
-  if (a.has("--mode")) opt.mode = quant_mode_from_name(a.str("--mode"));
-  opt.weight_group = a.integer("--group", opt.weight_group, 8, 1 << 20);
-  opt.kv_group = a.integer("--kv-group", 0, 0, 1 << 20);
-  return opt;
-}
-
-std::shared_ptr<Model> load_model(const Args& a, const std::string& path) { return Model::load(path, load_options(a)); }
-
-SamplingParams sampling_from(const Args& a) {
-  SamplingParams p;
-  p.temperature = static_cast<float>(a.number("--temp", p.temperature, 0, 100));
-  p.top_k = a.integer("--top-k", p.top_k, 0, 1 << 24);
-  p.top_p = static_cast<float>(a.number("--top-p", p.top_p, 1e-6, 1));
-  p.min_p = static_cast<float>(a.number("--min-p", p.min_p, 0, 1));
-  p.repetition_penalty = static_cast<float>(a.number("--repeat-penalty", p.repetition_penalty, 1e-3, 100));
-  p.repetition_window = a.integer("--repeat-window", p.repetition_window, 0, 1 << 24);
-  if (a.has("--seed")) p.seed = static_cast<uint64_t>(a.number("--seed", 0, 0, 9.0e15));
-  return p;
-}
-
-GenerateOptions generate_options(const Args& a) {
-  GenerateOptions g;
-  g.sampling = sampling_from(a);
-  g.max_tokens = a.integer("--max-tokens", g.max_tokens, 0, 1 << 24);
-  g.stop_strings = a.all("--stop");
-  g.stop_at_eos = !a.has("--ignore-eos");
-  return g;
-}
-
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) {
-    b /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.2f %s", b, units[u]);
-  return buf;
-}
 
 int cmd_info(const Args& a) {
   auto model = load_model(a, model_arg(a, "info"));
@@ -203,11 +158,7 @@ int cmd_generate(const Args& a) {
   std::string prompt;
   if (a.has("--prompt")) prompt = a.str("--prompt");
   else if (a.has("--file")) {
-    std::ifstream in(a.str("--file"), std::ios::binary);
-    if (!in) throw Error(ErrorCode::not_found, a.str("--file") + ": cannot open prompt file");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    prompt = ss.str();
+    prompt = read_text_file(a.str("--file"));
   } else {
     throw UsageError("generate: give a prompt with -p TEXT or -f FILE");
   }
@@ -218,7 +169,7 @@ int cmd_generate(const Args& a) {
   Session session(model, so);
   const std::vector<TokenId> ids = model->tokenizer().encode(prompt, !a.has("--no-bos"));
   std::fwrite(prompt.data(), 1, prompt.size(), stdout);
-  std::signal(SIGINT, on_sigint);
+  install_sigint_handler();
   const GenerateResult r = session.generate(ids, g, streaming_printer());
   std::printf("\n");
   if (a.has("--verbose")) print_stats(r, nullptr);
@@ -237,7 +188,7 @@ int cmd_chat(const Args& a) {
   if (a.has("--system")) messages.push_back({ChatMessage::Role::system, a.str("--system")});
   std::fprintf(stderr, "wkv chat: %s (%s template, %d-token context). Empty line or /exit quits; Ctrl-C stops a reply.\n",
                model->info().name.c_str(), chat_template_name(model->chat_template()), session.n_ctx());
-  std::signal(SIGINT, on_sigint);
+  install_sigint_handler();
   std::string line;
   for (;;) {
     std::fprintf(stderr, "\n> ");
@@ -257,111 +208,6 @@ int cmd_chat(const Args& a) {
     if (r.stop == StopReason::context_full) std::fprintf(stderr, "wkv: context full; reply cut short\n");
     messages.push_back({ChatMessage::Role::assistant, r.text});
   }
-  return 0;
-}
-
-std::vector<QuantMode> modes_arg(const Args& a) {
-  std::vector<QuantMode> modes;
-  const std::string list = a.str("--modes");
-  if (list == "all") return all_quant_modes();
-  std::stringstream ss(list);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) modes.push_back(quant_mode_from_name(item));
-  if (modes.empty()) throw UsageError("--modes needs 'all' or a comma-separated list of modes");
-  return modes;
-}
-
-int cmd_ppl(const Args& a) {
-  if (a.positional().size() < 2) throw UsageError("ppl: usage: wkv ppl MODEL FILE [--ctx L] [--max-windows N] [--mode M | --modes all]");
-  const std::string file = a.positional()[1];
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw Error(ErrorCode::not_found, file + ": cannot open text file");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
-  PerplexityOptions opt;
-  opt.ctx = a.integer("--ctx", 0, 0, 1 << 24);
-  opt.max_windows = a.integer("--max-windows", 0, 0, 1 << 30);
-  std::signal(SIGINT, on_sigint);
-  std::vector<std::optional<QuantMode>> modes;
-  if (a.has("--modes")) {
-    if (a.has("--mode")) throw UsageError("give either --mode or --modes");
-    for (QuantMode m : modes_arg(a)) modes.emplace_back(m);
-  } else {
-    modes.emplace_back(std::nullopt);  // --mode or the model's default
-  }
-  struct Row {
-    std::string mode, result;
-  };
-  std::vector<Row> rows;
-  for (const auto& mode : modes) {
-    LoadOptions lo = load_options(a);
-    if (mode) lo.mode = *mode;
-    std::shared_ptr<Model> model;
-    try {
-      model = Model::load(a.positional()[0], lo);
-    } catch (const Error& e) {
-      if (modes.size() == 1 || e.code() != ErrorCode::unsupported) throw;
-      rows.push_back({quant_mode_name(*mode), std::string("n/a: ") + e.what()});
-      continue;
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    const std::string mode_name = quant_mode_name(model->mode());
-    opt.progress = [&](int done, int total, double ppl) {
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::fprintf(stderr, "\r%s [%d/%d] ppl %.4f  %.1f s elapsed, ~%.0f s left   ", mode_name.c_str(), done, total, ppl,
-                   s, s / done * (total - done));
-      return !g_interrupted.load();
-    };
-    const PerplexityResult r = evaluate_perplexity(model, text, opt);
-    std::fprintf(stderr, "\n");
-    if (modes.size() == 1) {
-      std::printf("model %s\nmode %s\nfile %s\ntokens %lld, windows %d of %d (ctx %d), predictions %lld\nmean NLL %.6f\n"
-                  "perplexity %.4f\ntime %.1f s (%.0f tokens/s)\n",
-                  model->info().path.c_str(), mode_name.c_str(), file.c_str(), static_cast<long long>(r.n_tokens),
-                  r.n_windows, r.n_windows_total, r.ctx, static_cast<long long>(r.n_predictions), r.mean_nll, r.ppl,
-                  r.seconds, r.n_windows * r.ctx / r.seconds);
-      return 0;
-    }
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "%10.4f  %8.6f  %7d  %8.1f", r.ppl, r.mean_nll, r.n_windows, r.seconds);
-    rows.push_back({mode_name, buf});
-  }
-  std::printf("model %s, file %s, ctx %s\n\n", a.positional()[0].c_str(), file.c_str(),
-              opt.ctx > 0 ? std::to_string(opt.ctx).c_str() : "model maximum");
-  std::printf("%-12s  %10s  %8s  %7s  %8s\n", "mode", "ppl", "mean NLL", "windows", "seconds");
-  for (const Row& r : rows) std::printf("%-12s  %s\n", r.mode.c_str(), r.result.c_str());
-  return 0;
-}
-
-int cmd_quantize(const Args& a) {
-  const std::string path = model_arg(a, "quantize");
-  if (!a.has("--output")) throw UsageError("quantize: give the output file with -o FILE.wkvq");
-  QuantizeOptions q;
-  q.method = quant_method_from_name(a.str("--method", "stats"));
-  q.weight_group = a.integer("--group", 128, 8, 1 << 20);
-  q.kv_group = a.integer("--kv-group", 0, 0, 1 << 20);
-  q.calib_path = a.str("--calib");
-  q.samples = a.integer("--samples", 0, 0, 1 << 20);
-  q.seqlen = a.integer("--seqlen", 0, 0, 1 << 24);
-  q.seed = static_cast<uint64_t>(a.number("--seed", 1, 0, 9.0e15));
-  q.n_threads = a.integer("--threads", 0, 0, 1024);
-  std::signal(SIGINT, on_sigint);
-  q.progress = [](const QuantizeProgress& p) {
-    if (p.total > 0) {
-      const int width = 30, filled = p.total ? width * p.step / p.total : 0;
-      std::fprintf(stderr, "\r%-24s [%s%s] %d/%d", p.stage.c_str(), std::string(filled, '#').c_str(),
-                   std::string(width - filled, ' ').c_str(), p.step, p.total);
-      if (p.eta_seconds > 0) std::fprintf(stderr, "  ~%.0f s left", p.eta_seconds);
-      std::fprintf(stderr, "   ");
-    }
-    return !g_interrupted.load();
-  };
-  const auto t0 = std::chrono::steady_clock::now();
-  quantize_to_file(path, a.str("--output"), q);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::fprintf(stderr, "\nwrote %s (%s, method %s) in %.1f s\n", a.str("--output").c_str(),
-               human_bytes(double(std::filesystem::file_size(a.str("--output")))).c_str(), quant_method_name(q.method), s);
   return 0;
 }
 
@@ -386,6 +232,8 @@ int main(int argc, char** argv) {
     if (cmd == "chat") return cmd_chat(a);
     if (cmd == "ppl") return cmd_ppl(a);
     if (cmd == "quantize") return cmd_quantize(a);
+    if (cmd == "bench") return cmd_bench(a);
+    if (cmd == "synth") return cmd_synth(a);
     throw UsageError("unknown command '" + cmd + "' (try wkv --help)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "wkv: %s\n", e.what());

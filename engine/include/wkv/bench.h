@@ -1,0 +1,42 @@
+// Throughput benchmark of a model on its backend (`wkv bench`), in the spirit of llama-bench:
+// for each context depth, fill the context with `depth` tokens, then time a prefill of `prompt` tokens
+// and a decode of `gen` tokens. Figures are medians over `repeats` runs; the bytes a decode step must
+// read (weights in their storage format + the KV cache at that depth) give the achieved bandwidth.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "wkv/engine.h"
+
+namespace wkv {
+
+struct BenchOptions {
+  int prompt = 512;               // prefill tokens (0 = skip)
+  int gen = 128;                  // decode tokens (0 = skip)
+  std::vector<int> depths = {0};  // context already filled before the timed part
+  int repeats = 3;
+  uint64_t seed = 1;              // for the random token ids
+  std::function<void(const std::string&)> log;  // progress lines
+};
+
+struct BenchRow {
+  int depth = 0;
+  double prefill_tokens_per_second = 0;
+  double decode_tokens_per_second = 0;
+  int64_t decode_bytes_per_token = 0;  // weights + KV read at this depth (storage formats)
+  double decode_gb_per_second = 0;     // decode_bytes_per_token × decode tok/s
+  int64_t kv_bytes = 0;                // KV cache in use at the end of the run
+  int64_t kv_bytes_fp16 = 0;
+};
+
+// Runs the benchmark; throws Error(invalid_argument) if depth + prompt + gen exceeds the context.
+std::vector<BenchRow> run_bench(std::shared_ptr<const Model> model, const BenchOptions& options);
+
+// Host memory copy bandwidth (bytes read + written per second), measured with a large memcpy.
+double measure_host_copy_bandwidth();
+
+}  // namespace wkv

@@ -1,0 +1,69 @@
+// `wkv synth` models load with the shapes they claim, and `wkv bench` reports consistent figures.
+#include "test_support.h"
+#include "wkv/bench.h"
+#include "wkv/synth.h"
+
+namespace wkv {
+namespace {
+
+TEST(Synth, TinyShapesRoundTripThroughTheLoaders) {
+  WKV_REQUIRE_SHARED("data/llama2c/stories260K/tok512.model");
+  const std::string dir = test::temp_dir();
+  SynthOptions o;
+  o.tokenizer_path = test::shared_path("data/llama2c/stories260K/tok512.model");
+  const SynthShape& s = synth_shape("tiny");
+  write_synthetic_model(s, dir + "/hf", o);
+  o.wkvq = true;
+  write_synthetic_model(s, dir + "/tiny.wkvq", o);
+  for (const std::string path : {dir + "/hf", dir + "/tiny.wkvq"}) {
+    LoadOptions lo;
+    lo.n_threads = 2;
+    auto m = Model::load(path, lo);
+    EXPECT_EQ(m->info().dim, s.dim);
+    EXPECT_EQ(m->info().n_layers, s.n_layers);
+    EXPECT_EQ(m->info().ffn_dim, s.ffn);
+    EXPECT_EQ(m->info().vocab_size, s.vocab);
+    EXPECT_EQ(m->info().max_context, s.max_context);
+    Session sess(m);
+    GenerateOptions g;
+    g.sampling = SamplingParams::greedy();
+    g.max_tokens = 8;
+    g.stop_at_eos = false;
+    EXPECT_EQ(sess.generate(std::vector<TokenId>{1, 5, 6}, g).tokens.size(), 8u) << path;
+  }
+  EXPECT_THROW(synth_shape("llama9-1t"), Error);
+  o.tokenizer_path.clear();
+  EXPECT_THROW(write_synthetic_model(s, dir + "/x", o), Error);
+}
+
+TEST(Bench, RowsAreConsistentWithMemoryAccounting) {
+  WKV_REQUIRE_SHARED("data/llama2c/stories260K/tok512.model");
+  const std::string dir = test::temp_dir();
+  SynthOptions o;
+  o.tokenizer_path = test::shared_path("data/llama2c/stories260K/tok512.model");
+  o.wkvq = true;
+  write_synthetic_model(synth_shape("tiny"), dir + "/t.wkvq", o);
+  LoadOptions lo;
+  lo.n_threads = 2;
+  auto m = Model::load(dir + "/t.wkvq", lo);
+  BenchOptions b;
+  b.prompt = 16;
+  b.gen = 4;
+  b.depths = {0, 32};
+  b.repeats = 1;
+  const auto rows = run_bench(m, b);
+  ASSERT_EQ(rows.size(), 2u);
+  Session probe(m);
+  const MemoryStats mem = probe.memory_stats();
+  for (const BenchRow& r : rows) {
+    EXPECT_GT(r.prefill_tokens_per_second, 0);
+    EXPECT_GT(r.decode_tokens_per_second, 0);
+    EXPECT_EQ(r.kv_bytes, mem.kv_bytes_per_token * (r.depth + 16 + 4));  // every timed token is cached
+    EXPECT_EQ(r.decode_bytes_per_token, mem.weight_bytes + mem.kv_bytes_per_token * (r.depth + 16 + 2));
+  }
+  b.depths = {4096};  // beyond the context
+  EXPECT_THROW(run_bench(m, b), Error);
+}
+
+}  // namespace
+}  // namespace wkv
