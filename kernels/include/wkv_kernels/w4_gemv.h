@@ -1,0 +1,43 @@
+// W4 GEMV for decode: y[b][row] = Σ_c x[b][c] · w'(row, c) with FP32 activations and FP32 accumulation.
+//
+// Weights use the W4 storage format of engine/src/quant_formats.h (the spec), as device pointers:
+//   qweight [rows][cols/8] uint32 (interleaved nibbles), scales / zeros [rows][cols/group] FP16 bits,
+//   w'(row, c) = (q − z)·h.
+// x: FP32 [B][cols] (row-major, batch stride cols), y: FP32 [B][rows] (batch stride rows). Device memory.
+//
+// Supported shapes: every valid W4 shape (rows ≥ 1, group ≥ 8, group % 8 == 0, cols % group == 0) and
+// any B ≥ 1 (launched in batches of ≤ 8). Two paths:
+//   fast    cols % 32 == 0, group % 32 == 0, qweight and x 16-byte aligned: each lane streams one uint4
+//           (32 weights) per row with L1-bypassing loads, 4 rows per warp share each x load.
+//   generic anything else valid: one warp per row, one word (8 weights) per lane step. Correct but slower.
+// Both compute (q − z) exactly and multiply by h in FP32, so the result differs from an FP64 dot of the
+// dequantized weights only by FP32 summation rounding.
+// Invalid shapes / null pointers throw wkv::Error(invalid_argument). The launch is asynchronous on
+// `stream`; CUDA errors throw std::runtime_error (cuda_check.h).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace wkv::kernels {
+
+struct W4DeviceWeights {
+  int rows = 0;
+  int cols = 0;
+  int group = 0;
+  const uint32_t* qweight = nullptr;  // [rows][cols/8]
+  const uint16_t* scales = nullptr;   // [rows][cols/group] FP16 bits
+  const uint16_t* zeros = nullptr;    // [rows][cols/group] FP16 bits
+};
+
+// Throws wkv::Error(invalid_argument) naming `what` unless w is a valid W4 shape with non-null arrays.
+void validate_w4_device(const W4DeviceWeights& w, const char* what);
+
+// True when w4_gemv takes the fast path for these weights and this x pointer.
+bool w4_gemv_fast_path(const W4DeviceWeights& w, const float* x);
+
+// y[B][rows] = x[B][cols] · W'ᵀ.
+void w4_gemv(const W4DeviceWeights& w, const float* x, int B, float* y, cudaStream_t stream = 0);
+
+}  // namespace wkv::kernels

@@ -1,0 +1,46 @@
+// Small device and host helpers shared by the kernels in this folder (internal).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "wkv/error.h"
+
+namespace wkv::kernels {
+
+constexpr int kWarpSize = 32;
+
+// Throws wkv::Error(invalid_argument) with `message` unless `ok`.
+inline void require_arg(bool ok, const std::string& message) {
+  if (!ok) throw wkv::Error(wkv::ErrorCode::invalid_argument, message);
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int off = kWarpSize / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, off);
+  return v;
+}
+
+// 16-byte load that streams through L2 without allocating in L1, so weights read once do not evict
+// the activations every warp of the SM re-reads. Read-only (.nc): the weights never change in a launch.
+__device__ __forceinline__ uint4 load_stream_u4(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ __half2 half2_from_bits(uint32_t bits) {
+  __half2 h;
+  memcpy(&h, &bits, sizeof(h));
+  return h;
+}
+
+}  // namespace wkv::kernels

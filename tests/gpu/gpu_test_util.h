@@ -1,0 +1,67 @@
+// Helpers for the GPU tests: a skip guard, device buffers with poisoning, seeded randomness.
+#pragma once
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "wkv_kernels/device.h"
+
+// Skips the test (loudly) on a machine without a usable CUDA device.
+#define WKV_REQUIRE_GPU()                                                           \
+  do {                                                                              \
+    const auto wkv_info_ = ::wkv::kernels::query_device();                          \
+    if (!wkv_info_.available) GTEST_SKIP() << "GPU test skipped: " << wkv_info_.reason; \
+  } while (0)
+
+namespace wkv::test {
+
+inline void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
+}
+
+// n elements of T in device memory (cudaMalloc: 256-byte aligned).
+template <typename T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t n) : n_(n) { cuda_ok(cudaMalloc(&p_, (n ? n : 1) * sizeof(T)), "cudaMalloc"); }
+  explicit DeviceBuffer(const std::vector<T>& v) : DeviceBuffer(v.size()) { upload(v); }
+  ~DeviceBuffer() { cudaFree(p_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  T* get() const { return p_; }
+  size_t size() const { return n_; }
+  void upload(const std::vector<T>& v) {
+    if (v.size() != n_) throw std::runtime_error("DeviceBuffer::upload: size mismatch");
+    cuda_ok(cudaMemcpy(p_, v.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), "upload");
+  }
+  std::vector<T> download() const {
+    cuda_ok(cudaDeviceSynchronize(), "kernel");
+    std::vector<T> v(n_);
+    cuda_ok(cudaMemcpy(v.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost), "download");
+    return v;
+  }
+  // Fills every byte with `byte` (0xFF makes FP32 / FP16 NaN) so unwritten outputs are detectable.
+  void poison(int byte = 0xFF) { cuda_ok(cudaMemset(p_, byte, (n_ ? n_ : 1) * sizeof(T)), "poison"); }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+inline uint32_t fresh_seed() { return std::random_device{}(); }
+
+inline std::vector<float> random_normal(std::mt19937& rng, size_t n, float stddev, float mean = 0.0f) {
+  std::normal_distribution<float> d(mean, stddev);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+}  // namespace wkv::test
