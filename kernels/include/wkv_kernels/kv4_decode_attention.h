@@ -1,0 +1,40 @@
+// Batch-1 decode attention over a paged KV4 cache (split-K / flash-decoding).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+#include "wkv_kernels/kv4_cache.h"
+
+namespace wkv::kernels {
+
+struct Kv4DecodeArgs {
+  const float* q = nullptr;       // [H][D] FP32, this token's queries (after RoPE)
+  const float* k_cur = nullptr;   // [H_kv][D] FP32, this token's full-precision key (read only when poq)
+  const float* v_cur = nullptr;   // [H_kv][D] FP32, this token's full-precision value (read only when poq)
+  float* out = nullptr;           // [H][D] FP32
+  int n_heads = 0;                // H, a multiple of the cache's H_kv (GQA: head h uses KV head h / (H/H_kv))
+  int n_cache = 0;                // keys/values 0 … n_cache−1 are read from the cache (dequantized)
+  bool poq = true;                // true: the current token is attended from k_cur/v_cur (full precision);
+                                  //   the cache holds only the past (n_cache = n_past, may be 0).
+                                  // false: the caller appended the current token first (n_cache = n_past+1 ≥ 1).
+  int keys_per_split = 0;         // keys per split block, 0 = automatic (fills the GPU); else 32 … 512
+};
+
+// Supported head dims (the kernels are specialized).
+constexpr bool kv4_decode_supports_head_dim(int D) { return D == 64 || D == 128; }
+
+// Workspace (device memory, any alignment ≥ 16) for up to n_cache_max cached keys at any keys_per_split.
+size_t kv4_decode_workspace_bytes(int n_heads, int head_dim, int n_cache_max);
+
+// out[h] = softmax_j(q_h·k̂_j/√D) · v̂_j over the keys described by `args` (FP32 math, expf).
+// Dequantization follows quant_formats.h; smoothing is folded: s·(1/√D) into q, δ into a per-head score
+// constant, and the V side accumulates in the smoothed domain (x̃) and applies s, δ once in the combine.
+// Throws std::invalid_argument on unsupported shapes (D ∉ {64, 128}, G ∉ even divisors of D, H % H_kv,
+// n_cache > capacity, poq == false with n_cache == 0, workspace too small), std::runtime_error on a CUDA
+// error. Two launches on `stream` (split kernel + combine kernel).
+void kv4_decode_attention(const Kv4LayerCache& cache, const Kv4DecodeArgs& args, void* workspace,
+                          size_t workspace_bytes, cudaStream_t stream = nullptr);
+
+}  // namespace wkv::kernels
