@@ -18,6 +18,7 @@ TEST(Synth, TinyShapesRoundTripThroughTheLoaders) {
   for (const std::string path : {dir + "/hf", dir + "/tiny.wkvq"}) {
     LoadOptions lo;
     lo.n_threads = 2;
+    lo.backend = BackendKind::cpu;
     auto m = Model::load(path, lo);
     EXPECT_EQ(m->info().dim, s.dim);
     EXPECT_EQ(m->info().n_layers, s.n_layers);
@@ -45,6 +46,7 @@ TEST(Bench, RowsAreConsistentWithMemoryAccounting) {
   write_synthetic_model(synth_shape("tiny"), dir + "/t.wkvq", o);
   LoadOptions lo;
   lo.n_threads = 2;
+  lo.backend = BackendKind::cpu;
   auto m = Model::load(dir + "/t.wkvq", lo);
   BenchOptions b;
   b.prompt = 16;
