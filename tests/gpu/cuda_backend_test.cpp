@@ -5,7 +5,10 @@
 // bit and land on the other side of a rounding boundary, moving that position's logits by up to ~1e-2
 // (the same effect is analysed in tests/unit/quant_modes_test.cpp). So: the first position (no past,
 // POQ) must match to 1e-4; every position to 3e-2; the mean over positions to 3e-3. Prefill (T > 8)
-// runs the linears on tensor cores with FP16 inputs: 1e-2 per position, 3e-3 on average.
+// runs the linears on tensor cores with FP16 inputs, so keys differ from the CPU's by ~1e-3 relative and
+// about one code in a hundred lands on the other side of a rounding boundary: with chunk POQ (the chunk
+// attends to itself at full precision) 1e-2 per position and 3e-3 on average; with token-level POQ
+// (every earlier key quantized) 6e-2 per position and 3e-2 on average (measured 2–3.6e-2, H200).
 #include <cmath>
 
 #include "test_support.h"
@@ -53,6 +56,7 @@ TEST_F(CudaBackend, DecodeMatchesCpuInEveryGpuMode) {
     double mean = 0;
     for (size_t p = 0; p < kPrompt.size(); ++p) {
       const double rel = test::rel_l2(g[p].data(), c[p].data(), c[p].size());
+      std::printf("%s position %zu rel L2 %.2e\n", quant_mode_name(mode), p, rel);
       if (p == 0 && mode != QuantMode::w4kv4_nopoq) EXPECT_LT(rel, 1e-4) << quant_mode_name(mode);
       EXPECT_LT(rel, 3e-2) << quant_mode_name(mode) << " position " << p;
       mean += rel / kPrompt.size();
@@ -74,10 +78,10 @@ TEST_F(CudaBackend, PrefillMatchesCpuWithTokenAndChunkPoq) {
     double mean = 0;
     for (size_t p = 0; p < kPrompt.size(); ++p) {
       const double rel = test::rel_l2(lg.data() + p * 8192, lc.data() + p * 8192, 8192);
-      EXPECT_LT(rel, 1e-2) << "token_level " << token_level << " position " << p;
+      EXPECT_LT(rel, token_level ? 6e-2 : 1e-2) << "token_level " << token_level << " position " << p;
       mean += rel / kPrompt.size();
     }
-    EXPECT_LT(mean, 3e-3) << "token_level " << token_level;
+    EXPECT_LT(mean, token_level ? 3e-2 : 3e-3) << "token_level " << token_level;
   }
 }
 
