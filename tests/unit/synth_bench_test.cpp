@@ -15,7 +15,7 @@ TEST(Synth, TinyShapesRoundTripThroughTheLoaders) {
   write_synthetic_model(s, dir + "/hf", o);
   o.wkvq = true;
   write_synthetic_model(s, dir + "/tiny.wkvq", o);
-  for (const std::string path : {dir + "/hf", dir + "/tiny.wkvq"}) {
+  for (const std::string& path : {dir + "/hf", dir + "/tiny.wkvq"}) {
     LoadOptions lo;
     lo.n_threads = 2;
     lo.backend = BackendKind::cpu;
