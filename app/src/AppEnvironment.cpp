@@ -20,8 +20,11 @@ QString databasePath() { return QDir(dataDir()).filePath(QStringLiteral("wkvchat
 
 QStringList bundledModelDirs() {
   const QDir app(QCoreApplication::applicationDirPath());
-  return {app.filePath(QStringLiteral("models")), app.filePath(QStringLiteral("../share/wkvchat/models")),
-          QStringLiteral("/usr/share/wkvchat/models")};
+  QStringList dirs = {app.filePath(QStringLiteral("models")), app.filePath(QStringLiteral("../share/wkvchat/models")),
+                      QStringLiteral("/usr/share/wkvchat/models")};
+  const QString extra = qEnvironmentVariable("WKVCHAT_MODELS_DIR");
+  if (!extra.isEmpty()) dirs.prepend(extra);
+  return dirs;
 }
 
 QString bundledModel() {

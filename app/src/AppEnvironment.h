@@ -2,6 +2,7 @@
 // tests, demos and portable setups):
 //   WKVCHAT_DATA_DIR  folder of the conversation database (default: the platform's app data folder)
 //   WKVCHAT_MODEL     model to load at startup, ahead of the saved setting "model/path"
+//   WKVCHAT_MODELS_DIR  an extra folder searched first for bundled .wkvq models
 // Without either, the bundled demo model (models/*.wkvq beside the executable, or
 // <prefix>/share/wkvchat/models when installed) is used.
 #pragma once
