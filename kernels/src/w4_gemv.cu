@@ -1,13 +1,11 @@
 // W4 GEMV (decode): y[b][row] = Σ_c x[b][c]·(q − z)·h. See wkv_kernels/w4_gemv.h for the contract.
 //
 // Fast path (cols % 32 == 0, group % 32 == 0, aligned pointers)
-//   A "chunk" is 32 consecutive input channels = 4 words = one uint4 of a row's qweight; a chunk never
-//   straddles a group because group % 32 == 0. Each block of 128 threads owns kRows consecutive rows;
-//   thread t takes the chunks t, t + 128, t + 256, … of every one of its rows (split-K inside the block,
-//   reduced through shared memory at the end), so one warp-wide load instruction reads 512 contiguous
-//   bytes of a row (fully coalesced) and each x value a thread loads is reused for kRows rows.
-//   Loads of U chunk-steps (and their scales / zeros) are issued before any math so each thread keeps
-//   U·kRows·16 bytes in flight. Why split-K: with one warp per kRows rows, a 4096-row matrix gave only
+//   Each block of 128 threads owns kRows consecutive rows; thread t takes the words (8 channels) t, t + 128,
+//   t + 256, … of every one of its rows (split-K inside the block, reduced through shared memory at the
+//   end), so one warp-wide load instruction reads 128 contiguous bytes of a row and each x value a thread
+//   loads is reused for kRows rows. Loads of U word-steps (and their scales / zeros) are issued before any
+//   math. (The fast-path conditions, cols % 32 and group % 32, are those of an earlier uint4 mapping.) Why split-K: with one warp per kRows rows, a 4096-row matrix gave only
 //   ~8 warps per SM, too few bytes in flight and too little latency hiding (20% of HBM bandwidth).
 //
 //   Dequantization (quant_formats.h explains the trick): for word w and pair j,
