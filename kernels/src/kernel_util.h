@@ -37,6 +37,13 @@ __device__ __forceinline__ uint4 load_stream_u4(const void* p) {
   return v;
 }
 
+// 4-byte variant of load_stream_u4.
+__device__ __forceinline__ uint32_t load_stream_u32(const void* p) {
+  uint32_t v;
+  asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+
 __device__ __forceinline__ __half2 half2_from_bits(uint32_t bits) {
   __half2 h;
   memcpy(&h, &bits, sizeof(h));

@@ -1,11 +1,12 @@
 // W4 GEMV (decode): y[b][row] = Σ_c x[b][c]·(q − z)·h. See wkv_kernels/w4_gemv.h for the contract.
 //
 // Fast path (cols % 32 == 0, group % 32 == 0, aligned pointers)
-//   A "chunk" is 32 consecutive input channels = 4 words = one uint4 of a row's qweight; a chunk never
-//   straddles a group because group % 32 == 0. Each warp owns kRows consecutive rows; lane l takes the
-//   chunks l, l + 32, l + 64, … of every one of its rows, so one warp-wide load instruction reads 512
-//   contiguous bytes of a row (fully coalesced) and each x value a lane loads is reused for kRows rows.
-//   Loads of U chunk-steps are issued before any math so each lane keeps U·kRows·16 bytes in flight.
+//   Each block of 128 threads owns kRows consecutive rows; thread t takes the words (8 channels) t, t + 128,
+//   t + 256, … of every one of its rows (split-K inside the block, reduced through shared memory at the
+//   end), so one warp-wide load instruction reads 128 contiguous bytes of a row and each x value a thread
+//   loads is reused for kRows rows. Loads of U word-steps (and their scales / zeros) are issued before any
+//   math. (The fast-path conditions, cols % 32 and group % 32, are those of an earlier uint4 mapping.) Why split-K: with one warp per kRows rows, a 4096-row matrix gave only
+//   ~8 warps per SM, too few bytes in flight and too little latency hiding (20% of HBM bandwidth).
 //
 //   Dequantization (quant_formats.h explains the trick): for word w and pair j,
 //     bits = ((w >> 4j) & 0x000F000F) | 0x64006400   → half2 (1024 + q_2j, 1024 + q_2j+1), exact;
@@ -36,8 +37,12 @@ namespace {
 
 constexpr int kBlockThreads = 128;  // 4 warps
 constexpr int kWarpsPerBlock = kBlockThreads / kWarpSize;
-constexpr int kRows = 4;            // rows per warp on the fast path
+constexpr int kRows = 4;            // rows per block on the fast path
 constexpr int kMaxBatch = 8;        // batch rows per launch
+// Fast path: at least 8 blocks (32 warps) per SM, so registers ≤ 64: the loads of the other warps hide
+// each warp's latency; without the cap the compiler dequantized everything up front (160+ registers).
+// B ≥ 2 holds B·kRows accumulators and gets a looser cap (more work per byte, fewer warps needed).
+constexpr int min_blocks(int B) { return B == 1 ? 7 : B == 2 ? 4 : B <= 4 ? 3 : 2; }
 
 struct W4Args {
   int rows, cols, group;
@@ -58,15 +63,17 @@ __device__ __forceinline__ void word_minus_zero(uint32_t word, __half2 bias, flo
 }
 
 template <int B, int U>
-__global__ void __launch_bounds__(kBlockThreads) w4_gemv_fast_kernel(W4Args a, const float* __restrict__ x,
+__global__ void __launch_bounds__(kBlockThreads, min_blocks(B)) w4_gemv_fast_kernel(W4Args a, const float* __restrict__ x,
                                                                       float* __restrict__ y) {
-  const int warp = (int)((blockIdx.x * kBlockThreads + threadIdx.x) / kWarpSize);
-  const int lane = (int)(threadIdx.x % kWarpSize);
-  const int row0 = warp * kRows;
-  if (row0 >= a.rows) return;  // warp-uniform
+  // Block = kRows rows; its kBlockThreads threads split the row's chunks (thread t: chunks t, t + 128, …).
+  // At B = 1 each thread then holds U·kRows 16-byte loads in flight, and the grid has rows/kRows blocks of
+  // 4 warps (4096 rows → 1024 blocks ≈ 31 warps per SM), enough bytes in flight to cover HBM latency.
+  __shared__ float red[kWarpsPerBlock][B][kRows];
+  const int tid = (int)threadIdx.x;
+  const int lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int row0 = (int)blockIdx.x * kRows;
   const int chunks = a.cols / 32;
   const int groups = a.cols / a.group;
-  const int chunks_per_group = a.group / 32;
   const size_t x_stride4 = (size_t)a.cols / 4;  // batch stride of x in float4
 
   // Rows past the end (rows % kRows != 0) read the last row again and are not written.
@@ -88,69 +95,70 @@ __global__ void __launch_bounds__(kBlockThreads) w4_gemv_fast_kernel(W4Args a, c
     for (int r = 0; r < kRows; ++r) acc[b][r] = 0.0f;
 
   const __half bias1024 = __ushort_as_half((unsigned short)0x6400u);  // 1024.0
-  for (int k0 = lane; k0 < chunks; k0 += kWarpSize * U) {
-    uint4 q[U][kRows];
+  // Thread t takes words t, t + 128, … of each row: a warp's weight load reads 128 contiguous bytes of a
+  // row, and its x reads (8 floats = 32 bytes per lane, two float4) cover 1 KB contiguous, 8 L1 wavefronts
+  // per instruction. (Taking a uint4 of 4 words per lane instead made lanes read x 128 bytes apart: 32
+  // wavefronts per x load, which capped the kernel at ~20% of HBM bandwidth — L1-bound, not HBM-bound.)
+  const int words = a.cols / 8;
+  const int words_per_group = a.group / 8;
+  const uint32_t* qw[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) qw[r] = reinterpret_cast<const uint32_t*>(qrow[r]);
+  for (int k0 = tid; k0 < words; k0 += kBlockThreads * U) {
+    uint32_t q[U][kRows];
+    float h[U][kRows];
+    __half2 bias[U][kRows];
+    // All loads of this step first (weights, then their scales / zeros), math after.
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int k = k0 + u * kWarpSize;
-      if (k < chunks) {
+      const int k = k0 + u * kBlockThreads;
+      if (k < words) {
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) q[u][r] = load_stream_u4(qrow[r] + k);
+        for (int r = 0; r < kRows; ++r) q[u][r] = load_stream_u32(qw[r] + k);
       }
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const int k = k0 + u * kWarpSize;
-      if (k >= chunks) break;
-      const int g = k / chunks_per_group;
-      float h[kRows];
-      __half2 bias[kRows];
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) {
-        h[r] = __half2float(__ushort_as_half(__ldg(srow[r] + g)));
-        // 1024 + z is exact: z is an integer in [−1024, 1024].
-        bias[r] = __half2half2(__hadd(__ushort_as_half(__ldg(zrow[r] + g)), bias1024));
-      }
-      float part[B][kRows];
-#pragma unroll
-      for (int b = 0; b < B; ++b)
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) part[b][r] = 0.0f;
-      const float4* xc = reinterpret_cast<const float4*>(x) + (size_t)k * 8;  // 32 floats of chunk k
-#pragma unroll
-      for (int w = 0; w < 4; ++w) {
-        float d[kRows][8];
+      const int k = k0 + u * kBlockThreads;
+      if (k < words) {
+        const int g = k / words_per_group;
 #pragma unroll
         for (int r = 0; r < kRows; ++r) {
-          const uint32_t word = w == 0 ? q[u][r].x : w == 1 ? q[u][r].y : w == 2 ? q[u][r].z : q[u][r].w;
-          word_minus_zero(word, bias[r], d[r]);
-        }
-#pragma unroll
-        for (int b = 0; b < B; ++b) {
-          const float4 x0 = __ldg(xc + b * x_stride4 + 2 * w);
-          const float4 x1 = __ldg(xc + b * x_stride4 + 2 * w + 1);
-#pragma unroll
-          for (int r = 0; r < kRows; ++r) {
-            float s = part[b][r];
-            s = fmaf(d[r][0], x0.x, s);
-            s = fmaf(d[r][1], x0.y, s);
-            s = fmaf(d[r][2], x0.z, s);
-            s = fmaf(d[r][3], x0.w, s);
-            s = fmaf(d[r][4], x1.x, s);
-            s = fmaf(d[r][5], x1.y, s);
-            s = fmaf(d[r][6], x1.z, s);
-            s = fmaf(d[r][7], x1.w, s);
-            part[b][r] = s;
-          }
+          h[u][r] = __half2float(__ushort_as_half(__ldg(srow[r] + g)));
+          // 1024 + z is exact: z is an integer in [−1024, 1024].
+          bias[u][r] = __half2half2(__hadd(__ushort_as_half(__ldg(zrow[r] + g)), bias1024));
         }
       }
+    }
 #pragma unroll
-      for (int b = 0; b < B; ++b)
+    for (int u = 0; u < U; ++u) {
+      const int k = k0 + u * kBlockThreads;
+      if (k >= words) break;
+      const float4* xc = reinterpret_cast<const float4*>(x) + (size_t)k * 2;  // 8 floats of word k
+      float d[kRows][8];
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) acc[b][r] = fmaf(h[r], part[b][r], acc[b][r]);
+      for (int r = 0; r < kRows; ++r) word_minus_zero(q[u][r], bias[u][r], d[r]);
+#pragma unroll
+      for (int b = 0; b < B; ++b) {
+        const float4 x0 = __ldg(xc + b * x_stride4);
+        const float4 x1 = __ldg(xc + b * x_stride4 + 1);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          float s = d[r][0] * x0.x;
+          s = fmaf(d[r][1], x0.y, s);
+          s = fmaf(d[r][2], x0.z, s);
+          s = fmaf(d[r][3], x0.w, s);
+          s = fmaf(d[r][4], x1.x, s);
+          s = fmaf(d[r][5], x1.y, s);
+          s = fmaf(d[r][6], x1.z, s);
+          s = fmaf(d[r][7], x1.w, s);
+          acc[b][r] = fmaf(h[u][r], s, acc[b][r]);
+        }
+      }
     }
   }
 
+  // Reduce over the block: lanes by shuffles, warps through shared memory.
 #pragma unroll
   for (int b = 0; b < B; ++b)
 #pragma unroll
@@ -159,8 +167,15 @@ __global__ void __launch_bounds__(kBlockThreads) w4_gemv_fast_kernel(W4Args a, c
 #pragma unroll
     for (int b = 0; b < B; ++b)
 #pragma unroll
-      for (int r = 0; r < kRows; ++r)
-        if (row0 + r < a.rows) y[(size_t)b * a.rows + row0 + r] = acc[b][r];
+      for (int r = 0; r < kRows; ++r) red[warp][b][r] = acc[b][r];
+  }
+  __syncthreads();
+  if (tid < B * kRows) {
+    const int b = tid / kRows, r = tid % kRows;
+    float s = red[0][b][r];
+#pragma unroll
+    for (int i = 1; i < kWarpsPerBlock; ++i) s += red[i][b][r];
+    if (row0 + r < a.rows) y[(size_t)b * a.rows + row0 + r] = s;
   }
 }
 
@@ -199,8 +214,7 @@ __global__ void __launch_bounds__(kBlockThreads) w4_gemv_generic_kernel(W4Args a
 
 template <int B, int U>
 void launch_fast(const W4Args& a, const float* x, float* y, cudaStream_t stream) {
-  const int warps = (a.rows + kRows - 1) / kRows;
-  const int blocks = (warps + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  const int blocks = (a.rows + kRows - 1) / kRows;
   w4_gemv_fast_kernel<B, U><<<blocks, kBlockThreads, 0, stream>>>(a, x, y);
   WKV_CHECK_LAUNCH();
 }
@@ -230,7 +244,7 @@ void dispatch_generic(const W4Args& a, const float* x, int B, float* y, cudaStre
 // memory and get deep prefetch; large ones by FP32 issue and get more accumulators instead.
 void dispatch_fast(const W4Args& a, const float* x, int B, float* y, cudaStream_t stream) {
   switch (B) {
-    case 1: launch_fast<1, 4>(a, x, y, stream); break;
+    case 1: launch_fast<1, 2>(a, x, y, stream); break;
     case 2: launch_fast<2, 2>(a, x, y, stream); break;
     case 3: launch_fast<3, 2>(a, x, y, stream); break;
     case 4: launch_fast<4, 2>(a, x, y, stream); break;

@@ -7,8 +7,9 @@
 //
 // Supported shapes: every valid W4 shape (rows ≥ 1, group ≥ 8, group % 8 == 0, cols % group == 0) and
 // any B ≥ 1 (launched in batches of ≤ 8). Two paths:
-//   fast    cols % 32 == 0, group % 32 == 0, qweight and x 16-byte aligned: each lane streams one uint4
-//           (32 weights) per row with L1-bypassing loads, 4 rows per warp share each x load.
+//   fast    cols % 32 == 0, group % 32 == 0, qweight and x 16-byte aligned: 128-thread blocks of 4 rows,
+//           thread t streams words t, t + 128, … of each row (L1-bypassing loads), split-K reduced in
+//           shared memory; 4 rows share each x load.
 //   generic anything else valid: one warp per row, one word (8 weights) per lane step. Correct but slower.
 // Both compute (q − z) exactly and multiply by h in FP32, so the result differs from an FP64 dot of the
 // dequantized weights only by FP32 summation rounding.
