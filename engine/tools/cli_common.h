@@ -26,5 +26,7 @@ int cmd_ppl(const Args& a);
 int cmd_quantize(const Args& a);
 int cmd_bench(const Args& a);
 int cmd_synth(const Args& a);
+int cmd_summarize(const Args& a);
+int cmd_compare(const Args& a);
 
 }  // namespace wkv::cli

@@ -5,6 +5,8 @@
 //   wkv generate MODEL -p TEXT [sampling options]
 //   wkv chat MODEL [--system TEXT] [sampling options]
 //   wkv ppl MODEL FILE [--ctx L] [--max-windows N]
+//   wkv summarize MODEL FILE [--mode M] [--max-tokens N]
+//   wkv compare MODEL --modes fp16,w4,... -p TEXT [--fp16-model PATH]
 //
 // Exit codes: 0 success, 1 runtime error (bad file, out of memory, …), 2 usage error, 130 interrupted.
 #include <atomic>
@@ -32,7 +34,8 @@ const std::set<std::string> kValueFlags = {"--tokenizer", "--threads", "--ctx", 
                                            "--repeat-window", "--seed", "--stop", "--system", "--template",
                                            "--max-windows", "--mode", "--group", "--kv-group", "--modes",
                                            "--method", "--calib", "--samples", "--seqlen", "--output",
-                                           "--prompt-tokens", "--gen", "--depth", "--repeats", "--shape"};
+                                           "--prompt-tokens", "--gen", "--depth", "--repeats", "--shape",
+                                           "--fp16-model"};
 const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose", "--help", "--wkvq"};
 const std::map<std::string, std::string> kAliases = {
     {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--max-tokens"}, {"-v", "--verbose"}, {"-h", "--help"}, {"-t", "--threads"}, {"-o", "--output"}};
@@ -49,6 +52,8 @@ commands:
   quantize MODEL -o OUT.wkvq      quantize an FP16/BF16/FP32 checkpoint to a .wkvq file
   bench MODEL                     prefill and decode throughput per context depth (llama-bench style)
   synth --shape S -o OUT          write a random-weight model of a real shape (for timing)
+  summarize MODEL FILE            summarize a text file (in parts when it exceeds the context)
+  compare MODEL -p TEXT           one prompt through several modes: answers + Markdown table
 
 MODEL is a Hugging Face directory (config.json + *.safetensors + tokenizer.model), a llama2.c
 checkpoint (.bin with a tokenizer .model beside it), or a .wkvq file.
@@ -92,6 +97,16 @@ bench options:
   --prompt-tokens N --gen N       prefill and decode lengths (default 512 and 128)
   --depth D1,D2,...               context already filled before timing (default 0)
   --repeats N                     runs per depth, the median is reported (default 3)
+
+summarize options:
+  -n, --max-tokens N              answer tokens per part and for the summary (default 256); greedy
+                                  unless --temp is given
+
+compare options:
+  --modes M1,M2,...               modes, one pane each (default fp16,w4,w4kv4-rtn,w4kv4-nopoq,w4a4);
+                                  M=PATH runs that pane from its own model (e.g. w4kv4=ref-a.wkvq)
+  --fp16-model PATH               FP16 checkpoint for divergence / NLL when MODEL is a .wkvq
+  -n, --max-tokens N              tokens per answer (default 64); greedy unless --temp is given
 
 synth options:
   --shape llama2-7b|llama2-13b|llama3-8b|tiny  --tokenizer PATH  [--wkvq] [--seed S] -o OUT
@@ -238,6 +253,8 @@ int main(int argc, char** argv) {
     if (cmd == "quantize") return cmd_quantize(a);
     if (cmd == "bench") return cmd_bench(a);
     if (cmd == "synth") return cmd_synth(a);
+    if (cmd == "summarize") return cmd_summarize(a);
+    if (cmd == "compare") return cmd_compare(a);
     throw UsageError("unknown command '" + cmd + "' (try wkv --help)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "wkv: %s\n", e.what());

@@ -135,7 +135,13 @@ struct Frozen {
   const char* sql;
   bool destructive;
 };
-const Frozen kFrozen[] = {{kFrozenV1, false}, {kFrozenV2, true}};
+const char* const kFrozenV3 = R"sql(
+ALTER TABLE comparison_panes ADD COLUMN weight_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE comparison_panes ADD COLUMN diverge_at INTEGER;
+ALTER TABLE comparison_panes ADD COLUMN nll REAL;
+)sql";
+
+const Frozen kFrozen[] = {{kFrozenV1, false}, {kFrozenV2, true}, {kFrozenV3, false}};
 constexpr int kFrozenCount = static_cast<int>(std::size(kFrozen));
 
 // A database as release `version` left it: the frozen migrations 1..version, then sample data that

@@ -59,6 +59,13 @@ void registerEngineTypes() {
     qRegisterMetaType<GenerationStats>();
     qRegisterMetaType<QuantizeRequest>();
     qRegisterMetaType<QuantizeStatus>();
+    qRegisterMetaType<SummarizeRequest>();
+    qRegisterMetaType<SummaryPlanInfo>();
+    qRegisterMetaType<SummarizeStatus>();
+    qRegisterMetaType<ComparePaneSpec>();
+    qRegisterMetaType<CompareRequest>();
+    qRegisterMetaType<ComparePaneOutcome>();
+    qRegisterMetaType<QList<ComparePaneOutcome>>();
     return true;
   }();
   (void)once;

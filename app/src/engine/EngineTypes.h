@@ -108,6 +108,69 @@ struct QuantizeStatus {
   double etaSeconds = 0;
 };
 
+// ---- long-document summarization ----
+struct SummarizeRequest {
+  qint64 requestId = 0;
+  QString text;
+  int maxTokens = 256;  // answer budget per part and for the summary
+  bool planOnly = false;  // only report the plan (token count, parts), run nothing
+};
+
+// The plan: how the document fits the loaded model's context.
+struct SummaryPlanInfo {
+  qint64 requestId = 0;
+  int documentTokens = 0;
+  int contextTokens = 0;
+  int chunkBudget = 0;  // text tokens per part
+  bool direct = true;
+  int nChunks = 0;
+  int nLevels = 0;
+  int nSteps = 0;
+};
+
+struct SummarizeStatus {
+  qint64 requestId = 0;
+  int step = 0;  // 0-based
+  int nSteps = 0;
+  QString kind;   // "direct" | "part" | "combine"
+  QString phase;  // "prefill" | "generate" | "done"
+  int done = 0;
+  int total = 0;
+};
+
+// ---- mode comparison ----
+struct ComparePaneSpec {
+  QString mode;
+  QString modelPath;  // empty: the loaded model
+};
+
+struct CompareRequest {
+  qint64 requestId = 0;
+  QString prompt;
+  QList<ComparePaneSpec> panes;
+  SamplingSettings sampling;  // the same for every pane (maxTokens included)
+  QString fp16ModelPath;      // optional FP16 reference for divergence / NLL
+};
+
+struct ComparePaneOutcome {
+  int pane = 0;
+  QString mode;
+  QString modelPath;
+  QString modelName;
+  QString text;
+  QString error;
+  bool complete = false;
+  int promptTokens = 0;
+  int completionTokens = 0;
+  double tokensPerSecond = 0;
+  qint64 kvBytes = 0;
+  qint64 weightBytes = 0;
+  int divergeAt = -2;  // -1 none, -2 unknown (no FP16 pane)
+  bool hasNll = false;
+  double nll = 0;
+  double perplexity = 0;
+};
+
 // Human-readable byte counts: "512 B", "1.5 KiB", "12.3 MiB", "3.50 GiB".
 QString formatBytes(qint64 bytes);
 
@@ -121,3 +184,9 @@ Q_DECLARE_METATYPE(EngineMemoryStats)
 Q_DECLARE_METATYPE(GenerationStats)
 Q_DECLARE_METATYPE(QuantizeRequest)
 Q_DECLARE_METATYPE(QuantizeStatus)
+Q_DECLARE_METATYPE(SummarizeRequest)
+Q_DECLARE_METATYPE(SummaryPlanInfo)
+Q_DECLARE_METATYPE(SummarizeStatus)
+Q_DECLARE_METATYPE(ComparePaneSpec)
+Q_DECLARE_METATYPE(CompareRequest)
+Q_DECLARE_METATYPE(ComparePaneOutcome)

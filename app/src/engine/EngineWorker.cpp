@@ -1,5 +1,7 @@
 #include "engine/EngineWorker.h"
 
+#include "engine/EngineHelpers.h"
+
 #include <QElapsedTimer>
 #include <QFileInfo>
 
@@ -10,41 +12,15 @@
 
 namespace {
 
+using engine_detail::guarded;
+using engine_detail::toEngine;
+
 QString qs(const std::string& s) { return QString::fromStdString(s); }
 
 wkv::ChatMessage::Role roleOf(const QString& role) {
   if (role == QLatin1String("system")) return wkv::ChatMessage::Role::system;
   if (role == QLatin1String("assistant")) return wkv::ChatMessage::Role::assistant;
   return wkv::ChatMessage::Role::user;
-}
-
-wkv::SamplingParams toEngine(const SamplingSettings& s) {
-  wkv::SamplingParams p;
-  p.temperature = static_cast<float>(s.temperature);
-  p.top_k = s.topK;
-  p.top_p = static_cast<float>(s.topP);
-  p.min_p = static_cast<float>(s.minP);
-  p.repetition_penalty = static_cast<float>(s.repetitionPenalty);
-  p.seed = s.seed;
-  return p;
-}
-
-// Runs `fn`, turning engine and allocation failures into a message (never lets them escape a slot,
-// which would terminate the thread).
-template <typename Fn>
-bool guarded(Fn&& fn, QString& message, bool* cancelled = nullptr) {
-  try {
-    fn();
-    return true;
-  } catch (const wkv::Error& e) {
-    message = QString::fromUtf8(e.what());
-    if (cancelled) *cancelled = e.code() == wkv::ErrorCode::cancelled;
-  } catch (const std::bad_alloc&) {
-    message = QObject::tr("Out of memory: the model or its context does not fit in the available memory.");
-  } catch (const std::exception& e) {
-    message = QString::fromUtf8(e.what());
-  }
-  return false;
 }
 
 }  // namespace
@@ -98,6 +74,7 @@ void EngineWorker::loadModel(const QString& path, const QString& mode, int threa
   session_.reset();  // release the old cache before the old weights
   model_ = std::move(model);
   session_ = std::move(session);
+  modelPath_ = path;
 
   const wkv::ModelInfo& i = model_->info();
   const wkv::MemoryStats w = model_->weight_memory();
@@ -125,6 +102,7 @@ void EngineWorker::loadModel(const QString& path, const QString& mode, int threa
 }
 
 void EngineWorker::unloadModel() {
+  modelPath_.clear();
   session_.reset();
   model_.reset();
 }

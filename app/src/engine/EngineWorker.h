@@ -44,6 +44,10 @@ class EngineWorker : public QObject {
   void unloadModel();
   void generate(const GenerationRequest& request);
   void quantize(const QuantizeRequest& request);
+  // Summarizes request.text with the loaded model's session (stop() cancels); see EngineTasks.cpp.
+  void summarize(const SummarizeRequest& request);
+  // One prompt through every pane's {model, mode}, one after another (stop() cancels).
+  void compare(const CompareRequest& request);
 
  Q_SIGNALS:
   void modelLoading(const QString& path);
@@ -57,6 +61,18 @@ class EngineWorker : public QObject {
   void quantizeProgress(const QuantizeStatus& status);
   void quantizeFinished(const QString& outPath);
   void quantizeFailed(const QString& message, bool cancelled);
+  void summaryPlanned(const SummaryPlanInfo& plan);
+  void summarizeProgress(const SummarizeStatus& status);
+  void summarizeText(qint64 requestId, int step, const QString& text);
+  void summarizeFinished(qint64 requestId, const QString& summary, bool cancelled);
+  void summarizeFailed(qint64 requestId, const QString& message);
+  void comparePaneStarted(qint64 requestId, int pane);
+  void compareToken(qint64 requestId, int pane, const QString& text);
+  void comparePaneFinished(qint64 requestId, const ComparePaneOutcome& outcome);
+  // All panes with divergence and NLL filled in; note: why figures are missing (e.g. no FP16 model).
+  void compareFinished(qint64 requestId, const QList<ComparePaneOutcome>& panes, const QString& note,
+                       quint64 seed, bool cancelled);
+  void compareFailed(qint64 requestId, const QString& message);
   // Every failure above is also reported here with the engine's message (for the status bar).
   void error(const QString& message);
 
@@ -64,6 +80,7 @@ class EngineWorker : public QObject {
   EngineMemoryStats snapshot() const;
 
   std::shared_ptr<wkv::Model> model_;
+  QString modelPath_;
   std::unique_ptr<wkv::Session> session_;
   std::atomic<bool> stopRequested_{false};
   std::atomic<bool> quantizeCancelRequested_{false};

@@ -122,12 +122,22 @@ END;
 INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');
 )sql";
 
+// v3: the comparison view stores what it shows per pane: weight memory, the first token where the
+// pane diverges from the FP16 pane (NULL: no FP16 pane; -1: never) and the mean NLL under FP16 (NULL:
+// not computed). Columns are only added, so nothing is rewritten.
+const char* const kSchemaV3 = R"sql(
+ALTER TABLE comparison_panes ADD COLUMN weight_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE comparison_panes ADD COLUMN diverge_at INTEGER;
+ALTER TABLE comparison_panes ADD COLUMN nll REAL;
+)sql";
+
 }  // namespace
 
 const std::vector<Migration>& builtinMigrations() {
   static const std::vector<Migration> migrations = {
       {1, kSchemaV1, false},
       {2, kSchemaV2, true},
+      {3, kSchemaV3, false},
   };
   return migrations;
 }

@@ -36,6 +36,9 @@
 #include "chat/ChatController.h"
 #include "engine/EngineWorker.h"
 #include "models/ConversationListModel.h"
+#include "storage/ComparisonStore.h"
+#include "ui/CompareWindow.h"
+#include "ui/SummarizeDialog.h"
 #include "models/MessageListModel.h"
 #include "storage/ConversationStore.h"
 #include "storage/Database.h"
@@ -326,6 +329,9 @@ void MainWindow::buildMenus() {
     d->open();
   });
   file->addSeparator();
+  file->addAction(tr("&Summarize document…"), this, &MainWindow::summarizeDocument);
+  file->addAction(tr("&Compare modes…"), this, &MainWindow::compareModes);
+  file->addSeparator();
   file->addAction(tr("Export as &Markdown…"), this, [this] { exportCurrent(false); });
   file->addAction(tr("Export as &JSON…"), this, [this] { exportCurrent(true); });
   file->addSeparator();
@@ -607,4 +613,25 @@ void MainWindow::rebuildRecentMenu() {
 void MainWindow::closeEvent(QCloseEvent* event) {
   if (controller_->isGenerating()) controller_->stop();
   QMainWindow::closeEvent(event);
+}
+
+void MainWindow::summarizeDocument() {
+  if (!comparisons_) comparisons_ = std::make_unique<ComparisonStore>(*db_);
+  auto* d = new SummarizeDialog(engine_->worker(), *store_, *comparisons_, this);
+  d->setAttribute(Qt::WA_DeleteOnClose);
+  connect(d, &SummarizeDialog::conversationCreated, this, [this, d](qint64 id) {
+    conversations_->reload();
+    controller_->openConversation(id);
+    const int row = conversations_->rowOf(id);
+    if (row >= 0) list_->setCurrentIndex(conversations_->index(row));
+    d->accept();
+  });
+  d->open();
+}
+
+void MainWindow::compareModes() {
+  if (!comparisons_) comparisons_ = std::make_unique<ComparisonStore>(*db_);
+  auto* w = new CompareWindow(engine_->worker(), *comparisons_, this);
+  w->setAttribute(Qt::WA_DeleteOnClose);
+  w->show();
 }

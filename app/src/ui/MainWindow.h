@@ -16,6 +16,7 @@
 class ChatController;
 class ChatView;
 class ConversationListModel;
+class ComparisonStore;
 class ConversationStore;
 class Database;
 class EngineThread;
@@ -62,6 +63,8 @@ class MainWindow : public QMainWindow {
 
  private:
   void openDatabase();
+  void summarizeDocument();
+  void compareModes();
   void buildUi();
   QWidget* buildSidebar();
   QWidget* buildChatArea();
@@ -88,6 +91,7 @@ class MainWindow : public QMainWindow {
 
   std::unique_ptr<Database> db_;
   std::unique_ptr<ConversationStore> store_;
+  std::unique_ptr<ComparisonStore> comparisons_;
   std::unique_ptr<EngineThread> engine_;
   ConversationListModel* conversations_ = nullptr;
   MessageListModel* messages_ = nullptr;
