@@ -25,7 +25,18 @@ struct SessionState {
   virtual int64_t kv_format_bytes_per_token() const = 0;
   virtual int64_t kv_resident_bytes() const = 0;
   virtual std::string kv_format() const = 0;
+  // Device memory in use / total (CUDA); false on the CPU.
+  virtual bool device_memory(int64_t* used, int64_t* total) const {
+    (void)used;
+    (void)total;
+    return false;
+  }
   KvObserver kv_observer;
+};
+
+// Weights uploaded to a device, owned by the Model (see cuda_backend.h).
+struct BackendWeights {
+  virtual ~BackendWeights() = default;
 };
 
 std::unique_ptr<SessionState> make_cpu_session_state(const Model& model, const SessionOptions& options, int n_ctx);

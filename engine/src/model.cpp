@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "cpu_weights.h"
+#include "cuda_backend.h"
 #include "model_loader.h"
 #include "model_quant.h"
 #include "quant_formats.h"
@@ -31,9 +32,18 @@ Model::Model(ModelInfo info, std::unique_ptr<Tokenizer> tok, std::unique_ptr<Cpu
   mode_ = options.mode ? *options.mode : default_quant_mode(info_);
   kv_group_ = options.kv_group > 0 ? options.kv_group : (info_.kv_group > 0 ? info_.kv_group : info_.head_dim);
   if (quant_spec(mode_).kv4) validate_kv4_shape(info_.head_dim, kv_group_, "KV cache (--kv-group)");
-  if (options.backend == BackendKind::cuda)
-    throw Error(ErrorCode::unsupported, "the CUDA backend was requested but this build has no CUDA backend yet");
-  backend_ = BackendKind::cpu;
+  std::string why;
+  const bool gpu_ok = options.backend != BackendKind::cpu && cuda_can_run(info_, mode_, kv_group_, &why);
+  if (options.backend == BackendKind::cuda && !gpu_ok)
+    throw Error(ErrorCode::unsupported, "the CUDA backend was requested but cannot run this model: " + why);
+  backend_ = gpu_ok ? BackendKind::cuda : BackendKind::cpu;
+  if (gpu_ok) {
+    backend_weights_ = upload_cuda_weights(*this);
+    int64_t used = 0, total = 0;
+    cuda_device_memory(&device_name_, &used, &total);
+  } else if (options.backend == BackendKind::automatic) {
+    backend_notice_ = why;
+  }
 }
 
 Model::~Model() = default;

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "backend.h"
+#include "cuda_backend.h"
 
 namespace wkv {
 
@@ -31,7 +32,8 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& optio
   const int max_ctx = model_->info().max_context;
   if (options.n_ctx < 0) throw Error(ErrorCode::invalid_argument, "n_ctx must be >= 0");
   n_ctx_ = options.n_ctx == 0 ? max_ctx : std::min(options.n_ctx, max_ctx);
-  state_ = make_cpu_session_state(*model_, options, n_ctx_);
+  state_ = model_->backend() == BackendKind::cuda ? make_cuda_session_state(*model_, options, n_ctx_)
+                                                   : make_cpu_session_state(*model_, options, n_ctx_);
 }
 
 MemoryStats Session::memory_stats() const {
@@ -47,6 +49,8 @@ MemoryStats Session::memory_stats() const {
   s.kv_bytes_allocated = s.kv_bytes_per_token * n_ctx_;
   s.kv_bytes_allocated_fp16 = s.kv_bytes_per_token_fp16 * n_ctx_;
   s.backend_kv_bytes = state_->kv_resident_bytes();
+  s.backend = backend_name(model_->backend());
+  state_->device_memory(&s.device_bytes_used, &s.device_bytes_total);
   for (auto& layer : s.layers) {
     layer.kv_bytes_used = s.kv_bytes_used / info.n_layers;
     layer.kv_bytes_used_fp16 = s.kv_bytes_used_fp16 / info.n_layers;

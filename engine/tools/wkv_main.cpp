@@ -142,7 +142,11 @@ int cmd_info(const Args& a) {
               human_bytes(double(mem.kv_bytes_per_token_fp16)).c_str(),
               double(mem.kv_bytes_per_token_fp16) / mem.kv_bytes_per_token,
               human_bytes(double(mem.kv_bytes_allocated)).c_str());
-  std::printf("backend         %s (%d threads)\n", backend_name(model->backend()), model->n_threads());
+  if (model->backend() == BackendKind::cuda)
+    std::printf("backend         cuda (%s)\n", model->device_name().c_str());
+  else
+    std::printf("backend         cpu (%d threads)%s%s\n", model->n_threads(), model->backend_notice().empty() ? "" : ": ",
+                model->backend_notice().c_str());
   std::printf("tokenizer       %d pieces, bos %d, eos %d\n", model->tokenizer().vocab_size(), model->tokenizer().bos_id(),
               model->tokenizer().eos_id());
   return 0;

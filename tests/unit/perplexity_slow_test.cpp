@@ -15,6 +15,7 @@ TEST(PerplexitySlow, ModesOrderOnSixteenWindows) {
   for (QuantMode mode : {QuantMode::fp16, QuantMode::w4kv4_rtn, QuantMode::w4a4}) {
     LoadOptions lo;
     lo.mode = mode;
+    lo.backend = BackendKind::cpu;
     PerplexityOptions opt;
     opt.max_windows = 16;
     ppl[mode] = evaluate_perplexity(Model::load(test::shared_path("models/ref-a"), lo), text, opt).ppl;

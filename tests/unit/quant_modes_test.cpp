@@ -18,6 +18,7 @@ std::shared_ptr<Model> ref_a(QuantMode mode) {
   LoadOptions o;
   o.n_threads = 2;
   o.mode = mode;
+  o.backend = BackendKind::cpu;  // the reference under test, also on machines with a GPU
   return Model::load(test::shared_path("models/ref-a"), o);
 }
 

@@ -15,9 +15,10 @@ TEST(Synth, TinyShapesRoundTripThroughTheLoaders) {
   write_synthetic_model(s, dir + "/hf", o);
   o.wkvq = true;
   write_synthetic_model(s, dir + "/tiny.wkvq", o);
-  for (const std::string path : {dir + "/hf", dir + "/tiny.wkvq"}) {
+  for (const std::string& path : {dir + "/hf", dir + "/tiny.wkvq"}) {
     LoadOptions lo;
     lo.n_threads = 2;
+    lo.backend = BackendKind::cpu;
     auto m = Model::load(path, lo);
     EXPECT_EQ(m->info().dim, s.dim);
     EXPECT_EQ(m->info().n_layers, s.n_layers);
@@ -45,6 +46,7 @@ TEST(Bench, RowsAreConsistentWithMemoryAccounting) {
   write_synthetic_model(synth_shape("tiny"), dir + "/t.wkvq", o);
   LoadOptions lo;
   lo.n_threads = 2;
+  lo.backend = BackendKind::cpu;
   auto m = Model::load(dir + "/t.wkvq", lo);
   BenchOptions b;
   b.prompt = 16;

@@ -20,6 +20,7 @@ std::shared_ptr<Model> load(const std::string& path, std::optional<QuantMode> mo
   LoadOptions o;
   o.n_threads = 2;
   o.mode = mode;
+  o.backend = BackendKind::cpu;
   return Model::load(path, o);
 }
 

@@ -66,6 +66,7 @@ struct ModelInfo {
 };
 
 class CpuModelWeights;  // internal
+struct BackendWeights;  // internal: weights resident on a device
 
 class Model {
  public:
@@ -78,6 +79,10 @@ class Model {
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   ChatTemplateKind chat_template() const { return chat_template_; }
   BackendKind backend() const { return backend_; }
+  // Why the backend is what it is when `automatic` did not pick the GPU (empty otherwise), e.g.
+  // "no CUDA device" or "mode fp16 has no GPU kernels yet: running on the CPU".
+  const std::string& backend_notice() const { return backend_notice_; }
+  const std::string& device_name() const { return device_name_; }
   int n_threads() const { return n_threads_; }
   QuantMode mode() const { return mode_; }
   int kv_group() const { return kv_group_; }
@@ -86,6 +91,7 @@ class Model {
 
   // internal
   const CpuModelWeights& cpu_weights() const { return *weights_; }
+  const std::shared_ptr<BackendWeights>& backend_weights() const { return backend_weights_; }
   Model(ModelInfo info, std::unique_ptr<Tokenizer> tok, std::unique_ptr<CpuModelWeights> w,
         const LoadOptions& options);
 
@@ -98,6 +104,9 @@ class Model {
   int n_threads_ = 1;
   QuantMode mode_ = QuantMode::fp16;
   int kv_group_ = 0;
+  std::shared_ptr<BackendWeights> backend_weights_;
+  std::string backend_notice_;
+  std::string device_name_;
 };
 
 struct SessionOptions {

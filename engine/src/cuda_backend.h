@@ -1,0 +1,28 @@
+// The CUDA backend behind the same SessionState interface as the CPU reference (backend.h).
+//
+// What runs on the GPU: the KV4 modes (kv4, w4kv4, w4kv4-rtn, w4kv4-nopoq) for head_dim 64 or 128 —
+// the product's path. Modes whose KV cache is full precision (fp16, w4) and the emulated w4a4 baseline
+// have no GPU kernels yet; Model::load picks the CPU backend for them and says so in
+// Model::backend_notice(). Builds without CUDA compile the stubs in backend_select.cpp.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backend.h"
+
+namespace wkv {
+
+// Whether this build and machine can run `model` on the GPU; `why` says why not.
+bool cuda_can_run(const ModelInfo& info, QuantMode mode, int kv_group, std::string* why);
+
+// Uploads the model's weights (W4 codes, FP16 dense weights/embeddings/head, FP32 norms and
+// smoothing) once; shared by all sessions of the model.
+std::shared_ptr<BackendWeights> upload_cuda_weights(const Model& model);
+
+std::unique_ptr<SessionState> make_cuda_session_state(const Model& model, const SessionOptions& options, int n_ctx);
+
+// Device name and memory (cudaMemGetInfo), for stats; false without a device.
+bool cuda_device_memory(std::string* name, int64_t* used, int64_t* total);
+
+}  // namespace wkv
