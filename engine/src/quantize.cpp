@@ -8,6 +8,10 @@
 //          segment is [BOS] + seqlen−1 tokens, like the model's training windows; the BOS position is
 //          left out of the statistics because its keys/values are outliers of their own (the
 //          attention sink) that per-token quantization already handles.
+//   wkvquant  learned LWC clipping and KV smoothing, trained block by block with CRR on the CPU
+//          (calibrate.h); the W4 weights are then quantized with the learned a, b and the learned δ, s are
+//          saved. Defaults: 16 segments × min(512, context) tokens (fewer and shorter than the paper's
+//          128 × 2048, which the CPU reference cannot afford; --samples / --seqlen raise them).
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -16,6 +20,7 @@
 #include <sstream>
 
 #include "backend.h"
+#include "calibrate.h"
 #include "model_loader.h"
 #include "model_quant.h"
 #include "sha256.h"
@@ -114,9 +119,6 @@ void quantize_to_file(const std::string& model_path, const std::string& out_path
     p.total = total;
     if (!opt.progress(p)) throw Error(ErrorCode::cancelled, "quantization cancelled");
   };
-  if (opt.method == QuantMethod::wkvquant)
-    throw Error(ErrorCode::unsupported, "method wkvquant (learned clipping and smoothing trained with CRR) is not "
-                                        "available in this build yet; use --method stats or rtn");
   if (out_path.empty()) throw Error(ErrorCode::invalid_argument, "quantize: no output path");
   report("loading", 0, 1);
   LoadOptions lo;
@@ -128,37 +130,93 @@ void quantize_to_file(const std::string& model_path, const std::string& out_path
 
   json::Object calib;
   CalibStats stats;
-  if (opt.method == QuantMethod::stats) {
+  calib::CalibrationResult learned;
+  if (opt.method == QuantMethod::stats || opt.method == QuantMethod::wkvquant) {
     if (opt.calib_path.empty())
-      throw Error(ErrorCode::invalid_argument, "method stats needs calibration text (--calib FILE, e.g. wiki.valid.raw)");
-    const int seqlen = opt.seqlen > 0 ? std::min(opt.seqlen, I.max_context) : std::min(2048, I.max_context);
-    const int samples = opt.samples > 0 ? opt.samples : 32;
-    if (seqlen < 2) throw Error(ErrorCode::invalid_argument, "calibration segments need at least 2 tokens");
+      throw Error(ErrorCode::invalid_argument, std::string("method ") + quant_method_name(opt.method) +
+                                                   " needs calibration text (--calib FILE, e.g. wiki.valid.raw)");
+    const bool wkvq = opt.method == QuantMethod::wkvquant;
+    const int default_len = wkvq ? 512 : 2048;
+    const int seqlen = opt.seqlen > 0 ? std::min(opt.seqlen, I.max_context) : std::min(default_len, I.max_context);
+    const int samples = opt.samples > 0 ? opt.samples : (wkvq ? 16 : 32);
     const std::vector<TokenId> ids = model->tokenizer().encode(read_text(opt.calib_path), false);
-    if (int64_t(ids.size()) < seqlen)
-      throw Error(ErrorCode::invalid_argument, opt.calib_path + ": " + std::to_string(ids.size()) +
-                                                   " tokens, fewer than one calibration segment of " + std::to_string(seqlen));
-    std::mt19937_64 rng(opt.seed);
-    std::vector<std::vector<TokenId>> segments;
-    for (int i = 0; i < samples; ++i) {
-      const uint64_t start = rng() % uint64_t(ids.size() - (seqlen - 1) + 1);
-      std::vector<TokenId> seg = {model->tokenizer().bos_id()};
-      seg.insert(seg.end(), ids.begin() + int64_t(start), ids.begin() + int64_t(start) + seqlen - 1);
-      segments.push_back(std::move(seg));
-    }
-    stats = collect_kv_stats(*model, segments, opt);
+    const auto segments = calib::draw_calibration_segments(ids, samples, seqlen, model->tokenizer().bos_id(), opt.seed);
     calib.emplace_back("file", fs::path(opt.calib_path).filename().string());
     calib.emplace_back("sha256", sha256_file(opt.calib_path));
     calib.emplace_back("samples", samples);
     calib.emplace_back("seqlen", seqlen);
     calib.emplace_back("seed", int64_t(opt.seed));
-    calib.emplace_back("statistics", "per-channel min/max of K (after RoPE) and V, BOS position excluded");
+    if (!wkvq) {
+      stats = collect_kv_stats(*model, segments, opt);
+      calib.emplace_back("statistics", "per-channel min/max of K (after RoPE) and V, BOS position excluded");
+    } else {
+      calib::CalibrationConfig cc;
+      cc.epochs = opt.epochs;
+      cc.crr_k = opt.crr_k;
+      cc.use_crr = opt.use_crr;
+      cc.use_lwc = opt.use_lwc;
+      cc.use_smooth = opt.use_smooth;
+      cc.weight_group = opt.weight_group;
+      cc.kv_group = opt.kv_group;
+      cc.seed = opt.seed;
+      if (opt.progress)
+        cc.progress = [&](const calib::CalibrationProgress& p) {
+          QuantizeProgress q;
+          q.stage = "calibrating block " + std::to_string(p.block + 1) + "/" + std::to_string(p.n_blocks) + ", epoch " +
+                    std::to_string(p.epoch) + "/" + std::to_string(p.epochs);
+          q.step = p.step;
+          q.total = p.steps;
+          q.loss = p.loss;
+          q.eta_seconds = p.eta_seconds;
+          return opt.progress(q);
+        };
+      learned = calib::calibrate_wkvquant(I, model->cpu_weights(), segments, cc);
+      json::Object settings;
+      settings.emplace_back("epochs", opt.epochs);
+      settings.emplace_back("loss", opt.use_crr ? "CRR: mean absolute error after k blocks" : "block output MSE");
+      settings.emplace_back("crr_k", opt.use_crr ? opt.crr_k : 1);
+      settings.emplace_back("lwc", opt.use_lwc);
+      settings.emplace_back("smoothing", opt.use_smooth);
+      settings.emplace_back("optimizer", "AdamW (0.9, 0.999, eps 1e-8), weight decay 0, one segment per step");
+      settings.emplace_back("lr_lwc", 1e-2);
+      settings.emplace_back("lr_smoothing", 5e-4);
+      settings.emplace_back("lwc_init", "a = b = 4");
+      settings.emplace_back("smoothing_init", "K/V channel statistics (BOS excluded)");
+      settings.emplace_back("poq", "token level");
+      calib.emplace_back("settings", json::Value(std::move(settings)));
+      json::Array losses;
+      for (size_t l = 0; l < learned.blocks.size(); ++l) {
+        json::Object b;
+        b.emplace_back("block", int64_t(l));
+        b.emplace_back("initial", learned.blocks[l].initial_loss);
+        b.emplace_back("final", learned.blocks[l].final_loss);
+        losses.emplace_back(json::Value(std::move(b)));
+      }
+      calib.emplace_back("losses", json::Value(std::move(losses)));
+    }
   }
 
   report("quantizing", 0, I.n_layers);
   // Reload: Model is immutable, so quantize a fresh copy of the weights.
   LoadedModel m = fs::is_directory(model_path) ? load_hf_model(model_path, lo) : load_llama2c_model(model_path, lo);
   apply_quant_mode(m, QuantMode::w4, opt.weight_group);
+  // wkvquant: re-quantize each block's linears with its learned clipping (the dense copies of `model`).
+  for (size_t l = 0; l < learned.blocks.size(); ++l) {
+    const calib::BlockQuantParams& P = learned.blocks[l].params;
+    if (P.lwc)
+      for (int i = 0; i < calib::kNumLinears; ++i) {
+        const Linear& src = calib::block_linear(model->cpu_weights().layers[l], i);
+        calib::block_linear(m.weights->layers[l], i).q4 = std::make_shared<const W4Matrix>(
+            quantize_w4_ref(src.w.data(), src.out, src.in, opt.weight_group, P.a[i].data(), P.b[i].data()));
+      }
+    if (P.smooth) {
+      KvSmoothing& sm = m.weights->layers[l].kv_smoothing;
+      sm.k_delta = P.k_delta;
+      sm.k_scale = P.k_scale;
+      sm.v_delta = P.v_delta;
+      sm.v_scale = P.v_scale;
+    }
+  }
   const int kv_group = opt.kv_group > 0 ? opt.kv_group : I.head_dim;
   validate_kv4_shape(I.head_dim, kv_group, "--kv-group");
   if (opt.method == QuantMethod::stats) {
@@ -186,7 +244,9 @@ void quantize_to_file(const std::string& model_path, const std::string& out_path
   prov.emplace_back("tool", std::string("wkv ") + WKV_VERSION);
   prov.emplace_back("created", utc_now());
   prov.emplace_back("method", meta.method);
-  prov.emplace_back("weights", "round-to-nearest (LWC gamma = beta = 1)");
+  prov.emplace_back("weights", opt.method == QuantMethod::wkvquant && opt.use_lwc
+                                   ? "learned weight clipping (LWC logits trained with WKVQuant)"
+                                   : "round-to-nearest (LWC gamma = beta = 1)");
   if (!calib.empty()) prov.emplace_back("calibration", json::Value(std::move(calib)));
   meta.provenance = json::Value(std::move(prov));
   save_wkvq(out_path, m.info, *m.weights, *m.tokenizer, meta);

@@ -96,12 +96,21 @@ int cmd_quantize(const Args& a) {
   q.seqlen = a.integer("--seqlen", 0, 0, 1 << 24);
   q.seed = static_cast<uint64_t>(a.number("--seed", 1, 0, 9.0e15));
   q.n_threads = a.integer("--threads", 0, 0, 1024);
+  q.epochs = a.integer("--epochs", 5, 1, 100000);
+  q.crr_k = a.integer("--crr-k", 5, 1, 100000);
+  q.use_crr = !a.has("--no-crr");
+  q.use_lwc = !a.has("--no-lwc");
+  q.use_smooth = !a.has("--no-smooth");
+  if (q.method != QuantMethod::wkvquant)
+    for (const char* f : {"--epochs", "--crr-k", "--no-crr", "--no-lwc", "--no-smooth"})
+      if (a.has(f)) throw UsageError(std::string(f) + " applies to --method wkvquant only");
   install_sigint_handler();
   q.progress = [](const QuantizeProgress& p) {
     if (p.total > 0) {
       const int width = 30, filled = p.total ? width * p.step / p.total : 0;
       std::fprintf(stderr, "\r%-24s [%s%s] %d/%d", p.stage.c_str(), std::string(filled, '#').c_str(),
                    std::string(width - filled, ' ').c_str(), p.step, p.total);
+      if (p.loss > 0) std::fprintf(stderr, "  loss %.5f", p.loss);
       if (p.eta_seconds > 0) std::fprintf(stderr, "  ~%.0f s left", p.eta_seconds);
       std::fprintf(stderr, "   ");
     }

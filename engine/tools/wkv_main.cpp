@@ -1,7 +1,7 @@
 // `wkv`: the engine's command-line tool.
 //
 //   wkv info MODEL
-//   wkv quantize MODEL --method rtn|stats [--calib F] -o OUT.wkvq
+//   wkv quantize MODEL --method rtn|stats|wkvquant [--calib F] -o OUT.wkvq
 //   wkv generate MODEL -p TEXT [sampling options]
 //   wkv chat MODEL [--system TEXT] [sampling options]
 //   wkv ppl MODEL FILE [--ctx L] [--max-windows N]
@@ -35,8 +35,14 @@ const std::set<std::string> kValueFlags = {"--tokenizer", "--threads", "--ctx", 
                                            "--max-windows", "--mode", "--group", "--kv-group", "--modes",
                                            "--method", "--calib", "--samples", "--seqlen", "--output",
                                            "--prompt-tokens", "--gen", "--depth", "--repeats", "--shape",
+<<<<<<< HEAD
                                            "--fp16-model"};
 const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose", "--help", "--wkvq"};
+=======
+                                           "--epochs", "--crr-k"};
+const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose", "--help", "--wkvq",
+                                         "--no-crr", "--no-lwc", "--no-smooth"};
+>>>>>>> h-calib
 const std::map<std::string, std::string> kAliases = {
     {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--max-tokens"}, {"-v", "--verbose"}, {"-h", "--help"}, {"-t", "--threads"}, {"-o", "--output"}};
 
@@ -87,10 +93,18 @@ perplexity options (ppl):
   --modes all|M1,M2,...           evaluate several modes and print one table
 
 quantize options:
-  --method rtn|stats              rtn: round-to-nearest W4, no KV smoothing; stats: KV smoothing from
-                                  calibration statistics (needs --calib) (default stats)
+  --method rtn|stats|wkvquant     rtn: round-to-nearest W4, no KV smoothing; stats: KV smoothing from
+                                  calibration statistics (needs --calib); wkvquant: learned weight clipping
+                                  and KV smoothing trained with CRR on the CPU (needs --calib) (default stats)
   --calib FILE                    calibration text (use wiki.valid.raw for ref-a, never the test split)
-  --samples N  --seqlen L         calibration segments and their length (default 32 x min(2048, context))
+  --samples N  --seqlen L         calibration segments and their length (default stats 32 x min(2048,
+                                  context), wkvquant 16 x min(512, context))
+  --seed S                        seed of the segment draw and of the training order (default 1)
+  --epochs E                      wkvquant: passes over the segments per block (default 5)
+  --crr-k K                       wkvquant: CRR reconstructs the output of K blocks (default 5)
+  --no-crr                        wkvquant: block-output MSE instead of CRR
+  --no-lwc                        wkvquant: keep round-to-nearest weights (no learned clipping)
+  --no-smooth                     wkvquant: keep identity KV smoothing (no learned smoothing)
   -o, --output FILE               the .wkvq file to write
 
 bench options:

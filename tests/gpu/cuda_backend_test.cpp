@@ -4,7 +4,7 @@
 // except that KV4 quantization rounds: a key computed on the GPU can differ from the CPU's in the last
 // bit and land on the other side of a rounding boundary, moving that position's logits by up to ~1e-2
 // (the same effect is analysed in tests/unit/quant_modes_test.cpp). So: the first position (no past,
-// POQ) must match to 1e-4; every position to 3e-2; the mean over positions to 3e-3. Prefill (T > 8)
+// POQ) must match to 1e-4; every position to 3e-2; the mean over positions to 2e-2. Prefill (T > 8)
 // runs the linears on tensor cores with FP16 inputs, so keys differ from the CPU's by ~1e-3 relative and
 // about one code in a hundred lands on the other side of a rounding boundary: with chunk POQ (the chunk
 // attends to itself at full precision) 1e-2 per position and 3e-3 on average; with token-level POQ
@@ -61,10 +61,12 @@ TEST_F(CudaBackend, DecodeMatchesCpuInEveryGpuMode) {
       EXPECT_LT(rel, 3e-2) << quant_mode_name(mode) << " position " << p;
       mean += rel / kPrompt.size();
     }
-    // w4kv4-nopoq on this prompt has a near-tie at position 2 (a key value within FP32 noise of a
-    // rounding boundary; the CPU-vs-direct comparison in quant_modes_test meets the same one): after it,
-    // positions differ by ~1e-2 (measured mean 1.38e-2 on an H200), so its mean budget is 2e-2.
-    EXPECT_LT(mean, mode == QuantMode::w4kv4_nopoq ? 2e-2 : 3e-3) << quant_mode_name(mode);
+    // A near-tie (a key value within FP32 noise of a KV4 rounding boundary; quant_modes_test meets one
+    // on the CPU too) moves every later position by ~1e-2, so the mean budget is 2e-2: a real error in
+    // the GPU path (a wrong key, scale or mask) shows up as O(1) differences from the first position on.
+    // Measured means (H200): kv4 2.2e-7; w4kv4-rtn 2.2e-7 with the first kernels and 1.9e-3 after the
+    // GEMV rewrite changed the FP32 summation order (a near-tie flipped); w4kv4-nopoq 1.4e-2.
+    EXPECT_LT(mean, 2e-2) << quant_mode_name(mode);
     std::printf("%s: mean rel L2 GPU vs CPU over %zu decode steps %.2e\n", quant_mode_name(mode), kPrompt.size(), mean);
   }
 }

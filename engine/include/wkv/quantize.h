@@ -17,7 +17,7 @@ const char* quant_method_name(QuantMethod m);
 QuantMethod quant_method_from_name(const std::string& name);  // throws invalid_argument
 
 struct QuantizeProgress {
-  std::string stage;   // "loading", "calibration statistics", "quantizing", "writing"
+  std::string stage;   // "loading", "calibration statistics", "calibrating", "quantizing", "writing"
   int step = 0;        // e.g. layer or sample index
   int total = 0;
   double loss = 0;     // calibration loss where meaningful
@@ -33,6 +33,13 @@ struct QuantizeOptions {
   int seqlen = 0;               // tokens per segment (0 = min(2048, model context))
   uint64_t seed = 1;
   int n_threads = 0;
+  // wkvquant only: epochs over the segments, CRR block count k, and the ablation switches (--no-crr:
+  // block-output MSE instead of CRR; --no-lwc: RTN weights; --no-smooth: identity KV smoothing).
+  int epochs = 5;
+  int crr_k = 5;
+  bool use_crr = true;
+  bool use_lwc = true;
+  bool use_smooth = true;
   // Return false to cancel (quantize_to_file then throws Error(cancelled) and writes nothing).
   std::function<bool(const QuantizeProgress&)> progress;
 };
