@@ -35,18 +35,13 @@ const std::set<std::string> kValueFlags = {"--tokenizer", "--threads", "--ctx", 
                                            "--max-windows", "--mode", "--group", "--kv-group", "--modes",
                                            "--method", "--calib", "--samples", "--seqlen", "--output",
                                            "--prompt-tokens", "--gen", "--depth", "--repeats", "--shape",
-<<<<<<< HEAD
-                                           "--fp16-model"};
-const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose", "--help", "--wkvq"};
-=======
-                                           "--epochs", "--crr-k"};
+                                           "--fp16-model", "--epochs", "--crr-k"};
 const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose", "--help", "--wkvq",
                                          "--no-crr", "--no-lwc", "--no-smooth"};
->>>>>>> h-calib
 const std::map<std::string, std::string> kAliases = {
     {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--max-tokens"}, {"-v", "--verbose"}, {"-h", "--help"}, {"-t", "--threads"}, {"-o", "--output"}};
 
-constexpr const char* kUsage = R"(wkv — WKV Chat inference engine (CPU reference backend)
+constexpr const char* kUsage = R"(wkv — WKV Chat inference engine (CUDA backend for the KV4 modes, CPU reference for all)
 
 usage: wkv COMMAND [options]
 
