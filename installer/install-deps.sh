@@ -36,7 +36,7 @@ packages=(
 # driver, the offscreen/xcb platform plugins and a font must be named explicitly because we skip
 # "Recommends". Xvfb runs the app headless for screenshots; ImageMagick crops/compares them.
 gui_packages=(
-  qt6-base-dev qt6-base-dev-tools libqt6opengl6-dev qt6-charts-dev qt6-svg-dev
+  qt6-base-dev qt6-base-dev-tools libqt6opengl6-dev qt6-charts-dev qt6-svg-dev qt6-pdf-dev
   libqt6sql6-sqlite qt6-qpa-plugins
   libgl1-mesa-dev
   xvfb xauth imagemagick fonts-dejavu-core

@@ -1,5 +1,10 @@
 #include "ui/SummarizeDialog.h"
 
+#if defined(WKV_HAVE_QTPDF)
+#include <QPdfDocument>
+#include <QPdfSelection>
+#endif
+
 #include <QDialogButtonBox>
 #include <QFile>
 #include <QFileDialog>
@@ -19,6 +24,19 @@
 #include "storage/ConversationStore.h"
 
 namespace {
+
+#if defined(WKV_HAVE_QTPDF)
+QString pdfErrorText(QPdfDocument::Error e) {
+  switch (e) {
+    case QPdfDocument::Error::FileNotFound: return QStringLiteral("file not found");
+    case QPdfDocument::Error::InvalidFileFormat: return QStringLiteral("not a valid PDF file");
+    case QPdfDocument::Error::IncorrectPassword: return QStringLiteral("the PDF is password-protected");
+    case QPdfDocument::Error::UnsupportedSecurityScheme: return QStringLiteral("unsupported PDF encryption");
+    case QPdfDocument::Error::DataNotYetAvailable: return QStringLiteral("the file is incomplete");
+    default: return QStringLiteral("unknown PDF error");
+  }
+}
+#endif
 qint64 g_nextSummarizeId = 1;  // request ids unique within the process (GUI thread only)
 }
 
@@ -92,10 +110,32 @@ SummarizeDialog::SummarizeDialog(EngineWorker* worker, ConversationStore& conver
 bool SummarizeDialog::loadFile(const QString& path, QString* error) {
   const QFileInfo info(path);
   if (info.suffix().compare(QLatin1String("pdf"), Qt::CaseInsensitive) == 0) {
+#if defined(WKV_HAVE_QTPDF)
+    // The text layer of every page, pages separated by blank lines (paragraph boundaries for the planner).
+    QPdfDocument pdf;
+    const QPdfDocument::Error e = pdf.load(path);
+    if (e != QPdfDocument::Error::None) {
+      if (error) *error = tr("Cannot read the PDF %1: %2").arg(path, pdfErrorText(e));
+      return false;
+    }
+    QStringList pages;
+    for (int i = 0; i < pdf.pageCount(); ++i) pages << pdf.getAllText(i).text().trimmed();
+    const QString text = pages.join(QStringLiteral("\n\n")).trimmed();
+    if (text.isEmpty()) {
+      if (error)
+        *error = tr("%1 has no text layer (a scanned PDF?): nothing to summarize. Run it through OCR first.")
+                     .arg(info.fileName());
+      return false;
+    }
+    path_ = info.absoluteFilePath();
+    setDocument(info.fileName(), text);
+    return true;
+#else
     if (error)
       *error = tr("PDF files cannot be read by this build: it does not include the Qt PDF module (Debian package "
                   "qt6-pdf-dev). Copy the text out of the PDF and paste it here instead.");
     return false;
+#endif
   }
   QFile f(path);
   if (!f.open(QIODevice::ReadOnly)) {
@@ -106,6 +146,8 @@ bool SummarizeDialog::loadFile(const QString& path, QString* error) {
   setDocument(info.fileName(), QString::fromUtf8(f.readAll()));
   return true;
 }
+
+QString SummarizeDialog::documentText() const { return text_->toPlainText(); }
 
 void SummarizeDialog::setDocument(const QString& name, const QString& text) {
   name_ = name;

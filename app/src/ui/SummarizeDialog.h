@@ -27,8 +27,10 @@ class SummarizeDialog : public QDialog {
   SummarizeDialog(EngineWorker* worker, ConversationStore& conversations, ComparisonStore& documents,
                   QWidget* parent = nullptr);
 
-  // Reads a text file into the dialog; false (and `error`) for PDFs and unreadable files.
+  // Reads a .txt/.md file, or a PDF's text layer when built with Qt PDF, into the dialog; false (and
+  // `error`, naming the file) for unreadable files.
   bool loadFile(const QString& path, QString* error = nullptr);
+  QString documentText() const;
   void setDocument(const QString& name, const QString& text);
   void setMaxTokens(int tokens);
   void start();
