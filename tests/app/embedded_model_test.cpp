@@ -43,6 +43,8 @@ TEST(EmbeddedModel, FreshStartChatsWithTheBundledModel) {
 }
 
 int main(int argc, char** argv) {
+  // Also for test discovery, which runs without the ctest environment.
+  if (qEnvironmentVariableIsEmpty("QT_QPA_PLATFORM")) qputenv("QT_QPA_PLATFORM", "offscreen");
   QApplication app(argc, argv);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
