@@ -77,24 +77,8 @@ void rope_fwd(float* x, int T, int n_heads, int head_dim, int pos0, float theta)
 }
 
 void rope_bwd(float* dx, int T, int n_heads, int head_dim, int pos0, float theta) {
-  // Forward: (a, b) → (a·c − b·s, b·c + a·s) = R·(a, b). Backward: Rᵀ·(da', db') = (da'·c + db'·s, db'·c − da'·s).
-  // Frequencies computed exactly as cpu::rope does.
-  const int half = head_dim / 2;
-  std::vector<float> inv_freq(half);
-  for (int i = 0; i < half; ++i) inv_freq[i] = 1.0f / std::pow(theta, float(2 * i) / float(head_dim));
-  for (int t = 0; t < T; ++t) {
-    const float pos = float(pos0 + t);
-    for (int i = 0; i < half; ++i) {
-      const float angle = pos * inv_freq[i];
-      const float c = std::cos(angle), s = std::sin(angle);
-      for (int h = 0; h < n_heads; ++h) {
-        float* v = dx + (size_t(t) * n_heads + h) * head_dim;
-        const float a = v[i], b = v[i + half];
-        v[i] = a * c + b * s;
-        v[i + half] = b * c - a * s;
-      }
-    }
-  }
+  // Forward: (a, b) → R·(a, b) with R the rotation by the angle; backward: Rᵀ = rotation by −angle.
+  cpu::rope(dx, T, n_heads, head_dim, pos0, theta, /*inverse=*/true);
 }
 
 // ---- SwiGLU ---------------------------------------------------------------------------------------------

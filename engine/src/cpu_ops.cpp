@@ -116,15 +116,18 @@ void rmsnorm(const float* x, const float* weight, int T, int n, float eps, float
   }
 }
 
-void rope(float* x, int T, int n_heads, int head_dim, int pos0, float theta) {
+void rope(float* x, int T, int n_heads, int head_dim, int pos0, float theta, bool inverse) {
   const int half = head_dim / 2;
   std::vector<float> inv_freq(half);
-  for (int i = 0; i < half; ++i) inv_freq[i] = 1.0f / std::pow(theta, float(2 * i) / float(head_dim));
+  // θ^(2i/D) in double, rounded once: the correctly rounded value whatever the libm, and exactly what
+  // the CUDA kernel computes, so CPU and GPU angles agree bit for bit even at large positions.
+  for (int i = 0; i < half; ++i)
+    inv_freq[i] = 1.0f / float(std::pow(double(theta), double(float(2 * i) / float(head_dim))));
   for (int t = 0; t < T; ++t) {
     const float pos = float(pos0 + t);
     for (int i = 0; i < half; ++i) {
       const float angle = pos * inv_freq[i];
-      const float c = std::cos(angle), s = std::sin(angle);
+      const float c = std::cos(angle), s = inverse ? -std::sin(angle) : std::sin(angle);
       for (int h = 0; h < n_heads; ++h) {
         float* v = x + (size_t(t) * n_heads + h) * head_dim;
         const float a = v[i], b = v[i + half];

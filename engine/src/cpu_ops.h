@@ -19,8 +19,9 @@ void matmul(ThreadPool& pool, const float* x, int T, const Linear& W, float* y);
 void rmsnorm(const float* x, const float* weight, int T, int n, float eps, float* y);
 
 // Rotary embedding, half-split convention, in place on [T][n_heads·D]: for each head and i < D/2,
-// (x_i, x_{i+D/2}) is rotated by angle pos·theta^(−2i/D), pos = pos0 + t.
-void rope(float* x, int T, int n_heads, int head_dim, int pos0, float theta);
+// (x_i, x_{i+D/2}) is rotated by angle pos·theta^(−2i/D), pos = pos0 + t. `inverse` rotates by −angle,
+// which is also the transpose: the backward pass of RoPE.
+void rope(float* x, int T, int n_heads, int head_dim, int pos0, float theta, bool inverse = false);
 
 // g[i] = silu(g[i]) · u[i]   (SwiGLU, in place over n elements).
 void swiglu(float* g, const float* u, int64_t n);
