@@ -160,7 +160,7 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
     }
     if (stop_at != std::string::npos) {
       all_text.resize(std::max(stop_at, emitted));
-      if (!emit(id, all_text.size())) {}
+      emit(id, all_text.size());  // the text before the stop string; generation ends either way
       result.stop = StopReason::stop_string;
       break;
     }
