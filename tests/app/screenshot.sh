@@ -14,6 +14,9 @@ if [[ -z $model ]]; then
   [[ -d $shared ]] || shared=/work/shared
   model=${bundled:-$shared/models/ref-a}
 fi
+# The bundled .wkvq runs WKVQuant's w4kv4; an FP16 checkpoint shows the round-to-nearest W4KV4 mode.
+mode=w4kv4
+[[ $model == *.wkvq ]] || mode=w4kv4-rtn
 out=$root/docs/screenshots/main-window.png
 mkdir -p "$(dirname "$out")"
 data=$(mktemp -d)
@@ -21,5 +24,5 @@ trap 'rm -rf "$data"' EXIT
 export WKVCHAT_DATA_DIR=$data WKVCHAT_MODEL=$model QT_QPA_PLATFORM=xcb
 command -v xvfb-run >/dev/null || { echo "xvfb-run not found (apt install xvfb)"; exit 1; }
 xvfb-run -a -s "-screen 0 1400x900x24" "$build/app/wkvchat" \
-  --mode "${WKVCHAT_MODE:-w4kv4-rtn}" --demo-prompt "Once upon a time, there was a little" --screenshot "$out"
+  --mode "${WKVCHAT_MODE:-$mode}" --demo-prompt "Once upon a time, there was a little" --screenshot "$out"
 echo "wrote $out"
