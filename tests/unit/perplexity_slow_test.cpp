@@ -8,6 +8,9 @@ namespace wkv {
 namespace {
 
 TEST(PerplexitySlow, ModesOrderOnSixteenWindows) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "16 full windows × 3 modes take too long under AddressSanitizer; the ci preset runs this";
+#endif
   WKV_REQUIRE_SHARED("models/ref-a/model.safetensors");
   WKV_REQUIRE_SHARED("data/wikitext-2-raw/wiki.test.raw");
   const std::string text = test::read_file(test::shared_path("data/wikitext-2-raw/wiki.test.raw"));
