@@ -13,7 +13,8 @@
 //   prefill (T > 1): append the chunk, then causal attention with POQ blocks (chunk or token level);
 //   x += o(att); h = rmsnorm(x); x += down(swiglu(gate(h), up(h))).
 // Linears: T ≤ 8 → GEMV (W4 or FP16) reading the weights once; T > 8 → W4 dequantized to an FP16
-// scratch matrix, then cuBLAS GEMM on tensor cores (FP32 accumulate).
+// scratch matrix, then cuBLAS GEMM on tensor cores (FP32 accumulate). q|k|v and gate|up are stored
+// stacked, so a decode step computes each group with one GEMV launch.
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -88,35 +89,75 @@ DeviceBuffer upload_f16(const std::vector<float>& v, const char* what) {
   return upload(h, what);
 }
 
+// Weights of one or more linears that share their input, stacked row-wise in one allocation (q|k|v and
+// gate|up): one GEMV launch computes them all in decode, and each part stays addressable as a view.
 struct DeviceLinear {
-  int rows = 0, cols = 0;
+  int rows = 0, cols = 0, group = 0;
   DeviceBuffer qweight, scales, zeros;  // W4
   DeviceBuffer dense;                   // FP16 [rows][cols] when not quantized
-  bool w4() const { return qweight.bytes() > 0; }
-  wk::W4DeviceWeights w4_view() const {
-    return {rows, cols, group, qweight.as<uint32_t>(), scales.as<uint16_t>(), zeros.as<uint16_t>()};
-  }
-  int group = 0;
 };
 
-DeviceLinear upload_linear(const Linear& l, const char* what) {
-  DeviceLinear d;
-  d.rows = l.out;
-  d.cols = l.in;
-  if (l.q4) {
-    d.group = l.q4->group;
-    d.qweight = upload(l.q4->qweight, what);
-    d.scales = upload(l.q4->scales, what);
-    d.zeros = upload(l.q4->zeros, what);
+// Rows [row0, row0 + rows) of a DeviceLinear.
+struct LinearView {
+  int rows = 0, cols = 0, group = 0;
+  const uint32_t* qweight = nullptr;
+  const uint16_t* scales = nullptr;
+  const uint16_t* zeros = nullptr;
+  const uint16_t* dense = nullptr;
+  bool w4() const { return qweight != nullptr; }
+  wk::W4DeviceWeights w4_view() const { return {rows, cols, group, qweight, scales, zeros}; }
+};
+
+LinearView view_of(const DeviceLinear& d, int row0, int rows) {
+  LinearView v;
+  v.rows = rows;
+  v.cols = d.cols;
+  v.group = d.group;
+  if (d.qweight.bytes()) {
+    v.qweight = d.qweight.as<uint32_t>() + size_t(row0) * d.cols / 8;
+    v.scales = d.scales.as<uint16_t>() + size_t(row0) * d.cols / d.group;
+    v.zeros = d.zeros.as<uint16_t>() + size_t(row0) * d.cols / d.group;
   } else {
-    d.dense = upload_f16(l.w, what);
+    v.dense = d.dense.as<uint16_t>() + size_t(row0) * d.cols;
+  }
+  return v;
+}
+LinearView view_of(const DeviceLinear& d) { return view_of(d, 0, d.rows); }
+
+// Uploads linears with the same input size and format, stacked in the given order.
+DeviceLinear upload_stacked(std::initializer_list<const Linear*> parts, const char* what) {
+  DeviceLinear d;
+  const Linear& first = **parts.begin();
+  d.cols = first.in;
+  std::vector<uint32_t> qw;
+  std::vector<uint16_t> sc, ze, dense;
+  for (const Linear* l : parts) {
+    if (l->in != first.in || bool(l->q4) != bool(first.q4) || (l->q4 && l->q4->group != first.q4->group))
+      throw Error(ErrorCode::internal, std::string(what) + ": stacked linears differ in shape or format");
+    d.rows += l->out;
+    if (l->q4) {
+      d.group = l->q4->group;
+      qw.insert(qw.end(), l->q4->qweight.begin(), l->q4->qweight.end());
+      sc.insert(sc.end(), l->q4->scales.begin(), l->q4->scales.end());
+      ze.insert(ze.end(), l->q4->zeros.begin(), l->q4->zeros.end());
+    } else {
+      dense.reserve(dense.size() + l->w.size());
+      for (float x : l->w) dense.push_back(float_to_fp16(x));
+    }
+  }
+  if (first.q4) {
+    d.qweight = upload(qw, what);
+    d.scales = upload(sc, what);
+    d.zeros = upload(ze, what);
+  } else {
+    d.dense = upload(dense, what);
   }
   return d;
 }
 
 struct DeviceLayer {
   DeviceBuffer attn_norm, ffn_norm;
-  DeviceLinear wq, wk, wv, wo, w_gate, w_up, w_down;
+  DeviceLinear qkv, wo, gate_up, w_down;  // qkv = [q | k | v] rows, gate_up = [gate | up] rows
   DeviceBuffer k_delta, k_scale, v_delta, v_scale;  // empty = identity smoothing
 };
 
@@ -199,25 +240,39 @@ class CudaSessionState final : public SessionState {
       const DeviceLayer& L = w_.layers[l];
       float *x = x_.as<float>(), *h = h_.as<float>(), *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
       wk::rmsnorm_f32(x, L.attn_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
-      linear(L.wq, h, T, q);
-      linear(L.wk, h, T, k);
-      linear(L.wv, h, T, v);
+      const int qd = H * D_;
+      if (T == 1) {  // one launch for q, k and v: their outputs are consecutive in qkv_
+        linear(view_of(L.qkv), h, 1, qkv_.as<float>());
+        q = qkv_.as<float>();
+        k = q + qd;
+        v = k + kv_dim_;
+      } else {
+        linear(view_of(L.qkv, 0, qd), h, T, q);
+        linear(view_of(L.qkv, qd, kv_dim_), h, T, k);
+        linear(view_of(L.qkv, qd + kv_dim_, kv_dim_), h, T, v);
+      }
       wk::rope(q, T, H, D_, pos0, info_.rope_theta, stream_);
       wk::rope(k, T, info_.n_kv_heads, D_, pos0, info_.rope_theta, stream_);
-      attention(l, T, pos0);
-      linear(L.wo, att_.as<float>(), T, h);
+      attention(l, T, pos0, q, k, v);
+      linear(view_of(L.wo), att_.as<float>(), T, h);
       wk::add_inplace(x, h, int64_t(T) * d, stream_);
       wk::rmsnorm_f32(x, L.ffn_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
-      linear(L.w_gate, h, T, g_.as<float>());
-      linear(L.w_up, h, T, u_.as<float>());
-      wk::swiglu(g_.as<float>(), u_.as<float>(), int64_t(T) * info_.ffn_dim, stream_);
-      linear(L.w_down, g_.as<float>(), T, h);
+      float *g = g_.as<float>(), *u = u_.as<float>();
+      if (T == 1) {  // gate and up in one launch
+        linear(view_of(L.gate_up), h, 1, g);
+        u = g + info_.ffn_dim;
+      } else {
+        linear(view_of(L.gate_up, 0, info_.ffn_dim), h, T, g);
+        linear(view_of(L.gate_up, info_.ffn_dim, info_.ffn_dim), h, T, u);
+      }
+      wk::swiglu(g, u, int64_t(T) * info_.ffn_dim, stream_);
+      linear(view_of(L.w_down), g, T, h);
       wk::add_inplace(x, h, int64_t(T) * d, stream_);
     }
     const int first = all_logits ? 0 : T - 1, rows = T - first;
     wk::rmsnorm_f32(x_.as<float>() + size_t(first) * d, w_.final_norm.as<float>(), rows, d, info_.norm_eps,
                     h_.as<float>(), stream_);
-    linear(w_.lm_head, h_.as<float>(), rows, logits_.as<float>());
+    linear(view_of(w_.lm_head), h_.as<float>(), rows, logits_.as<float>());
     check(cudaMemcpyAsync(logits, logits_.as<float>(), sizeof(float) * size_t(rows) * info_.vocab_size,
                           cudaMemcpyDeviceToHost, stream_),
           "logits");
@@ -237,7 +292,8 @@ class CudaSessionState final : public SessionState {
     att_ = DeviceBuffer(t * qd * 4, "activations");
     k_ = DeviceBuffer(t * kv_dim_ * 4, "activations");
     v_ = DeviceBuffer(t * kv_dim_ * 4, "activations");
-    g_ = DeviceBuffer(t * info_.ffn_dim * 4, "activations");
+    g_ = DeviceBuffer(t * info_.ffn_dim * 4 * (T == 1 ? 2 : 1), "activations");  // decode: gate | up
+    qkv_ = DeviceBuffer((qd + 2 * size_t(kv_dim_)) * 4, "activations");
     u_ = DeviceBuffer(t * info_.ffn_dim * 4, "activations");
     logits_ = DeviceBuffer(t * info_.vocab_size * 4, "logits");
     if (T > kGemvMaxBatch && !w16_.bytes()) w16_ = DeviceBuffer(w_.max_linear_elems * 2, "FP16 weight scratch");
@@ -246,13 +302,13 @@ class CudaSessionState final : public SessionState {
 
   static constexpr int kGemvMaxBatch = 8;
 
-  void linear(const DeviceLinear& W, const float* x, int T, float* y) {
+  void linear(const LinearView& W, const float* x, int T, float* y) {
     if (T <= kGemvMaxBatch) {
       if (W.w4()) wk::w4_gemv(W.w4_view(), x, T, y, stream_);
-      else wk::gemv_f16({W.rows, W.cols, W.dense.as<uint16_t>()}, x, T, y, stream_);
+      else wk::gemv_f16({W.rows, W.cols, W.dense}, x, T, y, stream_);
       return;
     }
-    const uint16_t* w16 = W.dense.as<uint16_t>();
+    const uint16_t* w16 = W.dense;
     if (W.w4()) {
       wk::w4_dequant_f16(W.w4_view(), w16_.as<uint16_t>(), stream_);
       w16 = w16_.as<uint16_t>();
@@ -260,12 +316,11 @@ class CudaSessionState final : public SessionState {
     wk::gemm_f16(cublas_, x, T, w16, W.rows, W.cols, y, stream_);
   }
 
-  void attention(int l, int T, int pos0) {
+  void attention(int l, int T, int pos0, const float* q, const float* k, const float* v) {
     const wk::Kv4LayerCache& cache = caches_[l];
-    const float *k = k_.as<float>(), *v = v_.as<float>();
     if (T == 1) {
       wk::Kv4DecodeArgs a;
-      a.q = q_.as<float>();
+      a.q = q;
       a.k_cur = k;
       a.v_cur = v;
       a.out = att_.as<float>();
@@ -284,7 +339,7 @@ class CudaSessionState final : public SessionState {
     }
     wk::kv4_append(cache, k, v, T, pos0, stream_);
     wk::PrefillAttentionArgs a;
-    a.q = q_.as<float>();
+    a.q = q;
     a.k_full = k;
     a.v_full = v;
     a.out = att_.as<float>();
@@ -307,7 +362,7 @@ class CudaSessionState final : public SessionState {
   std::vector<DeviceBuffer> k_pools_, v_pools_;
   std::vector<wk::Kv4LayerCache> caches_;
   int scratch_tokens_ = 0;
-  DeviceBuffer ids_, x_, h_, q_, att_, k_, v_, g_, u_, logits_, w16_;
+  DeviceBuffer ids_, x_, h_, q_, att_, k_, v_, g_, u_, qkv_, logits_, w16_;
 };
 
 }  // namespace
@@ -351,14 +406,12 @@ std::shared_ptr<BackendWeights> upload_cuda_weights(const Model& model) {
     DeviceLayer d;
     d.attn_norm = upload(L.attn_norm, "norm weights");
     d.ffn_norm = upload(L.ffn_norm, "norm weights");
-    const std::pair<DeviceLinear*, const Linear*> lins[] = {{&d.wq, &L.wq},         {&d.wk, &L.wk},
-                                                            {&d.wv, &L.wv},         {&d.wo, &L.wo},
-                                                            {&d.w_gate, &L.w_gate}, {&d.w_up, &L.w_up},
-                                                            {&d.w_down, &L.w_down}};
-    for (const auto& [dl, hl] : lins) {
-      *dl = upload_linear(*hl, "linear weights");
+    d.qkv = upload_stacked({&L.wq, &L.wk, &L.wv}, "linear weights (q|k|v)");
+    d.wo = upload_stacked({&L.wo}, "linear weights (o)");
+    d.gate_up = upload_stacked({&L.w_gate, &L.w_up}, "linear weights (gate|up)");
+    d.w_down = upload_stacked({&L.w_down}, "linear weights (down)");
+    for (const Linear* hl : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
       w->max_linear_elems = std::max(w->max_linear_elems, size_t(hl->out) * hl->in);
-    }
     if (!L.kv_smoothing.identity()) {
       d.k_delta = upload(L.kv_smoothing.k_delta, "KV smoothing");
       d.k_scale = upload(L.kv_smoothing.k_scale, "KV smoothing");
@@ -368,7 +421,7 @@ std::shared_ptr<BackendWeights> upload_cuda_weights(const Model& model) {
     w->layers.push_back(std::move(d));
   }
   w->final_norm = upload(c.final_norm, "norm weights");
-  w->lm_head = upload_linear(c.lm_head, "output head");
+  w->lm_head = upload_stacked({&c.lm_head}, "output head");
   return w;
 }
 
