@@ -45,16 +45,7 @@ void linear_bwd(const float* x, int T, int in, const float* W, int out, const fl
 // ---- RMSNorm --------------------------------------------------------------------------------------------
 
 void rmsnorm_fwd(const float* x, const float* w, int T, int n, float eps, float* y, float* inv_rms) {
-  // Same arithmetic as cpu::rmsnorm (double sum of squares), so the FP path matches inference.
-  for (int t = 0; t < T; ++t) {
-    const float* xr = x + size_t(t) * n;
-    float* yr = y + size_t(t) * n;
-    double ss = 0;
-    for (int i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
-    const float inv = 1.0f / std::sqrt(float(ss / n) + eps);
-    inv_rms[t] = inv;
-    for (int i = 0; i < n; ++i) yr[i] = (xr[i] * inv) * w[i];
-  }
+  cpu::rmsnorm(x, w, T, n, eps, y, inv_rms);  // the inference arithmetic, so the FP path matches it
 }
 
 void rmsnorm_bwd(const float* x, const float* w, const float* inv_rms, const float* dy, int T, int n, float* dx) {

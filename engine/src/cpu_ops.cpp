@@ -105,13 +105,14 @@ void matmul(ThreadPool& pool, const float* x, int T, const Linear& W, float* y) 
   }, 4);
 }
 
-void rmsnorm(const float* x, const float* weight, int T, int n, float eps, float* y) {
+void rmsnorm(const float* x, const float* weight, int T, int n, float eps, float* y, float* inv_rms) {
   for (int t = 0; t < T; ++t) {
     const float* xr = x + size_t(t) * n;
     float* yr = y + size_t(t) * n;
     double ss = 0;
     for (int i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
     const float inv = 1.0f / std::sqrt(float(ss / n) + eps);
+    if (inv_rms) inv_rms[t] = inv;
     for (int i = 0; i < n; ++i) yr[i] = (xr[i] * inv) * weight[i];
   }
 }

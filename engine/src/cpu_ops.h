@@ -15,8 +15,9 @@ namespace wkv::cpu {
 // y[t][o] = Σ_i x[t][i] · W[o][i]   for t < T.  x: [T][in], y: [T][out].
 void matmul(ThreadPool& pool, const float* x, int T, const Linear& W, float* y);
 
-// y[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight   (LlamaRMSNorm, in FP32).
-void rmsnorm(const float* x, const float* weight, int T, int n, float eps, float* y);
+// y[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight   (LlamaRMSNorm, in FP32). inv_rms[t], if given,
+// receives 1/sqrt(mean(x[t]²) + eps) (what the backward pass needs).
+void rmsnorm(const float* x, const float* weight, int T, int n, float eps, float* y, float* inv_rms = nullptr);
 
 // Rotary embedding, half-split convention, in place on [T][n_heads·D]: for each head and i < D/2,
 // (x_i, x_{i+D/2}) is rotated by angle pos·theta^(−2i/D), pos = pos0 + t. `inverse` rotates by −angle,
