@@ -2,12 +2,19 @@
 #include "calib_block.h"
 
 #include <algorithm>
+#include <array>
 #include <string>
 
 #include "wkv/error.h"
 
 namespace wkv::calib {
 namespace {
+
+// The KV smoothing the quantized path applies (δ_k, s_k, δ_v, s_v), all null for identity / no params.
+std::array<const float*, 4> smoothing_of(const BlockQuantParams* p) {
+  if (!p || !p->smooth) return {nullptr, nullptr, nullptr, nullptr};
+  return {p->k_delta.data(), p->k_scale.data(), p->v_delta.data(), p->v_scale.data()};
+}
 
 const float* dense(const Linear& lin, int i) {
   if (lin.w.empty() || lin.w.size() != size_t(lin.out) * lin.in)
@@ -128,10 +135,7 @@ void block_forward(const BlockShape& s, const LayerWeights& w, const BlockQuantP
   tp.act.resize(NL * F);
   std::vector<float> tmp(size_t(L) * d);
   const AttnShape as{L, s.n_heads, s.n_kv_heads, s.head_dim};
-  const float* kd = params && params->smooth ? params->k_delta.data() : nullptr;
-  const float* ks = params && params->smooth ? params->k_scale.data() : nullptr;
-  const float* vd = params && params->smooth ? params->v_delta.data() : nullptr;
-  const float* vs = params && params->smooth ? params->v_scale.data() : nullptr;
+  const auto [kd, ks, vd, vs] = smoothing_of(params);
   for (int n = 0; n < N; ++n) {
     const size_t t0 = size_t(n) * L;
     const float* xn = x + t0 * d;
@@ -192,10 +196,7 @@ void block_backward(const BlockShape& s, const LayerWeights& w, const BlockQuant
     dkq.resize(size_t(L) * kvd);
     dvq.resize(size_t(L) * kvd);
   }
-  const float* kd = params && params->smooth ? params->k_delta.data() : nullptr;
-  const float* ks = params && params->smooth ? params->k_scale.data() : nullptr;
-  const float* vd = params && params->smooth ? params->v_delta.data() : nullptr;
-  const float* vs = params && params->smooth ? params->v_scale.data() : nullptr;
+  const auto [kd, ks, vd, vs] = smoothing_of(params);
   for (int n = 0; n < N; ++n) {
     const size_t t0 = size_t(n) * L;
     const float* dyn = dy + t0 * d;

@@ -197,8 +197,11 @@ void quantize_to_file(const std::string& model_path, const std::string& out_path
   }
 
   report("quantizing", 0, I.n_layers);
-  // Reload: Model is immutable, so quantize a fresh copy of the weights.
-  LoadedModel m = fs::is_directory(model_path) ? load_hf_model(model_path, lo) : load_llama2c_model(model_path, lo);
+  // Model is immutable: quantize a copy of its weights (no second read or parse of the files).
+  LoadedModel m;
+  m.info = I;
+  m.weights = std::make_unique<CpuModelWeights>(model->cpu_weights());
+  m.tokenizer = Tokenizer::from_bytes(model->tokenizer().model_bytes(), model_path + " tokenizer");
   apply_quant_mode(m, QuantMode::w4, opt.weight_group);
   // wkvquant: re-quantize each block's linears with its learned clipping (the dense copies of `model`).
   for (size_t l = 0; l < learned.blocks.size(); ++l) {

@@ -3,13 +3,7 @@
 # LLaMA-2-7B-shaped W4KV4 model at the depths of the CUDA issue. Logs in $OUT.
 # Usage: SHARED=... GTEST_SRC=... OUT=... tests/tools/device_cuda_backend.sh
 set -uo pipefail
-B=build/dev
-cmake -S . -B $B -G Ninja -DWKV_BUILD_APP=OFF -DWKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DWKV_GTEST_SOURCE_DIR="$GTEST_SRC" -DWKV_SHARED_DIR="$SHARED" -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2>&1 \
-  || { tail -30 "$OUT/configure.log"; exit 1; }
-cmake --build $B -j16 > "$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -60; exit 1; }
-(cd $B && ctest -L gpu --output-on-failure -j2 --timeout 300) > "$OUT/gpu_tests.log" 2>&1
-grep -E "tests passed|tests failed|\(Failed|mean rel L2" "$OUT/gpu_tests.log" | head -20
+source "$(dirname "$0")/device_build_and_test.sh"
 grep -E "mean rel L2" -r $B/Testing 2>/dev/null | head -3
 MODEL=/tmp/llama2-7b-w4.wkvq
 $B/engine/wkv synth --shape llama2-7b --tokenizer "$SHARED/data/llama2c/llama2-tokenizer/tokenizer.model" --wkvq -o $MODEL 2>&1 | tail -1
