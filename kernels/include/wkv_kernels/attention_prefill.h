@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include "wkv_kernels/kv16_cache.h"
 #include "wkv_kernels/kv4_cache.h"
 
 namespace wkv::kernels {
@@ -26,5 +27,10 @@ struct PrefillAttentionArgs {
 // Supported: D ∈ {64, 128}, any valid G. Throws std::invalid_argument on bad arguments, std::runtime_error on
 // a CUDA error. One launch on `stream`.
 void attention_prefill(const Kv4LayerCache& cache, const PrefillAttentionArgs& args, cudaStream_t stream = nullptr);
+
+// The same over an FP16 cache (fp16 / w4 modes): keys j < pos0 from the cache, the chunk's keys from
+// k_full / v_full (FP32; the caller also appends them to the cache). poq_block is ignored. D ∈ {64, 128}.
+void attention_prefill_kv16(const Kv16LayerCache& cache, const PrefillAttentionArgs& args,
+                            cudaStream_t stream = nullptr);
 
 }  // namespace wkv::kernels

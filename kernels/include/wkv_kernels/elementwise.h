@@ -20,6 +20,8 @@ void rmsnorm_f16(const float* x, const float* weight, int T, int n, float eps, u
 // (x_i, x_{i+D/2}) rotated by angle = float(pos0 + t) · (1 / theta^(2i/D)), the same float operations
 // as cpu::rope (the power is evaluated in double and rounded, i.e. correctly rounded like powf).
 void rope(float* x, int T, int n_heads, int head_dim, int pos0, float theta, cudaStream_t stream = 0);
+// One token (T = 1) at the position in device int32 *pos_dev (graph-capturable); same bits as rope().
+void rope_at(float* x, int n_heads, int head_dim, const int32_t* pos_dev, float theta, cudaStream_t stream = 0);
 
 // g[i] = silu(g[i]) · u[i] = g / (1 + exp(−g)) · u, in place over n elements.
 void swiglu(float* g, const float* u, int64_t n, cudaStream_t stream = 0);

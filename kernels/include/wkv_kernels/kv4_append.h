@@ -3,6 +3,8 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 #include "wkv_kernels/kv4_cache.h"
 
 namespace wkv::kernels {
@@ -14,5 +16,11 @@ namespace wkv::kernels {
 // std::runtime_error on a CUDA error. Asynchronous on `stream`.
 void kv4_append(const Kv4LayerCache& cache, const float* k, const float* v, int T, int pos0,
                 cudaStream_t stream = nullptr);
+
+// One token (T = 1) at the position held in device int32 *pos_dev (read on the device, so the launch can
+// be captured in a CUDA graph and replayed at every position). The position must be < capacity() (not
+// checkable on the host; an out-of-range device value writes nothing).
+void kv4_append_at(const Kv4LayerCache& cache, const float* k, const float* v, const int32_t* pos_dev,
+                   cudaStream_t stream = nullptr);
 
 }  // namespace wkv::kernels

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "wkv_kernels/kv4_cache.h"
 
@@ -20,6 +21,11 @@ struct Kv4DecodeArgs {
                                   //   the cache holds only the past (n_cache = n_past, may be 0).
                                   // false: the caller appended the current token first (n_cache = n_past+1 ≥ 1).
   int keys_per_split = 0;         // keys per split block, 0 = automatic (fills the GPU); else 32 … 512
+  // Graph capture: when n_cache_dev is set, the kernels read n_cache from this device int32 instead of
+  // the field above, and the launch configuration depends only on n_cache_max (≥ the device value, ≤ the
+  // cache capacity), so one captured CUDA graph serves every decode step of a session.
+  const int32_t* n_cache_dev = nullptr;
+  int n_cache_max = 0;
 };
 
 // Supported head dims (the kernels are specialized).
