@@ -1,9 +1,9 @@
 // The CUDA backend behind the same SessionState interface as the CPU reference (backend.h).
 //
-// What runs on the GPU: the KV4 modes (kv4, w4kv4, w4kv4-rtn, w4kv4-nopoq) for head_dim 64 or 128 —
-// the product's path. Modes whose KV cache is full precision (fp16, w4) and the emulated w4a4 baseline
-// have no GPU kernels yet; Model::load picks the CPU backend for them and says so in
-// Model::backend_notice(). Builds without CUDA compile the stubs in backend_select.cpp.
+// What runs on the GPU: every mode for head_dim 64 or 128 — the 4-bit KV modes (kv4, w4kv4, w4kv4-rtn,
+// w4kv4-nopoq, w4a4 with its activations fake-quantized on the device) over a paged KV4 cache, fp16 and w4
+// over a paged FP16 cache. Other head dims run on the CPU and Model::backend_notice() says why. Builds
+// without CUDA compile the stubs in backend_select.cpp.
 #pragma once
 
 #include <memory>

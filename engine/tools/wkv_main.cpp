@@ -41,7 +41,7 @@ const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose"
 const std::map<std::string, std::string> kAliases = {
     {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--max-tokens"}, {"-v", "--verbose"}, {"-h", "--help"}, {"-t", "--threads"}, {"-o", "--output"}};
 
-constexpr const char* kUsage = R"(wkv — WKV Chat inference engine (CUDA backend for the KV4 modes, CPU reference for all)
+constexpr const char* kUsage = R"(wkv — WKV Chat inference engine (CUDA backend and CPU reference for every mode)
 
 usage: wkv COMMAND [options]
 

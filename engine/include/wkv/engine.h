@@ -80,7 +80,7 @@ class Model {
   ChatTemplateKind chat_template() const { return chat_template_; }
   BackendKind backend() const { return backend_; }
   // Why the backend is what it is when `automatic` did not pick the GPU (empty otherwise), e.g.
-  // "no CUDA device" or "mode fp16 has no GPU kernels yet: running on the CPU".
+  // "no CUDA device" or "head_dim 96 has no GPU attention kernel (64 or 128): running on the CPU".
   const std::string& backend_notice() const { return backend_notice_; }
   const std::string& device_name() const { return device_name_; }
   int n_threads() const { return n_threads_; }

@@ -1,33 +1,47 @@
 // The CUDA backend: one decode step or prefill chunk of a LLaMA decoder on the GPU, over the kernels of
-// kernels/ (see cuda_backend.h for which modes run here).
+// kernels/ (every mode runs here for head_dim 64 or 128; see cuda_backend.h).
 //
-// Device data per layer: W4 weights as uploaded (qweight/scales/zeros, or FP16 dense for the kv4 mode),
-// FP32 norm weights and KV smoothing, and a paged KV4 cache (pages of 64 tokens; the page table maps
-// logical to physical pages — identity today, the indirection is what lets caches grow or be shared).
+// Device data per layer: W4 weights as uploaded (qweight/scales/zeros) or FP16 dense (fp16 / kv4 modes),
+// FP32 norm weights and KV smoothing, and a paged KV cache — KV4 (kv4_cache.h) in the 4-bit KV modes,
+// FP16 (kv16_cache.h) in fp16 / w4 — in pages of 64 tokens; the page table maps logical to physical pages
+// (identity today; the indirection is what lets caches grow or be shared).
 // Activations are FP32: x [T][dim] residual, h [T][max(dim, H·D)], q/att [T][H·D], k/v [T][H_kv·D],
 // g/u [T][ffn].
 //
 // Per layer:  h = rmsnorm(x); q,k,v = linears(h); rope(q), rope(k);
-//   decode (T = 1): POQ → attention over the cache (n_past keys) + the full-precision current k, v, then
-//                   append k, v;  no POQ → append first, attention over n_past + 1 cached keys;
-//   prefill (T > 1): append the chunk, then causal attention with POQ blocks (chunk or token level);
+//   decode (T = 1): KV4 + POQ → attention over the cache (n_past keys) + the full-precision current k, v,
+//                   then append k, v;  otherwise append first, attention over n_past + 1 cached keys;
+//   prefill (T > 1): append the chunk, then causal attention (KV4: POQ blocks at chunk or token level);
 //   x += o(att); h = rmsnorm(x); x += down(swiglu(gate(h), up(h))).
+// w4a4 fake-quantizes every block linear's input per token first (a4_fake_quant.h).
 // Linears: T ≤ 8 → GEMV (W4 or FP16) reading the weights once; T > 8 → W4 dequantized to an FP16
 // scratch matrix, then cuBLAS GEMM on tensor cores (FP32 accumulate). q|k|v and gate|up are stored
 // stacked, so a decode step computes each group with one GEMV launch.
+//
+// Decode is one CUDA graph: the token id and the position live in a small device array (written by one
+// 12-byte copy before each launch), every position-dependent kernel reads them on the device (rope_at,
+// kv*_append_at, the decode attentions' n_cache_dev), so the graph captured at the first decode step is
+// replayed unchanged for every later token — no per-kernel launch gaps. It is captured again only when the
+// scratch buffers it points at are reallocated (a longer prefill chunk). WKV_CUDA_GRAPH=0 disables it
+// (eager launches, same results) for debugging.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
 #include "../cpu_weights.h"
 #include "../cuda_backend.h"
 #include "../quant_formats.h"
+#include "wkv_kernels/a4_fake_quant.h"
 #include "wkv_kernels/attention_prefill.h"
 #include "wkv_kernels/device.h"
 #include "wkv_kernels/elementwise.h"
 #include "wkv_kernels/gemm_f16.h"
 #include "wkv_kernels/gemv_f16.h"
+#include "wkv_kernels/kv16_append.h"
+#include "wkv_kernels/kv16_cache.h"
+#include "wkv_kernels/kv16_decode_attention.h"
 #include "wkv_kernels/kv4_append.h"
 #include "wkv_kernels/kv4_cache.h"
 #include "wkv_kernels/kv4_decode_attention.h"
@@ -83,6 +97,30 @@ DeviceBuffer upload(const std::vector<T>& v, const char* what) {
   return b;
 }
 
+// Page-locked host memory (fast, truly asynchronous copies), freed on destruction.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(size_t bytes, const char* what) {
+    check(cudaMallocHost(&ptr_, bytes ? bytes : 1), what);
+  }
+  ~PinnedBuffer() {
+    if (ptr_) cudaFreeHost(ptr_);
+  }
+  PinnedBuffer(PinnedBuffer&& o) noexcept : ptr_(o.ptr_) { o.ptr_ = nullptr; }
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    std::swap(ptr_, o.ptr_);
+    return *this;
+  }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(ptr_);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
 DeviceBuffer upload_f16(const std::vector<float>& v, const char* what) {
   std::vector<uint16_t> h(v.size());
   for (size_t i = 0; i < v.size(); ++i) h[i] = float_to_fp16(v[i]);
@@ -95,6 +133,7 @@ struct DeviceLinear {
   int rows = 0, cols = 0, group = 0;
   DeviceBuffer qweight, scales, zeros;  // W4
   DeviceBuffer dense;                   // FP16 [rows][cols] when not quantized
+  bool act4 = false;                    // w4a4: fake-quantize the input per token first
 };
 
 // Rows [row0, row0 + rows) of a DeviceLinear.
@@ -104,6 +143,7 @@ struct LinearView {
   const uint16_t* scales = nullptr;
   const uint16_t* zeros = nullptr;
   const uint16_t* dense = nullptr;
+  bool act4 = false;
   bool w4() const { return qweight != nullptr; }
   wk::W4DeviceWeights w4_view() const { return {rows, cols, group, qweight, scales, zeros}; }
 };
@@ -113,6 +153,7 @@ LinearView view_of(const DeviceLinear& d, int row0, int rows) {
   v.rows = rows;
   v.cols = d.cols;
   v.group = d.group;
+  v.act4 = d.act4;
   if (d.qweight.bytes()) {
     v.qweight = d.qweight.as<uint32_t>() + size_t(row0) * d.cols / 8;
     v.scales = d.scales.as<uint16_t>() + size_t(row0) * d.cols / d.group;
@@ -129,10 +170,12 @@ DeviceLinear upload_stacked(std::initializer_list<const Linear*> parts, const ch
   DeviceLinear d;
   const Linear& first = **parts.begin();
   d.cols = first.in;
+  d.act4 = first.act4;
   std::vector<uint32_t> qw;
   std::vector<uint16_t> sc, ze, dense;
   for (const Linear* l : parts) {
-    if (l->in != first.in || bool(l->q4) != bool(first.q4) || (l->q4 && l->q4->group != first.q4->group))
+    if (l->in != first.in || bool(l->q4) != bool(first.q4) || l->act4 != first.act4 ||
+        (l->q4 && l->q4->group != first.q4->group))
       throw Error(ErrorCode::internal, std::string(what) + ": stacked linears differ in shape or format");
     d.rows += l->out;
     if (l->q4) {
@@ -174,42 +217,62 @@ class CudaSessionState final : public SessionState {
   CudaSessionState(const Model& model, const SessionOptions& options, int n_ctx)
       : info_(model.info()), w_(static_cast<const CudaWeights&>(*model.backend_weights())), n_ctx_(n_ctx) {
     const QuantSpec spec = quant_spec(model.mode());
-    poq_ = spec.poq;
+    kv4_ = spec.kv4;
+    poq_ = spec.kv4 && spec.poq;
     token_level_poq_ = options.token_level_poq;
     D_ = info_.head_dim;
     G_ = model.kv_group();
     kv_dim_ = info_.n_kv_heads * D_;
+    const char* g = std::getenv("WKV_CUDA_GRAPH");
+    use_graph_ = !(g && std::string(g) == "0");
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
     const int pages = (n_ctx_ + kPage - 1) / kPage;
     std::vector<int32_t> table(pages);
     for (int i = 0; i < pages; ++i) table[i] = i;
     page_table_ = upload(table, "KV page table");
-    head_bytes_ = wk::kv4_head_bytes(D_, G_);
+    head_bytes_ = kv4_ ? wk::kv4_head_bytes(D_, G_) : size_t(D_) * 2;
     const size_t pool = size_t(pages) * kPage * info_.n_kv_heads * head_bytes_;
     for (int l = 0; l < info_.n_layers; ++l) {
-      k_pools_.emplace_back(pool, "KV4 cache (K)");
-      v_pools_.emplace_back(pool, "KV4 cache (V)");
-      wk::Kv4LayerCache c;
-      c.k_pool = k_pools_.back().as<uint8_t>();
-      c.v_pool = v_pools_.back().as<uint8_t>();
-      c.page_table = page_table_.as<int32_t>();
-      c.n_pages = pages;
-      c.page_size = kPage;
-      c.n_kv_heads = info_.n_kv_heads;
-      c.head_dim = D_;
-      c.group = G_;
-      const DeviceLayer& L = w_.layers[l];
-      c.k_delta = L.k_delta.as<float>();
-      c.k_scale = L.k_scale.as<float>();
-      c.v_delta = L.v_delta.as<float>();
-      c.v_scale = L.v_scale.as<float>();
-      caches_.push_back(c);
+      k_pools_.emplace_back(pool, kv4_ ? "KV4 cache (K)" : "FP16 KV cache (K)");
+      v_pools_.emplace_back(pool, kv4_ ? "KV4 cache (V)" : "FP16 KV cache (V)");
+      if (kv4_) {
+        wk::Kv4LayerCache c;
+        c.k_pool = k_pools_.back().as<uint8_t>();
+        c.v_pool = v_pools_.back().as<uint8_t>();
+        c.page_table = page_table_.as<int32_t>();
+        c.n_pages = pages;
+        c.page_size = kPage;
+        c.n_kv_heads = info_.n_kv_heads;
+        c.head_dim = D_;
+        c.group = G_;
+        const DeviceLayer& L = w_.layers[l];
+        c.k_delta = L.k_delta.as<float>();
+        c.k_scale = L.k_scale.as<float>();
+        c.v_delta = L.v_delta.as<float>();
+        c.v_scale = L.v_scale.as<float>();
+        caches_.push_back(c);
+      } else {
+        wk::Kv16LayerCache c;
+        c.k_pool = k_pools_.back().as<uint16_t>();
+        c.v_pool = v_pools_.back().as<uint16_t>();
+        c.page_table = page_table_.as<int32_t>();
+        c.n_pages = pages;
+        c.page_size = kPage;
+        c.n_kv_heads = info_.n_kv_heads;
+        c.head_dim = D_;
+        caches16_.push_back(c);
+      }
     }
-    ws_bytes_ = wk::kv4_decode_workspace_bytes(info_.n_heads, D_, n_ctx_);
+    ws_bytes_ = kv4_ ? wk::kv4_decode_workspace_bytes(info_.n_heads, D_, n_ctx_)
+                     : wk::kv16_decode_workspace_bytes(info_.n_heads, D_, n_ctx_);
     workspace_ = DeviceBuffer(ws_bytes_, "attention workspace");
+    step_dev_ = DeviceBuffer(sizeof(int32_t) * 3, "decode step");
+    step_host_ = PinnedBuffer(sizeof(int32_t) * 3, "decode step");
+    logits_host_ = PinnedBuffer(sizeof(float) * size_t(info_.vocab_size), "logits");
   }
 
   ~CudaSessionState() override {
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -221,7 +284,7 @@ class CudaSessionState final : public SessionState {
     for (const auto& p : k_pools_) b += int64_t(p.bytes());
     return 2 * b;
   }
-  std::string kv_format() const override { return "KV4 G" + std::to_string(G_); }
+  std::string kv_format() const override { return kv4_ ? "KV4 G" + std::to_string(G_) : "FP16"; }
   bool device_memory(int64_t* used, int64_t* total) const override { return cuda_device_memory(nullptr, used, total); }
 
   void forward(const TokenId* tokens, int T, int pos0, float* logits, bool all_logits) override {
@@ -233,14 +296,89 @@ class CudaSessionState final : public SessionState {
       if (tokens[t] < 0 || tokens[t] >= info_.vocab_size)
         throw Error(ErrorCode::invalid_argument, "token id " + std::to_string(tokens[t]) + " outside the vocabulary");
     ensure_scratch(T);
-    const int d = info_.dim, H = info_.n_heads;
+    const size_t vocab = size_t(info_.vocab_size);
+    if (T == 1) {
+      // The step's token and position go to the device first; the graph (or the eager launches in
+      // device-position form) read them there.
+      int32_t* step = step_host_.as<int32_t>();
+      step[0] = tokens[0];
+      step[1] = pos0;
+      step[2] = pos0 + 1;
+      check(cudaMemcpyAsync(step_dev_.as<int32_t>(), step, sizeof(int32_t) * 3, cudaMemcpyHostToDevice, stream_),
+            "decode step");
+      if (use_graph_) {
+        launch_decode_graph();
+      } else {
+        enqueue_decode();
+      }
+      check(cudaMemcpyAsync(logits_host_.as<float>(), logits_.as<float>(), sizeof(float) * vocab,
+                            cudaMemcpyDeviceToHost, stream_),
+            "logits");
+      check(cudaStreamSynchronize(stream_), "decode step");
+      std::memcpy(logits, logits_host_.as<float>(), sizeof(float) * vocab);
+      return;
+    }
     check(cudaMemcpyAsync(ids_.as<int32_t>(), tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, stream_), "ids");
-    wk::embedding_lookup(w_.embed.as<uint16_t>(), info_.vocab_size, d, ids_.as<int32_t>(), T, x_.as<float>(), stream_);
+    const int first = all_logits ? 0 : T - 1;
+    enqueue_forward(T, Positions{pos0, nullptr}, ids_.as<int32_t>(), first);
+    check(cudaMemcpyAsync(logits, logits_.as<float>(), sizeof(float) * size_t(T - first) * vocab,
+                          cudaMemcpyDeviceToHost, stream_),
+          "logits");
+    check(cudaStreamSynchronize(stream_), "forward");
+  }
+
+ private:
+  static constexpr int kPage = 64;
+  static constexpr int kGemvMaxBatch = 8;
+
+  // Where a chunk's positions come from: the host value pos0, or (decode, graph-capturable) the device
+  // array step_dev_ = {token, pos, pos + 1} when dev is set.
+  struct Positions {
+    int pos0 = 0;
+    const int32_t* dev = nullptr;
+    const int32_t* pos_dev() const { return dev + 1; }
+    const int32_t* pos_plus_one_dev() const { return dev + 2; }
+  };
+
+  void enqueue_decode() { enqueue_forward(1, Positions{0, step_dev_.as<int32_t>()}, step_dev_.as<int32_t>(), 0); }
+
+  // Captures the decode step once (again after the scratch was reallocated) and launches it.
+  void launch_decode_graph() {
+    if (!graph_exec_ || graph_generation_ != scratch_generation_) {
+      if (graph_exec_) {
+        cudaGraphExecDestroy(graph_exec_);
+        graph_exec_ = nullptr;
+      }
+      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed), "decode graph capture");
+      try {
+        enqueue_decode();
+      } catch (...) {
+        cudaGraph_t broken = nullptr;
+        cudaStreamEndCapture(stream_, &broken);
+        if (broken) cudaGraphDestroy(broken);
+        cudaGetLastError();
+        throw;
+      }
+      cudaGraph_t graph = nullptr;
+      check(cudaStreamEndCapture(stream_, &graph), "decode graph capture");
+      const cudaError_t e = cudaGraphInstantiate(&graph_exec_, graph, 0);
+      cudaGraphDestroy(graph);
+      check(e, "decode graph instantiation");
+      graph_generation_ = scratch_generation_;
+    }
+    check(cudaGraphLaunch(graph_exec_, stream_), "decode graph launch");
+  }
+
+  // The whole forward of T tokens on stream_; logits of tokens first … T−1 into logits_.
+  void enqueue_forward(int T, const Positions& P, const int32_t* ids, int first) {
+    const int d = info_.dim, H = info_.n_heads;
+    wk::embedding_lookup(w_.embed.as<uint16_t>(), info_.vocab_size, d, ids, T, x_.as<float>(), stream_);
     for (int l = 0; l < info_.n_layers; ++l) {
       const DeviceLayer& L = w_.layers[l];
       float *x = x_.as<float>(), *h = h_.as<float>(), *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
       wk::rmsnorm_f32(x, L.attn_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
       const int qd = H * D_;
+      act4_input(L.qkv, h, T, d);
       if (T == 1) {  // one launch for q, k and v: their outputs are consecutive in qkv_
         linear(view_of(L.qkv), h, 1, qkv_.as<float>());
         q = qkv_.as<float>();
@@ -251,12 +389,20 @@ class CudaSessionState final : public SessionState {
         linear(view_of(L.qkv, qd, kv_dim_), h, T, k);
         linear(view_of(L.qkv, qd + kv_dim_, kv_dim_), h, T, v);
       }
-      wk::rope(q, T, H, D_, pos0, info_.rope_theta, stream_);
-      wk::rope(k, T, info_.n_kv_heads, D_, pos0, info_.rope_theta, stream_);
-      attention(l, T, pos0, q, k, v);
+      if (P.dev) {
+        wk::rope_at(q, H, D_, P.pos_dev(), info_.rope_theta, stream_);
+        wk::rope_at(k, info_.n_kv_heads, D_, P.pos_dev(), info_.rope_theta, stream_);
+      } else {
+        wk::rope(q, T, H, D_, P.pos0, info_.rope_theta, stream_);
+        wk::rope(k, T, info_.n_kv_heads, D_, P.pos0, info_.rope_theta, stream_);
+      }
+      if (kv4_) attention_kv4(l, T, P, q, k, v);
+      else attention_kv16(l, T, P, q, k, v);
+      act4_input(L.wo, att_.as<float>(), T, qd);
       linear(view_of(L.wo), att_.as<float>(), T, h);
       wk::add_inplace(x, h, int64_t(T) * d, stream_);
       wk::rmsnorm_f32(x, L.ffn_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
+      act4_input(L.gate_up, h, T, d);
       float *g = g_.as<float>(), *u = u_.as<float>();
       if (T == 1) {  // gate and up in one launch
         linear(view_of(L.gate_up), h, 1, g);
@@ -266,21 +412,15 @@ class CudaSessionState final : public SessionState {
         linear(view_of(L.gate_up, info_.ffn_dim, info_.ffn_dim), h, T, u);
       }
       wk::swiglu(g, u, int64_t(T) * info_.ffn_dim, stream_);
+      act4_input(L.w_down, g, T, info_.ffn_dim);
       linear(view_of(L.w_down), g, T, h);
       wk::add_inplace(x, h, int64_t(T) * d, stream_);
     }
-    const int first = all_logits ? 0 : T - 1, rows = T - first;
+    const int rows = T - first;
     wk::rmsnorm_f32(x_.as<float>() + size_t(first) * d, w_.final_norm.as<float>(), rows, d, info_.norm_eps,
                     h_.as<float>(), stream_);
     linear(view_of(w_.lm_head), h_.as<float>(), rows, logits_.as<float>());
-    check(cudaMemcpyAsync(logits, logits_.as<float>(), sizeof(float) * size_t(rows) * info_.vocab_size,
-                          cudaMemcpyDeviceToHost, stream_),
-          "logits");
-    check(cudaStreamSynchronize(stream_), "forward");
   }
-
- private:
-  static constexpr int kPage = 64;
 
   void ensure_scratch(int T) {
     if (T <= scratch_tokens_) return;
@@ -298,9 +438,14 @@ class CudaSessionState final : public SessionState {
     logits_ = DeviceBuffer(t * info_.vocab_size * 4, "logits");
     if (T > kGemvMaxBatch && !w16_.bytes()) w16_ = DeviceBuffer(w_.max_linear_elems * 2, "FP16 weight scratch");
     scratch_tokens_ = T;
+    ++scratch_generation_;
   }
 
-  static constexpr int kGemvMaxBatch = 8;
+  // w4a4: the linear's input x [T][n] fake-quantized per token, in place (x feeds only this group of
+  // linears, and quantizing it again for a second linear of the group would give the same values).
+  void act4_input(const DeviceLinear& lin, float* x, int T, int n) {
+    if (lin.act4) wk::a4_fake_quant(x, T, n, stream_);
+  }
 
   void linear(const LinearView& W, const float* x, int T, float* y) {
     if (T <= kGemvMaxBatch) {
@@ -316,8 +461,12 @@ class CudaSessionState final : public SessionState {
     wk::gemm_f16(cublas_, x, T, w16, W.rows, W.cols, y, stream_);
   }
 
-  void attention(int l, int T, int pos0, const float* q, const float* k, const float* v) {
+  void attention_kv4(int l, int T, const Positions& P, const float* q, const float* k, const float* v) {
     const wk::Kv4LayerCache& cache = caches_[l];
+    auto append = [&] {
+      if (P.dev) wk::kv4_append_at(cache, k, v, P.pos_dev(), stream_);
+      else wk::kv4_append(cache, k, v, T, P.pos0, stream_);
+    };
     if (T == 1) {
       wk::Kv4DecodeArgs a;
       a.q = q;
@@ -326,18 +475,19 @@ class CudaSessionState final : public SessionState {
       a.out = att_.as<float>();
       a.n_heads = info_.n_heads;
       a.poq = poq_;
-      if (poq_) {
-        a.n_cache = pos0;
-        wk::kv4_decode_attention(cache, a, workspace_.as<void>(), ws_bytes_, stream_);
-        wk::kv4_append(cache, k, v, 1, pos0, stream_);
-      } else {
-        wk::kv4_append(cache, k, v, 1, pos0, stream_);
-        a.n_cache = pos0 + 1;
-        wk::kv4_decode_attention(cache, a, workspace_.as<void>(), ws_bytes_, stream_);
+      // POQ: the cache holds the n_past = pos earlier tokens and the current one is attended at full
+      // precision, then appended; without POQ it is appended first and read back like the past.
+      if (!poq_) append();
+      a.n_cache = poq_ ? P.pos0 : P.pos0 + 1;
+      if (P.dev) {
+        a.n_cache_dev = poq_ ? P.pos_dev() : P.pos_plus_one_dev();
+        a.n_cache_max = n_ctx_;
       }
+      wk::kv4_decode_attention(cache, a, workspace_.as<void>(), ws_bytes_, stream_);
+      if (poq_) append();
       return;
     }
-    wk::kv4_append(cache, k, v, T, pos0, stream_);
+    append();
     wk::PrefillAttentionArgs a;
     a.q = q;
     a.k_full = k;
@@ -345,23 +495,58 @@ class CudaSessionState final : public SessionState {
     a.out = att_.as<float>();
     a.n_heads = info_.n_heads;
     a.T = T;
-    a.pos0 = pos0;
+    a.pos0 = P.pos0;
     a.poq_block = !poq_ ? 0 : (token_level_poq_ ? 1 : T);
     wk::attention_prefill(cache, a, stream_);
+  }
+
+  // FP16 KV (fp16, w4): the current keys are appended first and attention reads everything from the cache
+  // (prefill reads its own chunk from k/v at FP32, which differs from the cache only by FP16 rounding).
+  void attention_kv16(int l, int T, const Positions& P, const float* q, const float* k, const float* v) {
+    const wk::Kv16LayerCache& cache = caches16_[l];
+    if (T == 1) {
+      if (P.dev) wk::kv16_append_at(cache, k, v, P.pos_dev(), stream_);
+      else wk::kv16_append(cache, k, v, 1, P.pos0, stream_);
+      wk::Kv16DecodeArgs a;
+      a.q = q;
+      a.out = att_.as<float>();
+      a.n_heads = info_.n_heads;
+      a.n_cache = P.pos0 + 1;
+      if (P.dev) {
+        a.n_cache_dev = P.pos_plus_one_dev();
+        a.n_cache_max = n_ctx_;
+      }
+      wk::kv16_decode_attention(cache, a, workspace_.as<void>(), ws_bytes_, stream_);
+      return;
+    }
+    wk::kv16_append(cache, k, v, T, P.pos0, stream_);
+    wk::PrefillAttentionArgs a;
+    a.q = q;
+    a.k_full = k;
+    a.v_full = v;
+    a.out = att_.as<float>();
+    a.n_heads = info_.n_heads;
+    a.T = T;
+    a.pos0 = P.pos0;
+    wk::attention_prefill_kv16(cache, a, stream_);
   }
 
   const ModelInfo& info_;
   const CudaWeights& w_;
   int n_ctx_;
   int D_ = 0, G_ = 0, kv_dim_ = 0;
-  bool poq_ = true, token_level_poq_ = false;
+  bool kv4_ = true, poq_ = true, token_level_poq_ = false, use_graph_ = true;
   size_t head_bytes_ = 0, ws_bytes_ = 0;
   cudaStream_t stream_ = nullptr;
   wk::CublasContext cublas_;
-  DeviceBuffer page_table_, workspace_;
+  DeviceBuffer page_table_, workspace_, step_dev_;
+  PinnedBuffer step_host_, logits_host_;
   std::vector<DeviceBuffer> k_pools_, v_pools_;
   std::vector<wk::Kv4LayerCache> caches_;
+  std::vector<wk::Kv16LayerCache> caches16_;
   int scratch_tokens_ = 0;
+  uint64_t scratch_generation_ = 0, graph_generation_ = 0;
+  cudaGraphExec_t graph_exec_ = nullptr;
   DeviceBuffer ids_, x_, h_, q_, att_, k_, v_, g_, u_, qkv_, logits_, w16_;
 };
 
@@ -388,13 +573,10 @@ bool cuda_can_run(const ModelInfo& info, QuantMode mode, int kv_group, std::stri
     return false;
   };
   if (!d.available) return no("no CUDA device (" + d.reason + "): running on the CPU");
-  const QuantSpec spec = quant_spec(mode);
-  if (!spec.kv4 || spec.act4)
-    return no(std::string("mode ") + quant_mode_name(mode) +
-              " has no GPU kernels yet (the GPU runs the KV4 modes: kv4, w4kv4, w4kv4-rtn, w4kv4-nopoq): running on the CPU");
   if (!wk::kv4_decode_supports_head_dim(info.head_dim) || info.head_dim % 8 != 0)
     return no("head_dim " + std::to_string(info.head_dim) + " has no GPU attention kernel (64 or 128): running on the CPU");
-  if (kv_group <= 0 || info.head_dim % kv_group != 0) return no("KV group size not supported on the GPU");
+  if (quant_spec(mode).kv4 && (kv_group <= 0 || info.head_dim % kv_group != 0))
+    return no("KV group size not supported on the GPU");
   return true;
 }
 
