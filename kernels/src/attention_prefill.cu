@@ -1,4 +1,6 @@
-// Causal prefill attention over a paged KV4 cache with POQ blocks: a tiled FP32 flash-attention kernel.
+// Causal prefill attention over a paged KV4 cache with POQ blocks: a tiled FP32 flash-attention kernel
+// (attention_prefill_fp32; the reference of the tests) and the dispatch of attention_prefill, which sends
+// poq_block 0 / ≥ T to the tensor-core kernel of attention_prefill_tc.cu and everything else here.
 //
 // Block = (tile of R = 16 "rows", KV head kvh); a row is one (token t, query head of kvh's group) pair,
 // row index = t·gq + hg, so a K/V tile in shared memory serves all gq query heads of the group. 256 threads.
@@ -16,6 +18,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "attention_prefill_tc.h"
 #include "cuda_check.h"
 #include "kv4_device.cuh"
 #include "wkv_kernels/attention_prefill.h"
@@ -171,13 +174,10 @@ void launch(const Kv4LayerCache& c, const PrefillAttentionArgs& a, cudaStream_t 
   WKV_CHECK_LAUNCH();
 }
 
-}  // namespace
-
-void attention_prefill(const Kv4LayerCache& c, const PrefillAttentionArgs& a, cudaStream_t stream) {
-  auto fail = [](const std::string& m) { throw std::invalid_argument("attention_prefill: " + m); };
+void validate(const Kv4LayerCache& c, const PrefillAttentionArgs& a, const char* what) {
+  auto fail = [what](const std::string& m) { throw std::invalid_argument(std::string(what) + ": " + m); };
   if (a.T < 0 || a.pos0 < 0 || a.poq_block < 0) fail("T, pos0 and poq_block must be ≥ 0");
-  if (a.T == 0) return;
-  validate_kv4_cache(c, a.pos0 + a.T, "attention_prefill");
+  validate_kv4_cache(c, a.pos0 + a.T, what);
   const int D = c.head_dim;
   if (D != 64 && D != 128) fail("head_dim " + std::to_string(D) + " is not supported (64 or 128)");
   if (a.n_heads < 1 || a.n_heads % c.n_kv_heads != 0)
@@ -185,7 +185,29 @@ void attention_prefill(const Kv4LayerCache& c, const PrefillAttentionArgs& a, cu
          std::to_string(c.n_kv_heads));
   if (!a.q || !a.out) fail("q and out must be non-null device pointers");
   if (a.poq_block > 0 && (!a.k_full || !a.v_full)) fail("with POQ (poq_block > 0) k_full and v_full must be non-null");
-  if (D == 64)
+}
+
+}  // namespace
+
+void attention_prefill_fp32(const Kv4LayerCache& c, const PrefillAttentionArgs& a, cudaStream_t stream) {
+  if (a.T < 0 || a.pos0 < 0 || a.poq_block < 0)
+    throw std::invalid_argument("attention_prefill_fp32: T, pos0 and poq_block must be ≥ 0");
+  if (a.T == 0) return;
+  validate(c, a, "attention_prefill_fp32");
+  if (c.head_dim == 64)
+    launch<64>(c, a, stream);
+  else
+    launch<128>(c, a, stream);
+}
+
+void attention_prefill(const Kv4LayerCache& c, const PrefillAttentionArgs& a, cudaStream_t stream) {
+  if (a.T < 0 || a.pos0 < 0 || a.poq_block < 0)
+    throw std::invalid_argument("attention_prefill: T, pos0 and poq_block must be ≥ 0");
+  if (a.T == 0) return;
+  validate(c, a, "attention_prefill");
+  if (prefill_tc_supported(c, a))
+    prefill_tc_kv4(c, a, stream);
+  else if (c.head_dim == 64)
     launch<64>(c, a, stream);
   else
     launch<128>(c, a, stream);

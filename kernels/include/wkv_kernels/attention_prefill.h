@@ -26,10 +26,19 @@ struct PrefillAttentionArgs {
 // the cache BEFORE this call (positions 0 … pos0+T−1 must be valid). Scale 1/√D, FP32 math.
 // Supported: D ∈ {64, 128}, any valid G. Throws std::invalid_argument on bad arguments, std::runtime_error on
 // a CUDA error. One launch on `stream`.
+// Kernels: poq_block == 0 or ≥ T (with q / out / k_full / v_full 16-byte aligned) run the tensor-core flash
+// attention (FP16 Q/K/V/P operands, FP32 accumulation and softmax: relative error ~1e-3); any other poq_block
+// runs the FP32 CUDA-core kernel.
 void attention_prefill(const Kv4LayerCache& cache, const PrefillAttentionArgs& args, cudaStream_t stream = nullptr);
 
+// The FP32 CUDA-core kernel for every poq_block (FP32 math throughout): the reference of the tests and
+// benchmarks. Same contract as attention_prefill.
+void attention_prefill_fp32(const Kv4LayerCache& cache, const PrefillAttentionArgs& args,
+                            cudaStream_t stream = nullptr);
+
 // The same over an FP16 cache (fp16 / w4 modes): keys j < pos0 from the cache, the chunk's keys from
-// k_full / v_full (FP32; the caller also appends them to the cache). poq_block is ignored. D ∈ {64, 128}.
+// k_full / v_full (FP32; the caller also appends them to the cache). poq_block is ignored. D ∈ {64, 128};
+// q, k_full, v_full, out and the pools 16-byte aligned (cudaMalloc is). Tensor-core kernel (as above).
 void attention_prefill_kv16(const Kv16LayerCache& cache, const PrefillAttentionArgs& args,
                             cudaStream_t stream = nullptr);
 
