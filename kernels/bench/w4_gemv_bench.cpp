@@ -1,10 +1,16 @@
-// W4 GEMV benchmark on LLaMA-2-7B decode shapes (W4 g128 linears, FP16 output head).
+// W4 GEMV benchmark on LLaMA-2-7B decode shapes (W4 g128), both fast-path variants (w4_gemv_variant.h):
+// A = FP32 math, B = half2 math. (The FP16 output head, 32000×4096, is gemv_f16's: not benchmarked here.)
 //
-// For each shape: validate one B = 1 launch against dequantize_w4_ref + an FP64 matvec (exit 1 if the
-// rel L2 exceeds 1e-5), then time with CUDA events: each sample runs one launch on each of `copies`
-// distinct weight copies (> 2× the 50 MB L2 in total, so every launch streams from HBM) and divides;
-// the median of 21 samples after warm-up is reported. Bytes counted: qweight + scales + zeros + x + y.
-// Then the sum over one token's linears (7 per layer × 32 layers + head) as µs/token at B = 1.
+// For each shape: quantize a random W, validate both variants at B = 1 and B = 8 against
+// dequantize_w4_ref + an FP64 matvec (rel L2 budgets: A 1e-5, B 2e-3; exit 1 on failure), then for
+// B = 1, 2, 4, 8 and each variant time
+//   stream  median over ≥ 50 samples; a sample launches once on each of `copies` distinct weight copies
+//           (> 200 MB in total, 4× the 50 MB L2, so every launch streams from HBM) and divides by copies.
+//           Includes whatever gap the host leaves between launches.
+//   graph   a CUDA graph of 100 back-to-back launches (rotating through the copies), median over ≥ 50
+//           graph launches, divided by 100: the kernel time without launch gaps.
+// Bytes counted: qweight + scales + zeros + x + y. Printed: µs, GB/s, % of 4300 GB/s (H200 copy bandwidth).
+// Finally the W4 linears of one 7B decode token (32 layers × (qkv + o + gate|up + down)) at B = 1.
 //
 // Usage: wkv_kernel_bench_w4_gemv [--quick]   (--quick: fewer samples, for smoke runs)
 #include <cuda_runtime.h>
@@ -12,21 +18,24 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
-#include "half.h"
 #include "quant_formats.h"
+#include "w4_gemv_variant.h"
 #include "wkv_kernels/device.h"
-#include "wkv_kernels/gemv_f16.h"
 #include "wkv_kernels/w4_gemv.h"
 
 namespace {
 
-constexpr double kPeakGBs = 4300.0;  // H200 measured copy bandwidth (DESIGN.md)
-constexpr size_t kRotateBytes = 200u << 20;  // total bytes of weight copies per shape (> 2× L2)
+using wkv::kernels::detail::W4GemvVariant;
+
+constexpr double kPeakGBs = 4300.0;          // H200 measured copy bandwidth (DESIGN.md)
+constexpr size_t kRotateBytes = 200u << 20;  // total bytes of weight copies per shape (4× L2)
+constexpr int kGraphLaunches = 100;
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
@@ -43,20 +52,25 @@ T* device_copy(const std::vector<T>& v) {
   return p;
 }
 
-// Median time in µs of one call of `launch(copy)`, each sample covering every copy once.
+double median(std::vector<double> t) {
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Median time in µs of one call of `launch(copy, stream)`, each sample covering every copy once.
 template <typename F>
-double time_us(int copies, int samples, F&& launch) {
+double time_stream_us(cudaStream_t s, int copies, int samples, F&& launch) {
   cudaEvent_t a, b;
   check(cudaEventCreate(&a), "event");
   check(cudaEventCreate(&b), "event");
   for (int w = 0; w < 3; ++w)
-    for (int c = 0; c < copies; ++c) launch(c);
-  check(cudaDeviceSynchronize(), "warm-up");
+    for (int c = 0; c < copies; ++c) launch(c, s);
+  check(cudaStreamSynchronize(s), "warm-up");
   std::vector<double> t;
-  for (int s = 0; s < samples; ++s) {
-    check(cudaEventRecord(a), "record");
-    for (int c = 0; c < copies; ++c) launch(c);
-    check(cudaEventRecord(b), "record");
+  for (int i = 0; i < samples; ++i) {
+    check(cudaEventRecord(a, s), "record");
+    for (int c = 0; c < copies; ++c) launch(c, s);
+    check(cudaEventRecord(b, s), "record");
     check(cudaEventSynchronize(b), "sync");
     float ms = 0;
     check(cudaEventElapsedTime(&ms, a, b), "elapsed");
@@ -64,8 +78,38 @@ double time_us(int copies, int samples, F&& launch) {
   }
   cudaEventDestroy(a);
   cudaEventDestroy(b);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return median(t);
+}
+
+// Median time in µs per launch of a graph of kGraphLaunches launches (copy i % copies for launch i).
+template <typename F>
+double time_graph_us(cudaStream_t s, int copies, int samples, F&& launch) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin capture");
+  for (int i = 0; i < kGraphLaunches; ++i) launch(i % copies, s);
+  check(cudaStreamEndCapture(s, &graph), "end capture");
+  check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "event");
+  check(cudaEventCreate(&b), "event");
+  for (int w = 0; w < 3; ++w) check(cudaGraphLaunch(exec, s), "graph launch");
+  check(cudaStreamSynchronize(s), "warm-up");
+  std::vector<double> t;
+  for (int i = 0; i < samples; ++i) {
+    check(cudaEventRecord(a, s), "record");
+    check(cudaGraphLaunch(exec, s), "graph launch");
+    check(cudaEventRecord(b, s), "record");
+    check(cudaEventSynchronize(b), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
+    t.push_back(1000.0 * ms / kGraphLaunches);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  return median(t);
 }
 
 double rel_l2(const std::vector<float>& y, const std::vector<double>& ref) {
@@ -82,8 +126,14 @@ struct Shape {
   int rows, cols;
 };
 
-// Returns the B = 1 time in µs.
-double bench_w4(const Shape& s, int group, int samples, std::mt19937& rng) {
+struct Result {
+  double stream_us[2] = {0, 0};  // B = 1, per variant
+  double graph_us[2] = {0, 0};
+};
+
+const W4GemvVariant kVariants[2] = {W4GemvVariant::fp32, W4GemvVariant::half2};
+
+Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaStream_t stream) {
   std::normal_distribution<float> nd(0.0f, 0.02f);
   std::vector<float> W((size_t)s.rows * s.cols);
   for (auto& v : W) v = nd(rng);
@@ -110,31 +160,51 @@ double bench_w4(const Shape& s, int group, int samples, std::mt19937& rng) {
   float* dx = device_copy(x);
   float* dy = nullptr;
   check(cudaMalloc(&dy, (size_t)8 * s.rows * sizeof(float)), "cudaMalloc");
+  std::printf("%-10s %5d x %-5d g%-4d %.1f MB, copies %d, fast path %s\n", s.name, s.rows, s.cols, group,
+              wbytes / 1e6, copies, wkv::kernels::w4_gemv_fast_path(dev[0], dx) ? "yes" : "NO");
 
-  // Validation (B = 1).
+  // Validation, B = 1 and B = 8, both variants.
   const std::vector<float> Wd = wkv::dequantize_w4_ref(m);
-  std::vector<double> ref(s.rows);
-  for (int r = 0; r < s.rows; ++r) {
-    double acc = 0;
-    for (int c = 0; c < s.cols; ++c) acc += (double)Wd[(size_t)r * s.cols + c] * x[c];
-    ref[r] = acc;
+  std::vector<double> ref((size_t)8 * s.rows);
+  for (int b = 0; b < 8; ++b)
+    for (int r = 0; r < s.rows; ++r) {
+      double acc = 0;
+      const float* wr = Wd.data() + (size_t)r * s.cols;
+      const float* xb = x.data() + (size_t)b * s.cols;
+      for (int c = 0; c < s.cols; ++c) acc += (double)wr[c] * xb[c];
+      ref[(size_t)b * s.rows + r] = acc;
+    }
+  for (W4GemvVariant v : kVariants) {
+    const double budget = v == W4GemvVariant::fp32 ? 1e-5 : 2e-3;
+    for (int B : {1, 8}) {
+      check(cudaMemset(dy, 0xFF, (size_t)8 * s.rows * sizeof(float)), "poison");
+      wkv::kernels::detail::w4_gemv_with_variant(dev[0], dx, B, dy, v, stream);
+      std::vector<float> y((size_t)B * s.rows);
+      check(cudaStreamSynchronize(stream), "validate");
+      check(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost), "download");
+      const double err = rel_l2(y, std::vector<double>(ref.begin(), ref.begin() + (long)y.size()));
+      std::printf("    validate %s B=%d rel L2 %.2e (budget %.0e) %s\n", wkv::kernels::detail::w4_gemv_variant_name(v),
+                  B, err, budget, err <= budget ? "ok" : "FAILED");
+      if (!(err <= budget)) std::exit(1);
+    }
   }
-  wkv::kernels::w4_gemv(dev[0], dx, 1, dy);
-  std::vector<float> y(s.rows);
-  check(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost), "download");
-  const double err = rel_l2(y, ref);
-  std::printf("%-14s %5d x %-5d g%-4d copies %2d  validate rel L2 %.2e %s\n", s.name, s.rows, s.cols, group, copies,
-              err, err <= 1e-5 ? "ok" : "FAILED");
-  if (!(err <= 1e-5)) std::exit(1);
 
-  double t1 = 0;
+  Result res;
   for (int B : {1, 2, 4, 8}) {
-    const double us = time_us(copies, samples, [&](int c) { wkv::kernels::w4_gemv(dev[c], dx, B, dy); });
     const double bytes = (double)wbytes + 4.0 * B * (s.cols + s.rows);
-    const double gbs = bytes / (us * 1e-6) / 1e9;
-    std::printf("    B=%d  %8.2f us  %7.1f GB/s  %5.1f%% of %.1f TB/s\n", B, us, gbs, 100.0 * gbs / kPeakGBs,
-                kPeakGBs / 1000);
-    if (B == 1) t1 = us;
+    for (int vi = 0; vi < 2; ++vi) {
+      const W4GemvVariant v = kVariants[vi];
+      const auto launch = [&](int c, cudaStream_t st) {
+        wkv::kernels::detail::w4_gemv_with_variant(dev[c], dx, B, dy, v, st);
+      };
+      const double us = time_stream_us(stream, copies, samples, launch);
+      const double gus = time_graph_us(stream, copies, samples, launch);
+      const double gbs = bytes / (us * 1e-6) / 1e9, ggbs = bytes / (gus * 1e-6) / 1e9;
+      std::printf("    %s B=%d  stream %8.2f us %7.1f GB/s %5.1f%%   graph %8.2f us %7.1f GB/s %5.1f%%\n",
+                  wkv::kernels::detail::w4_gemv_variant_name(v), B, us, gbs, 100.0 * gbs / kPeakGBs, gus, ggbs,
+                  100.0 * ggbs / kPeakGBs);
+      if (B == 1) res.stream_us[vi] = us, res.graph_us[vi] = gus;
+    }
   }
   for (auto& d : dev) {
     cudaFree(const_cast<uint32_t*>(d.qweight));
@@ -143,58 +213,7 @@ double bench_w4(const Shape& s, int group, int samples, std::mt19937& rng) {
   }
   cudaFree(dx);
   cudaFree(dy);
-  return t1;
-}
-
-double bench_head(int rows, int cols, int samples, std::mt19937& rng) {
-  std::normal_distribution<float> nd(0.0f, 0.02f);
-  std::vector<uint16_t> W((size_t)rows * cols);
-  std::vector<float> Wf(W.size());
-  for (size_t i = 0; i < W.size(); ++i) {
-    W[i] = wkv::float_to_fp16(nd(rng));
-    Wf[i] = wkv::fp16_to_float(W[i]);
-  }
-  const size_t wbytes = W.size() * 2;
-  const int copies = (int)std::max<size_t>(2, kRotateBytes / wbytes + 1);
-  std::vector<uint16_t*> dW(copies);
-  dW[0] = device_copy(W);
-  for (int c = 1; c < copies; ++c) {
-    check(cudaMalloc(&dW[c], wbytes), "cudaMalloc");
-    check(cudaMemcpy(dW[c], dW[0], wbytes, cudaMemcpyDeviceToDevice), "copy");
-  }
-  std::normal_distribution<float> xd(0.0f, 1.0f);
-  std::vector<float> x((size_t)8 * cols);
-  for (auto& v : x) v = xd(rng);
-  float* dx = device_copy(x);
-  float* dy = nullptr;
-  check(cudaMalloc(&dy, (size_t)8 * rows * sizeof(float)), "cudaMalloc");
-  std::vector<double> ref(rows);
-  for (int r = 0; r < rows; ++r) {
-    double acc = 0;
-    for (int c = 0; c < cols; ++c) acc += (double)Wf[(size_t)r * cols + c] * x[c];
-    ref[r] = acc;
-  }
-  wkv::kernels::gemv_f16({rows, cols, dW[0]}, dx, 1, dy);
-  std::vector<float> y(rows);
-  check(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost), "download");
-  const double err = rel_l2(y, ref);
-  std::printf("%-14s %5d x %-5d fp16  copies %2d  validate rel L2 %.2e %s\n", "head (fp16)", rows, cols, copies, err,
-              err <= 1e-5 ? "ok" : "FAILED");
-  if (!(err <= 1e-5)) std::exit(1);
-  double t1 = 0;
-  for (int B : {1, 2, 4, 8}) {
-    const double us =
-        time_us(copies, samples, [&](int c) { wkv::kernels::gemv_f16({rows, cols, dW[c]}, dx, B, dy); });
-    const double bytes = (double)wbytes + 4.0 * B * (cols + rows);
-    const double gbs = bytes / (us * 1e-6) / 1e9;
-    std::printf("    B=%d  %8.2f us  %7.1f GB/s  %5.1f%% of %.1f TB/s\n", B, us, gbs, 100.0 * gbs / kPeakGBs,
-                kPeakGBs / 1000);
-    if (B == 1) t1 = us;
-  }
-  for (auto* p : dW) cudaFree(p);
-  cudaFree(dx);
-  cudaFree(dy);
-  return t1;
+  return res;
 }
 
 }  // namespace
@@ -206,24 +225,35 @@ int main(int argc, char** argv) {
     std::printf("no CUDA device: %s\n", info.reason.c_str());
     return 0;
   }
-  std::printf("device: %s (sm_%d%d, %d SMs)\n", info.name.c_str(), info.compute_major, info.compute_minor,
-              info.multiprocessors);
-  const int samples = quick ? 5 : 21;
+  std::printf("device: %s (sm_%d%d, %d SMs); w4_gemv default variant %s (WKV_W4_GEMV_VARIANT)\n", info.name.c_str(),
+              info.compute_major, info.compute_minor, info.multiprocessors,
+              wkv::kernels::detail::w4_gemv_variant_name(wkv::kernels::detail::w4_gemv_default_variant()));
+  std::printf("A = FP32 math, B = half2 math; %% of %.1f TB/s; stream = back-to-back launches from the host, "
+              "graph = %d launches in one CUDA graph\n",
+              kPeakGBs / 1000, kGraphLaunches);
+  const int samples = quick ? 5 : 51;
+  cudaStream_t stream;
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   std::mt19937 rng(1234);
-  const Shape qkvo{"q/k/v/o", 4096, 4096}, gate_up{"gate/up", 11008, 4096}, down{"down", 4096, 11008};
-  const double t_qkvo = bench_w4(qkvo, 128, samples, rng);
-  const double t_gu = bench_w4(gate_up, 128, samples, rng);
-  const double t_down = bench_w4(down, 128, samples, rng);
-  const double t_head = bench_head(32000, 4096, samples, rng);
-  const double layer_us = 4 * t_qkvo + 2 * t_gu + t_down;
-  const double token_us = 32 * layer_us + t_head;
-  auto w4_bytes = [](int rows, int cols) { return (double)rows * cols / 2 + 4.0 * rows * cols / 128; };
-  const double bytes = 32 * (4 * w4_bytes(4096, 4096) + 2 * w4_bytes(11008, 4096) + w4_bytes(4096, 11008)) +
-                       2.0 * 32000 * 4096;
-  std::printf("\nLLaMA-2-7B linears per token (B=1): 32 x (4 q/k/v/o + 2 gate/up + 1 down) + head\n");
-  std::printf("  %.1f us/token (%.1f us/layer + head %.1f us); weight bytes %.2f GB -> ceiling %.1f us at %.1f TB/s"
-              " (%.1f%%)\n",
-              token_us, layer_us, t_head, bytes / 1e9, bytes / (kPeakGBs * 1e3), kPeakGBs / 1000,
-              100.0 * bytes / (kPeakGBs * 1e3) / token_us);
+  const Shape qkv{"q|k|v", 12288, 4096}, gate_up{"gate|up", 22016, 4096}, down{"down", 4096, 11008},
+      o{"o", 4096, 4096};
+  const Result r_qkv = bench_w4(qkv, 128, samples, rng, stream);
+  const Result r_gu = bench_w4(gate_up, 128, samples, rng, stream);
+  const Result r_down = bench_w4(down, 128, samples, rng, stream);
+  const Result r_o = bench_w4(o, 128, samples, rng, stream);
+  auto w4_bytes = [](double rows, double cols) { return rows * cols / 2 + 4.0 * rows * cols / 128; };
+  const double bytes =
+      32 * (w4_bytes(12288, 4096) + w4_bytes(22016, 4096) + w4_bytes(4096, 11008) + w4_bytes(4096, 4096));
+  std::printf("\nLLaMA-2-7B W4 linears per token (B=1): 32 x (q|k|v + o + gate|up + down), head excluded; "
+              "weights %.2f GB -> ceiling %.1f us at %.1f TB/s\n",
+              bytes / 1e9, bytes / (kPeakGBs * 1e3), kPeakGBs / 1000);
+  for (int vi = 0; vi < 2; ++vi) {
+    const double st = 32 * (r_qkv.stream_us[vi] + r_gu.stream_us[vi] + r_down.stream_us[vi] + r_o.stream_us[vi]);
+    const double gr = 32 * (r_qkv.graph_us[vi] + r_gu.graph_us[vi] + r_down.graph_us[vi] + r_o.graph_us[vi]);
+    std::printf("  %s: stream %.1f us/token (%.1f%% of ceiling), graph %.1f us/token (%.1f%%)\n",
+                wkv::kernels::detail::w4_gemv_variant_name(kVariants[vi]), st, 100.0 * bytes / (kPeakGBs * 1e3) / st,
+                gr, 100.0 * bytes / (kPeakGBs * 1e3) / gr);
+  }
+  cudaStreamDestroy(stream);
   return 0;
 }

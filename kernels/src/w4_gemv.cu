@@ -1,48 +1,75 @@
-// W4 GEMV (decode): y[b][row] = Σ_c x[b][c]·(q − z)·h. See wkv_kernels/w4_gemv.h for the contract.
+// W4 GEMV (decode): y[b][row] = Σ_c x[b][c]·(q − z)·h. See wkv_kernels/w4_gemv.h for the contract and
+// w4_gemv_variant.h for the two fast-path math variants and their error budgets.
 //
-// Fast path (cols % 32 == 0, group % 32 == 0, aligned pointers)
-//   Each block of 128 threads owns kRows consecutive rows; thread t takes the words (8 channels) t, t + 128,
-//   t + 256, … of every one of its rows (split-K inside the block, reduced through shared memory at the
-//   end), so one warp-wide load instruction reads 128 contiguous bytes of a row and each x value a thread
-//   loads is reused for kRows rows. Loads of U word-steps (and their scales / zeros) are issued before any
-//   math. (The fast-path conditions, cols % 32 and group % 32, are those of an earlier uint4 mapping.) Why split-K: with one warp per kRows rows, a 4096-row matrix gave only
-//   ~8 warps per SM, too few bytes in flight and too little latency hiding (20% of HBM bandwidth).
+// Fast path (cols % 32 == 0, group % 32 == 0, qweight and x 16-byte aligned, cols ≤ kFastMaxCols)
+// ---------------------------------------------------------------------------------------------------
+// Target: stream the weights at HBM speed (H200 ~4.3 TB/s). A 4096×4096 g128 matrix is 8.9 MB, ~2 µs,
+// so both the bytes in flight (Little: ~4.3 TB/s × ~1 µs ≈ 33 KB per SM) and the instructions per byte
+// (132 SMs × 4 schedulers × ~1.98 GHz ≈ 1.05e12 warp-instr/s → ~7.8 thread-instructions per weight byte
+// at 4.3 TB/s) are the limits.
 //
-//   Dequantization (quant_formats.h explains the trick): for word w and pair j,
-//     bits = ((w >> 4j) & 0x000F000F) | 0x64006400   → half2 (1024 + q_2j, 1024 + q_2j+1), exact;
-//     d    = bits − half2(1024 + z)                  → (q − z) for both channels, exact (|q − z| ≤ 1039,
-//                                                      every integer ≤ 2048 is an FP16);
-//   then d is widened to FP32 and multiplied by x in FP32. The chunk's partial sum Σ (q − z)·x is scaled
-//   by h once per chunk: Σ h(q − z)x = h·Σ (q − z)x up to FP32 rounding, with no cancellation (unlike
-//   h·(Σ q·x − z·Σ x)). So accuracy is that of an FP32 dot product of the exact dequantized weights.
+// Work split. A "chunk" is 16 bytes of a row of qweight: 4 words = 32 consecutive input channels, inside
+// one group (group % 32 == 0). One block of 512 threads (16 warps) per SM; the grid has ≤ #SMs blocks
+// and every warp gets a contiguous, balanced range of rows (rows·gw/W … rows·(gw+1)/W for W warps, so
+// 22016 rows over 2112 warps is 10 or 11 rows each, not a whole extra step for some warps). A warp walks
+// its rows kR = 2 at a time; lane l takes chunks l, l + 32, l + 64, … of both rows, so one warp-wide
+// uint4 load reads 512 contiguous bytes of a row (fully coalesced), and every x value a lane reads from
+// shared memory serves kR rows. Per "step" a lane holds U chunks of each of the kR rows (kR·U uint4
+// plus their scale / zero), loaded with ld.global.nc.L1::no_allocate (read once: do not pollute L1).
 //
-//   x is read with __ldg (read-only path, L1-cached) rather than staged in shared memory: no limit on
-//   B·cols, no block barrier, and since the weights bypass L1 (load_stream_u4) the activations stay
-//   resident in L1 for every warp of the SM.
+// Latency hiding: two register tiles, ping-pong. The loads of step n+1 are issued before the math of
+// step n, so each warp always has one tile of kR·U·16 B per lane in flight while it computes (U = 4:
+// 4 KB per warp, 64 KB per SM — twice the Little's-law need). The first tile is loaded before x is
+// staged, so the weight stream starts at once and the staging (an L2 round trip and a barrier) hides
+// under it. No barrier after staging: warps run independently to the end.
 //
-// Generic path: any valid W4 shape; one warp per row, lane l takes words l, l + 32, …, scalar float math.
+// x staging (once per block, shared memory; the kernel then reads x only from shared memory):
+//   fp32 (A)  x[b][cols] as FP32. Lane l reads its chunk's 32 floats as 8 float4 slots; lanes 128 B
+//             apart would all hit the same 4 banks (8-way conflict per LDS.128 phase), so slot m of
+//             chunk c is stored at slot m ^ (c & 7): the 8 lanes of a phase read 8 distinct slots.
+//   half2 (B) x[b][cols] as FP16, scaled per 32-channel chunk by 2^e (chunk max |x| into [2, 4)), plus
+//             2^-e per chunk as FP32. Half2 k of a word = channels (2k, 2k+1) in natural order, which is
+//             exactly the order of the interleaved nibble pairs, so one 16-byte slot = the 8 x of one
+//             word. A chunk is 64 B (4 slots); slot m of chunk c is stored at m ^ ((c >> 1) & 3), which
+//             makes the 8 lanes of a phase hit 8 distinct 16-byte bank groups.
+//   The scale keeps every FP16 partial sum finite: |q − z| ≤ 1039, |x̂| < 4, 8 terms per FP16 lane →
+//   < 33248 < 65504; FP16 keeps 11 significant bits at any magnitude, so the scale costs nothing there.
+//
+// Dequantization (quant_formats.h explains the trick): for word w and pair j,
+//   bits = ((w >> 4j) & 0x000F000F) | 0x64006400   → half2 (1024 + q_2j, 1024 + q_2j+1), exact;
+//   d    = bits − half2(1024 + z)                  → (q − z) for both channels, exact.
+// Instruction budget per 16-byte chunk and row (B = 1): extraction 7 SHF/LOP3 + 4 HSUB2 per word
+// (44), then
+//   A: 32 HADD2.F32 widenings + 32 FFMA + 8 LDS / kR + scale ≈ 120 → ~7.5 per byte: at the issue limit;
+//   B: 16 HFMA2 + 4 widenings + 3 FADD + FMUL + FFMA + 4 LDS / kR ≈ 75 → ~4.7 per byte: headroom.
+// The sum over a chunk is scaled by h once: Σ h(q − z)x = h·Σ (q − z)x with no cancellation (unlike
+// h·(Σ q·x − z·Σ x)).
+//
+// Generic path: any valid W4 shape; one warp per row, lane l takes words l, l + 32, …, scalar FP32 math.
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "cuda_check.h"
 #include "kernel_util.h"
 #include "quant_formats.h"
+#include "w4_gemv_variant.h"
 #include "wkv_kernels/w4_gemv.h"
 
 namespace wkv::kernels {
 
 namespace {
 
-constexpr int kBlockThreads = 128;  // 4 warps
+constexpr int kBlockThreads = 128;  // generic path: 4 warps, one row each
 constexpr int kWarpsPerBlock = kBlockThreads / kWarpSize;
-constexpr int kRows = 4;            // rows per block on the fast path
 constexpr int kMaxBatch = 8;        // batch rows per launch
-// Fast path: at least 8 blocks (32 warps) per SM, so registers ≤ 64: the loads of the other warps hide
-// each warp's latency; without the cap the compiler dequantized everything up front (160+ registers).
-// B ≥ 2 holds B·kRows accumulators and gets a looser cap (more work per byte, fewer warps needed).
-constexpr int min_blocks(int B) { return B == 1 ? 7 : B == 2 ? 4 : B <= 4 ? 3 : 2; }
+
+constexpr int kFastThreads = 512;   // fast path: one block of 16 warps per SM
+constexpr int kFastWarps = kFastThreads / kWarpSize;
+constexpr int kR = 2;               // rows per warp step
+constexpr int kFastMaxCols = 32768; // FP32 x of one batch row (128 KB) must fit in shared memory
 
 struct W4Args {
   int rows, cols, group;
@@ -51,133 +78,312 @@ struct W4Args {
   const uint16_t* zeros;
 };
 
-// (q − z) of the 8 channels of one word, channel order, as FP32 (exact).
-__device__ __forceinline__ void word_minus_zero(uint32_t word, __half2 bias, float (&d)[8]) {
+struct FastArgs {
+  int rows;
+  int chunks;     // cols / 32: 16-byte qweight chunks per row
+  int groups;     // cols / group
+  int cpg;        // chunks per group, group / 32
+  int cpg_shift;  // log2(cpg) when cpg is a power of two, else −1 (then c / cpg)
+  const uint4* qweight;
+  const uint16_t* scales;
+  const uint16_t* zeros;
+};
+
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int w) {
+  return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;  // w is a compile-time constant after unrolling
+}
+
+// (q − z) of channels (2j, 2j + 1) of `word` as an exact half2 (low half = channel 2j).
+__device__ __forceinline__ __half2 pair_minus_zero(uint32_t word, int j, __half2 bias) {
+  return __hsub2(half2_from_bits(((word >> (4 * j)) & kW4PairMask) | kFp16x2Bias1024), bias);
+}
+
+// Scale h (low 16 bits) and zero z (high 16 bits) of a chunk, as FP32 h and half2 (1024 + z) twice.
+__device__ __forceinline__ void unpack_hz(uint32_t hz, float& h, __half2& bias) {
+  h = __half2float(__ushort_as_half((unsigned short)(hz & 0xFFFFu)));
+  const __half z = __ushort_as_half((unsigned short)(hz >> 16));
+  bias = __hadd2(__half2half2(z), half2_from_bits(kFp16x2Bias1024));  // 1024 + z: exact, |z| ≤ 1024
+}
+
+// One step's weights: chunks k0 + lane + 32u (u < U) of rows r0 .. r0 + kR − 1.
+template <int U>
+struct Tile {
+  uint4 q[kR][U];
+  uint32_t hz[kR][U];  // scale bits | zero bits << 16
+};
+
+// Issues the loads of a tile. Rows ≥ nr (the odd last row of a warp's range) and chunks past the row
+// are not loaded; they get q = 0, h = 0 (their math contributes exactly 0, and chunks past the row are
+// skipped by the math anyway).
+template <int U>
+__device__ __forceinline__ void load_tile(const FastArgs& a, int r0, int nr, int k0, int lane, Tile<U>& t) {
 #pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const uint32_t bits = ((word >> (4 * j)) & kW4PairMask) | kFp16x2Bias1024;
-    const float2 f = __half22float2(__hsub2(half2_from_bits(bits), bias));
-    d[2 * j] = f.x;      // channel 2j (low half)
-    d[2 * j + 1] = f.y;  // channel 2j + 1 (high half)
+  for (int u = 0; u < U; ++u) {
+    const int c = k0 + lane + 32 * u;
+    const int g = a.cpg_shift >= 0 ? c >> a.cpg_shift : c / a.cpg;
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+      if (r < nr && c < a.chunks) {
+        const size_t row = (size_t)(r0 + r);
+        t.q[r][u] = load_stream_u4(a.qweight + row * a.chunks + c);
+        const uint32_t h = __ldg(a.scales + row * a.groups + g);
+        const uint32_t z = __ldg(a.zeros + row * a.groups + g);
+        t.hz[r][u] = h | (z << 16);
+      } else {
+        t.q[r][u] = make_uint4(0u, 0u, 0u, 0u);
+        t.hz[r][u] = 0u;
+      }
+    }
   }
 }
 
-template <int B, int U>
-__global__ void __launch_bounds__(kBlockThreads, min_blocks(B)) w4_gemv_fast_kernel(W4Args a, const float* __restrict__ x,
-                                                                      float* __restrict__ y) {
-  // Block = kRows rows; its kBlockThreads threads split the row's chunks (thread t: chunks t, t + 128, …).
-  // At B = 1 each thread then holds U·kRows 16-byte loads in flight, and the grid has rows/kRows blocks of
-  // 4 warps (4096 rows → 1024 blocks ≈ 31 warps per SM), enough bytes in flight to cover HBM latency.
-  __shared__ float red[kWarpsPerBlock][B][kRows];
-  const int tid = (int)threadIdx.x;
-  const int lane = tid % kWarpSize, warp = tid / kWarpSize;
-  const int row0 = (int)blockIdx.x * kRows;
-  const int chunks = a.cols / 32;
-  const int groups = a.cols / a.group;
-  const size_t x_stride4 = (size_t)a.cols / 4;  // batch stride of x in float4
+// ---- variant A: FP32 math --------------------------------------------------------------------------
 
-  // Rows past the end (rows % kRows != 0) read the last row again and are not written.
-  const uint4* qrow[kRows];
-  const uint16_t* srow[kRows];
-  const uint16_t* zrow[kRows];
-#pragma unroll
-  for (int r = 0; r < kRows; ++r) {
-    const int row = min(row0 + r, a.rows - 1);
-    qrow[r] = reinterpret_cast<const uint4*>(a.qweight) + (size_t)row * chunks;
-    srow[r] = a.scales + (size_t)row * groups;
-    zrow[r] = a.zeros + (size_t)row * groups;
+// x [B][cols] FP32 → shared, slot m of chunk c at slot m ^ (c & 7) (see the header comment).
+template <int B>
+__device__ __forceinline__ void stage_x_fp32(const float* __restrict__ x, int cols, float4* xs) {
+  const int cols4 = cols / 4;
+  for (int i = (int)threadIdx.x; i < B * cols4; i += kFastThreads) {
+    const int b = i / cols4, f = i - b * cols4, c = f >> 3, m = f & 7;
+    xs[b * cols4 + c * 8 + (m ^ (c & 7))] = __ldg(reinterpret_cast<const float4*>(x) + i);
   }
+}
 
-  float acc[B][kRows];
+// Accumulates U chunks of the tile into acc. kFull: all U chunks exist for every lane (no guards).
+template <int B, int U, bool kFull>
+__device__ __forceinline__ void math_fp32(const Tile<U>& t, int k0, int lane, int chunks, int cols4,
+                                          const float4* xs, float (&acc)[kR][B]) {
+  const int key = lane & 7;  // c & 7 of every chunk this lane touches (k0 and 32u are multiples of 8)
 #pragma unroll
-  for (int b = 0; b < B; ++b)
+  for (int u = 0; u < U; ++u) {
+    const int c = k0 + lane + 32 * u;
+    if (!kFull && c >= chunks) break;
+    const float4* xc = xs + c * 8;
+    float h[kR];
+    __half2 bias[kR];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) acc[b][r] = 0.0f;
-
-  const __half bias1024 = __ushort_as_half((unsigned short)0x6400u);  // 1024.0
-  // Thread t takes words t, t + 128, … of each row: a warp's weight load reads 128 contiguous bytes of a
-  // row, and its x reads (8 floats = 32 bytes per lane, two float4) cover 1 KB contiguous, 8 L1 wavefronts
-  // per instruction. (Taking a uint4 of 4 words per lane instead made lanes read x 128 bytes apart: 32
-  // wavefronts per x load, which capped the kernel at ~20% of HBM bandwidth — L1-bound, not HBM-bound.)
-  const int words = a.cols / 8;
-  const int words_per_group = a.group / 8;
-  const uint32_t* qw[kRows];
+    for (int r = 0; r < kR; ++r) unpack_hz(t.hz[r][u], h[r], bias[r]);
+    float s[kR][B];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) qw[r] = reinterpret_cast<const uint32_t*>(qrow[r]);
-  for (int k0 = tid; k0 < words; k0 += kBlockThreads * U) {
-    uint32_t q[U][kRows];
-    float h[U][kRows];
-    __half2 bias[U][kRows];
-    // All loads of this step first (weights, then their scales / zeros), math after.
+    for (int w = 0; w < 4; ++w) {
+      float d[kR][8];
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int k = k0 + u * kBlockThreads;
-      if (k < words) {
+      for (int r = 0; r < kR; ++r) {
+        const uint32_t word = word_of(t.q[r][u], w);
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) q[u][r] = load_stream_u32(qw[r] + k);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int k = k0 + u * kBlockThreads;
-      if (k < words) {
-        const int g = k / words_per_group;
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-          h[u][r] = __half2float(__ushort_as_half(__ldg(srow[r] + g)));
-          // 1024 + z is exact: z is an integer in [−1024, 1024].
-          bias[u][r] = __half2half2(__hadd(__ushort_as_half(__ldg(zrow[r] + g)), bias1024));
+        for (int j = 0; j < 4; ++j) {
+          const float2 f = __half22float2(pair_minus_zero(word, j, bias[r]));
+          d[r][2 * j] = f.x;
+          d[r][2 * j + 1] = f.y;
         }
       }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int k = k0 + u * kBlockThreads;
-      if (k >= words) break;
-      const float4* xc = reinterpret_cast<const float4*>(x) + (size_t)k * 2;  // 8 floats of word k
-      float d[kRows][8];
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) word_minus_zero(q[u][r], bias[u][r], d[r]);
 #pragma unroll
       for (int b = 0; b < B; ++b) {
-        const float4 x0 = __ldg(xc + b * x_stride4);
-        const float4 x1 = __ldg(xc + b * x_stride4 + 1);
+        const float4 x0 = xc[b * cols4 + ((2 * w) ^ key)];      // channels 8w .. 8w+3 of the chunk
+        const float4 x1 = xc[b * cols4 + ((2 * w + 1) ^ key)];  // channels 8w+4 .. 8w+7
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
-          float s = d[r][0] * x0.x;
-          s = fmaf(d[r][1], x0.y, s);
-          s = fmaf(d[r][2], x0.z, s);
-          s = fmaf(d[r][3], x0.w, s);
-          s = fmaf(d[r][4], x1.x, s);
-          s = fmaf(d[r][5], x1.y, s);
-          s = fmaf(d[r][6], x1.z, s);
-          s = fmaf(d[r][7], x1.w, s);
-          acc[b][r] = fmaf(h[u][r], s, acc[b][r]);
+        for (int r = 0; r < kR; ++r) {
+          float v = w == 0 ? d[r][0] * x0.x : fmaf(d[r][0], x0.x, s[r][b]);
+          v = fmaf(d[r][1], x0.y, v);
+          v = fmaf(d[r][2], x0.z, v);
+          v = fmaf(d[r][3], x0.w, v);
+          v = fmaf(d[r][4], x1.x, v);
+          v = fmaf(d[r][5], x1.y, v);
+          v = fmaf(d[r][6], x1.z, v);
+          s[r][b] = fmaf(d[r][7], x1.w, v);
         }
       }
     }
-  }
-
-  // Reduce over the block: lanes by shuffles, warps through shared memory.
 #pragma unroll
-  for (int b = 0; b < B; ++b)
+    for (int r = 0; r < kR; ++r)
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) acc[b][r] = warp_sum(acc[b][r]);
-  if (lane == 0) {
-#pragma unroll
-    for (int b = 0; b < B; ++b)
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) red[warp][b][r] = acc[b][r];
-  }
-  __syncthreads();
-  if (tid < B * kRows) {
-    const int b = tid / kRows, r = tid % kRows;
-    float s = red[0][b][r];
-#pragma unroll
-    for (int i = 1; i < kWarpsPerBlock; ++i) s += red[i][b][r];
-    if (row0 + r < a.rows) y[(size_t)b * a.rows + row0 + r] = s;
+      for (int b = 0; b < B; ++b) acc[r][b] = fmaf(h[r], s[r][b], acc[r][b]);
   }
 }
+
+// ---- variant B: half2 math -------------------------------------------------------------------------
+
+// x [B][cols] → shared FP16 (x·2^e per chunk, slot m of chunk c at m ^ ((c >> 1) & 3)), then
+// xinv [B][chunks] FP32 = 2^-e. Thread i handles 16-byte slot i (8 channels); the 4 slots of a chunk are
+// 4 adjacent lanes, which share the chunk max through two shuffles.
+template <int B>
+__device__ __forceinline__ void stage_x_half(const float* __restrict__ x, int cols, uint4* xh, float* xinv) {
+  const int cols8 = cols / 8, chunks = cols / 32, total = B * cols8;  // total % 4 == 0
+  for (int base = 0; base < total; base += kFastThreads) {  // every lane runs every trip (shuffles)
+    const int i = base + (int)threadIdx.x;
+    const bool ok = i < total;
+    float4 v0 = make_float4(0.f, 0.f, 0.f, 0.f), v1 = v0;
+    if (ok) {
+      v0 = __ldg(reinterpret_cast<const float4*>(x) + 2 * i);
+      v1 = __ldg(reinterpret_cast<const float4*>(x) + 2 * i + 1);
+    }
+    // fmaxf ignores NaN, so a NaN x keeps a finite scale and stays NaN through the conversion.
+    float mx = fmaxf(fmaxf(fmaxf(fabsf(v0.x), fabsf(v0.y)), fmaxf(fabsf(v0.z), fabsf(v0.w))),
+                     fmaxf(fmaxf(fabsf(v1.x), fabsf(v1.y)), fmaxf(fabsf(v1.z), fabsf(v1.w))));
+    mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 2));
+    // mx = f·2^k, f ∈ [0.5, 1) → mx·2^(2−k) ∈ [2, 4). e clamped so that 2^e and 2^-e are normal FP32
+    // (a chunk below 2^-124 gets a smaller scale; its FP16 values may then flush: absolute error
+    // < 2^-148, far below any budget). Zero / Inf chunks keep e = 0 (Inf propagates like the reference).
+    int e = 0;
+    if (mx > 0.0f && mx <= 3.402823466e38f) {
+      int k = 0;
+      (void)frexpf(mx, &k);
+      e = min(2 - k, 126);
+    }
+    const float sc = __int_as_float((e + 127) << 23);
+    if (ok) {
+      const int b = i / cols8, f = i - b * cols8, c = f >> 2, m = f & 3;
+      const __half2 p0 = __floats2half2_rn(v0.x * sc, v0.y * sc), p1 = __floats2half2_rn(v0.z * sc, v0.w * sc);
+      const __half2 p2 = __floats2half2_rn(v1.x * sc, v1.y * sc), p3 = __floats2half2_rn(v1.z * sc, v1.w * sc);
+      uint4 o;
+      memcpy(&o.x, &p0, 4);
+      memcpy(&o.y, &p1, 4);
+      memcpy(&o.z, &p2, 4);
+      memcpy(&o.w, &p3, 4);
+      xh[b * cols8 + c * 4 + (m ^ ((c >> 1) & 3))] = o;
+      if (m == 0) xinv[b * chunks + c] = __int_as_float((127 - e) << 23);
+    }
+  }
+}
+
+template <int B, int U, bool kFull>
+__device__ __forceinline__ void math_half(const Tile<U>& t, int k0, int lane, int chunks, int cols8,
+                                          const uint4* xh, const float* xinv, float (&acc)[kR][B]) {
+  const int key = (lane >> 1) & 3;  // (c >> 1) & 3 of every chunk this lane touches
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int c = k0 + lane + 32 * u;
+    if (!kFull && c >= chunks) break;
+    const uint4* xc = xh + c * 4;
+    float h[kR];
+    __half2 bias[kR];
+#pragma unroll
+    for (int r = 0; r < kR; ++r) unpack_hz(t.hz[r][u], h[r], bias[r]);
+    // hs[r][b]: FP16 partial sums of words 0–1 and of words 2–3, each lane of a half2 summing 8 channels.
+    __half2 hs[kR][B][2];
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+      __half2 d[kR][4];
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        const uint32_t word = word_of(t.q[r][u], w);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) d[r][j] = pair_minus_zero(word, j, bias[r]);
+      }
+#pragma unroll
+      for (int b = 0; b < B; ++b) {
+        const uint4 xv = xc[b * cols8 + (w ^ key)];  // the 8 channels of word w, as 4 half2
+        const __half2 x0 = half2_from_bits(xv.x), x1 = half2_from_bits(xv.y);
+        const __half2 x2 = half2_from_bits(xv.z), x3 = half2_from_bits(xv.w);
+#pragma unroll
+        for (int r = 0; r < kR; ++r) {
+          __half2 v = (w & 1) == 0 ? __hmul2(d[r][0], x0) : __hfma2(d[r][0], x0, hs[r][b][w >> 1]);
+          v = __hfma2(d[r][1], x1, v);
+          v = __hfma2(d[r][2], x2, v);
+          hs[r][b][w >> 1] = __hfma2(d[r][3], x3, v);
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < B; ++b) {
+      const float inv = xinv[b * chunks + c];
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        const float2 f0 = __half22float2(hs[r][b][0]), f1 = __half22float2(hs[r][b][1]);
+        acc[r][b] = fmaf(h[r] * inv, (f0.x + f0.y) + (f1.x + f1.y), acc[r][b]);
+      }
+    }
+  }
+}
+
+// ---- the fast kernel -------------------------------------------------------------------------------
+
+template <bool kHalf>
+constexpr size_t smem_bytes_per_batch(int cols) {
+  return kHalf ? (size_t)cols * 2 + (size_t)(cols / 32) * 4 : (size_t)cols * 4;
+}
+
+template <int B, int U, bool kHalf>
+__device__ __forceinline__ void math(const FastArgs& a, const Tile<U>& t, int k0, int lane, const void* xs,
+                                     float (&acc)[kR][B]) {
+  const int cols = a.chunks * 32;
+  const bool full = k0 + 32 * U <= a.chunks;  // warp-uniform
+  if constexpr (kHalf) {
+    const uint4* xh = static_cast<const uint4*>(xs);
+    const float* xinv = reinterpret_cast<const float*>(xh + (size_t)B * (cols / 8));
+    if (full) math_half<B, U, true>(t, k0, lane, a.chunks, cols / 8, xh, xinv, acc);
+    else math_half<B, U, false>(t, k0, lane, a.chunks, cols / 8, xh, xinv, acc);
+  } else {
+    const float4* xf = static_cast<const float4*>(xs);
+    if (full) math_fp32<B, U, true>(t, k0, lane, a.chunks, cols / 4, xf, acc);
+    else math_fp32<B, U, false>(t, k0, lane, a.chunks, cols / 4, xf, acc);
+  }
+}
+
+// One step of a warp: issue the loads of the next step into `nxt`, do the math of `cur` (step r0, k0),
+// write the rows when they are complete, advance (r0, k0). Returns true when the warp's rows are done.
+template <int B, int U, bool kHalf>
+__device__ __forceinline__ bool step(const FastArgs& a, int& r0, int& k0, int row_end, int lane, const void* xs,
+                                     const Tile<U>& cur, Tile<U>& nxt, float (&acc)[kR][B],
+                                     float* __restrict__ y) {
+  int k1 = k0 + 32 * U, r1 = r0;
+  if (k1 >= a.chunks) k1 = 0, r1 = r0 + kR;
+  if (r1 < row_end) load_tile<U>(a, r1, min(kR, row_end - r1), k1, lane, nxt);
+  math<B, U, kHalf>(a, cur, k0, lane, xs, acc);
+  if (k1 == 0) {  // rows r0 .. r0 + nr − 1 complete: reduce over the warp and write
+    const int nr = min(kR, row_end - r0);
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+#pragma unroll
+      for (int b = 0; b < B; ++b) {
+        const float v = warp_sum(acc[r][b]);
+        if (lane == 0 && r < nr) y[(size_t)b * a.rows + r0 + r] = v;
+        acc[r][b] = 0.0f;
+      }
+  }
+  r0 = r1;
+  k0 = k1;
+  return r0 >= row_end;
+}
+
+template <int B, int U, bool kHalf>
+__global__ void __launch_bounds__(kFastThreads, 1)
+    w4_gemv_fast_kernel(FastArgs a, const float* __restrict__ x, float* __restrict__ y) {
+  extern __shared__ uint4 smem_x[];  // staged x (layout per variant, see the top of the file)
+  const int lane = (int)threadIdx.x % kWarpSize;
+  const int warps = (int)gridDim.x * kFastWarps;
+  const int gw = (int)blockIdx.x * kFastWarps + (int)threadIdx.x / kWarpSize;
+  // Balanced contiguous row range of this warp.
+  int r0 = (int)((long long)gw * a.rows / warps);
+  const int row_end = (int)((long long)(gw + 1) * a.rows / warps);
+  int k0 = 0;
+
+  Tile<U> ta, tb;
+  if (r0 < row_end) load_tile<U>(a, r0, min(kR, row_end - r0), 0, lane, ta);  // in flight during staging
+  const int cols = a.chunks * 32;
+  if constexpr (kHalf) {
+    uint4* xh = smem_x;
+    stage_x_half<B>(x, cols, xh, reinterpret_cast<float*>(xh + (size_t)B * (cols / 8)));
+  } else {
+    stage_x_fp32<B>(x, cols, reinterpret_cast<float4*>(smem_x));
+  }
+  __syncthreads();
+  if (r0 >= row_end) return;  // after the barrier: every thread helped stage x
+
+  float acc[kR][B];
+#pragma unroll
+  for (int r = 0; r < kR; ++r)
+#pragma unroll
+    for (int b = 0; b < B; ++b) acc[r][b] = 0.0f;
+  // Ping-pong between the two tiles (no register copies): ta holds the current step, then tb.
+  while (true) {
+    if (step<B, U, kHalf>(a, r0, k0, row_end, lane, smem_x, ta, tb, acc, y)) break;
+    if (step<B, U, kHalf>(a, r0, k0, row_end, lane, smem_x, tb, ta, acc, y)) break;
+  }
+}
+
+// ---- generic path ----------------------------------------------------------------------------------
 
 // Any valid W4 shape: one warp per row, lane l handles words l, l + 32, … (8 channels each).
 template <int B>
@@ -212,11 +418,60 @@ __global__ void __launch_bounds__(kBlockThreads) w4_gemv_generic_kernel(W4Args a
   }
 }
 
-template <int B, int U>
-void launch_fast(const W4Args& a, const float* x, float* y, cudaStream_t stream) {
-  const int blocks = (a.rows + kRows - 1) / kRows;
-  w4_gemv_fast_kernel<B, U><<<blocks, kBlockThreads, 0, stream>>>(a, x, y);
+// ---- host side -------------------------------------------------------------------------------------
+
+struct DeviceLimits {
+  int sms = 0;
+  int smem_optin = 0;  // max dynamic shared memory per block (opt-in), bytes
+};
+
+// Of the current device, queried once (the engine uses one device per process).
+const DeviceLimits& device_limits() {
+  static const DeviceLimits limits = [] {
+    DeviceLimits l;
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&l.sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return l;
+  }();
+  return limits;
+}
+
+template <int B, int U, bool kHalf>
+void launch_fast(const FastArgs& a, const float* x, float* y, cudaStream_t stream) {
+  const DeviceLimits& lim = device_limits();
+  // Once per instantiation: allow more than the default 48 KB of dynamic shared memory.
+  static const bool attr_set = [&] {
+    CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_fast_kernel<B, U, kHalf>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    lim.smem_optin));
+    return true;
+  }();
+  (void)attr_set;
+  const size_t smem = (size_t)B * smem_bytes_per_batch<kHalf>(a.chunks * 32);
+  const int pairs_per_block = kFastWarps * kR;
+  const int blocks = std::max(1, std::min(lim.sms, (a.rows + pairs_per_block - 1) / pairs_per_block));
+  w4_gemv_fast_kernel<B, U, kHalf><<<blocks, kFastThreads, smem, stream>>>(a, x, y);
   WKV_CHECK_LAUNCH();
+}
+
+// U (chunks per row per step), chosen so that nothing spills under the 128-register cap of 512-thread
+// blocks (ptxas -v, sm_90): two tiles hold 2·kR·U·5 registers. B = 1: U = 4 (4 KB per warp in flight);
+// larger batches hold kR·B accumulators and FP32 partial sums and do B times the math per byte, so
+// fewer bytes in flight suffice: U = 2 up to B = 4 (B = 2 in FP32: U = 2; half2: U = 4 fits), U = 1 above.
+template <bool kHalf>
+void dispatch_fast(const FastArgs& a, const float* x, int B, float* y, cudaStream_t stream) {
+  switch (B) {
+    case 1: launch_fast<1, 4, kHalf>(a, x, y, stream); break;
+    case 2: launch_fast<2, kHalf ? 4 : 2, kHalf>(a, x, y, stream); break;
+    case 3: launch_fast<3, 2, kHalf>(a, x, y, stream); break;
+    case 4: launch_fast<4, 2, kHalf>(a, x, y, stream); break;
+    case 5: launch_fast<5, 1, kHalf>(a, x, y, stream); break;
+    case 6: launch_fast<6, 1, kHalf>(a, x, y, stream); break;
+    case 7: launch_fast<7, 1, kHalf>(a, x, y, stream); break;
+    case 8: launch_fast<8, 1, kHalf>(a, x, y, stream); break;
+    default: require_arg(false, "w4_gemv: internal batch dispatch " + std::to_string(B));
+  }
 }
 
 template <int B>
@@ -240,20 +495,14 @@ void dispatch_generic(const W4Args& a, const float* x, int B, float* y, cudaStre
   }
 }
 
-// Register budget: U·kRows uint4 in flight plus 2·B·kRows accumulators. Small batches are bound by
-// memory and get deep prefetch; large ones by FP32 issue and get more accumulators instead.
-void dispatch_fast(const W4Args& a, const float* x, int B, float* y, cudaStream_t stream) {
-  switch (B) {
-    case 1: launch_fast<1, 2>(a, x, y, stream); break;
-    case 2: launch_fast<2, 2>(a, x, y, stream); break;
-    case 3: launch_fast<3, 2>(a, x, y, stream); break;
-    case 4: launch_fast<4, 2>(a, x, y, stream); break;
-    case 5: launch_fast<5, 1>(a, x, y, stream); break;
-    case 6: launch_fast<6, 1>(a, x, y, stream); break;
-    case 7: launch_fast<7, 1>(a, x, y, stream); break;
-    case 8: launch_fast<8, 1>(a, x, y, stream); break;
-    default: require_arg(false, "w4_gemv: internal batch dispatch " + std::to_string(B));
-  }
+detail::W4GemvVariant parse_variant_env() {
+  const char* v = std::getenv("WKV_W4_GEMV_VARIANT");
+  if (!v || !*v) return detail::W4GemvVariant::fp32;  // default: A (see the report in w4_gemv.h)
+  const std::string s(v);
+  if (s == "A" || s == "a") return detail::W4GemvVariant::fp32;
+  if (s == "B" || s == "b") return detail::W4GemvVariant::half2;
+  require_arg(false, "WKV_W4_GEMV_VARIANT='" + s + "': expected A (FP32 math) or B (half2 math)");
+  return detail::W4GemvVariant::fp32;
 }
 
 }  // namespace
@@ -269,25 +518,69 @@ void validate_w4_device(const W4DeviceWeights& w, const char* what) {
 }
 
 bool w4_gemv_fast_path(const W4DeviceWeights& w, const float* x) {
-  return w.cols % 32 == 0 && w.group % 32 == 0 && aligned16(w.qweight) && aligned16(x);
+  return w.cols % 32 == 0 && w.group % 32 == 0 && w.cols <= kFastMaxCols && aligned16(w.qweight) &&
+         aligned16(x);
 }
 
-void w4_gemv(const W4DeviceWeights& w, const float* x, int B, float* y, cudaStream_t stream) {
+namespace detail {
+
+const char* w4_gemv_variant_name(W4GemvVariant v) { return v == W4GemvVariant::half2 ? "B" : "A"; }
+
+W4GemvVariant w4_gemv_default_variant() {
+  static const W4GemvVariant v = parse_variant_env();
+  return v;
+}
+
+void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float* y, W4GemvVariant v,
+                          cudaStream_t stream) {
   validate_w4_device(w, "w4_gemv");
   require_arg(B >= 1, "w4_gemv: batch " + std::to_string(B) + " must be >= 1");
   require_arg(x && y, "w4_gemv: x and y must be non-null device pointers");
-  const W4Args a{w.rows, w.cols, w.group, w.qweight, w.scales, w.zeros};
-  const bool fast = w4_gemv_fast_path(w, x);
-  for (int b0 = 0; b0 < B; b0 += kMaxBatch) {
-    const int nb = std::min(kMaxBatch, B - b0);
-    const float* xb = x + (size_t)b0 * w.cols;
-    float* yb = y + (size_t)b0 * w.rows;
-    if (fast) {
-      dispatch_fast(a, xb, nb, yb, stream);
+  const bool half = v == W4GemvVariant::half2;
+  // Batch rows per launch: ≤ 8 and x of all of them in shared memory; B is split evenly (8 at a budget
+  // of 5 runs as 4 + 4, not 5 + 3: same weight traffic, smaller kernels).
+  int per_launch = kMaxBatch;
+  bool fast = w4_gemv_fast_path(w, x);
+  if (fast) {
+    const size_t per_batch = half ? smem_bytes_per_batch<true>(w.cols) : smem_bytes_per_batch<false>(w.cols);
+    const int fit = (int)std::min<size_t>(kMaxBatch, (size_t)device_limits().smem_optin / per_batch);
+    if (fit < 1) {
+      fast = false;  // a device with less shared memory than one row of x needs
     } else {
-      dispatch_generic(a, xb, nb, yb, stream);
+      const int launches = (B + fit - 1) / fit;
+      per_launch = (B + launches - 1) / launches;
     }
   }
+  const W4Args ga{w.rows, w.cols, w.group, w.qweight, w.scales, w.zeros};
+  FastArgs fa{};
+  if (fast) {
+    fa.rows = w.rows;
+    fa.chunks = w.cols / 32;
+    fa.groups = w.cols / w.group;
+    fa.cpg = w.group / 32;
+    fa.cpg_shift = (fa.cpg & (fa.cpg - 1)) == 0 ? __builtin_ctz((unsigned)fa.cpg) : -1;
+    fa.qweight = reinterpret_cast<const uint4*>(w.qweight);
+    fa.scales = w.scales;
+    fa.zeros = w.zeros;
+  }
+  for (int b0 = 0; b0 < B; b0 += per_launch) {
+    const int nb = std::min(per_launch, B - b0);
+    const float* xb = x + (size_t)b0 * w.cols;
+    float* yb = y + (size_t)b0 * w.rows;
+    if (!fast) {
+      dispatch_generic(ga, xb, nb, yb, stream);
+    } else if (half) {
+      dispatch_fast<true>(fa, xb, nb, yb, stream);
+    } else {
+      dispatch_fast<false>(fa, xb, nb, yb, stream);
+    }
+  }
+}
+
+}  // namespace detail
+
+void w4_gemv(const W4DeviceWeights& w, const float* x, int B, float* y, cudaStream_t stream) {
+  detail::w4_gemv_with_variant(w, x, B, y, detail::w4_gemv_default_variant(), stream);
 }
 
 }  // namespace wkv::kernels

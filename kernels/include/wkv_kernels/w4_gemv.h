@@ -7,12 +7,20 @@
 //
 // Supported shapes: every valid W4 shape (rows ≥ 1, group ≥ 8, group % 8 == 0, cols % group == 0) and
 // any B ≥ 1 (launched in batches of ≤ 8). Two paths:
-//   fast    cols % 32 == 0, group % 32 == 0, qweight and x 16-byte aligned: 128-thread blocks of 4 rows,
-//           thread t streams words t, t + 128, … of each row (L1-bypassing loads), split-K reduced in
-//           shared memory; 4 rows share each x load.
-//   generic anything else valid: one warp per row, one word (8 weights) per lane step. Correct but slower.
-// Both compute (q − z) exactly and multiply by h in FP32, so the result differs from an FP64 dot of the
-// dequantized weights only by FP32 summation rounding.
+//   fast    cols % 32 == 0, group % 32 == 0, cols ≤ 32768, qweight and x 16-byte aligned: one block of
+//           16 warps per SM; each warp owns a balanced contiguous range of rows and takes them 2 at a
+//           time, lane l streaming the 16-byte chunks l, l + 32, … (32 channels each) of both rows with
+//           L1-bypassing loads, the next step's loads in flight while the current step computes. x is
+//           staged once per block in shared memory (B rows per launch as fit: all 8 up to cols 7264 in
+//           FP32, fewer beyond, split evenly). Two math variants (kernels/src/w4_gemv_variant.h):
+//             A  FP32: (q − z) exact, widened to FP32, FFMA with FP32 x; an FP32 dot product of the exact
+//                dequantized weights (rel L2 vs FP64 ~1e-7).
+//             B  half2: x rounded to FP16 (power-of-two scale per 32 channels), HFMA2 over 8 channels per
+//                FP16 lane, FP32 beyond; rel L2 vs FP64 ~5e-4, fewer instructions per byte.
+//           The environment variable WKV_W4_GEMV_VARIANT = A | B (read once per process) selects the
+//           variant; unset or empty = A. Any other value makes w4_gemv throw wkv::Error.
+//   generic anything else valid: one warp per row, one word (8 weights) per lane step. Correct but slower;
+//           FP32 math like A.
 // Invalid shapes / null pointers throw wkv::Error(invalid_argument). The launch is asynchronous on
 // `stream`; CUDA errors throw std::runtime_error (cuda_check.h).
 #pragma once

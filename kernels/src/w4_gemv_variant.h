@@ -1,0 +1,33 @@
+// Internal: the two math variants of the W4 GEMV fast path, for tests and the benchmark (not part of the
+// public launch API in wkv_kernels/w4_gemv.h, which picks one through WKV_W4_GEMV_VARIANT).
+//
+//   fp32  ("A")  (q − z) exact in FP16 → widened to FP32 → FFMA with FP32 x; per 32-channel chunk the
+//                partial sum is scaled by h. An FP32 dot product of the exactly dequantized weights:
+//                |y − ref| ≤ (cols/32 + 64)·2^-24·Σ|w'x|, rel L2 typically ~1e-7 (budget 1e-5).
+//   half2 ("B")  x converted once per block to FP16 with a power-of-two scale per 32-channel chunk
+//                (chunk max |x| scaled into [2, 4)), HFMA2 of (q − z)·x̂ over 8 channels per FP16 lane,
+//                then FP32 (× h × 2^-e of the chunk). Rounding: x̂ (2^-11 relative) and ≤ 8 FP16 FMA
+//                roundings per partial sum: |y − ref| ≲ 10·2^-11·Σ|w'x|, rel L2 typically ~3e-4
+//                (budget 2e-3). Fewer instructions per weight byte than fp32 (see w4_gemv.cu).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "wkv_kernels/w4_gemv.h"
+
+namespace wkv::kernels::detail {
+
+enum class W4GemvVariant { fp32, half2 };
+
+// "A" / "B".
+const char* w4_gemv_variant_name(W4GemvVariant v);
+
+// The variant w4_gemv uses: WKV_W4_GEMV_VARIANT = A (fp32) or B (half2), read once per process; unset
+// or empty means the default (A). Any other value throws wkv::Error(invalid_argument).
+W4GemvVariant w4_gemv_default_variant();
+
+// w4_gemv with an explicit fast-path variant (the generic path, when taken, is the same for both).
+void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float* y, W4GemvVariant v,
+                          cudaStream_t stream = 0);
+
+}  // namespace wkv::kernels::detail
