@@ -3,8 +3,12 @@
 // the H200's ~4.3 TB/s) and the KV append (one decode token, a 512-token chunk).
 // First validates append (bit-exact on sampled rows vs quantize_kv4_ref) and decode attention (vs a double
 // reference on the reference-dequantized cache) at 4096; exits 1 on a mismatch.
-// Timing: CUDA events, median of 50 runs after 5 warm-ups; each run uses the next of several layer caches,
-// enough that the working set exceeds the 50 MB L2.
+// Decode attention is timed the way the engine runs it: through the device-n_cache path (n_cache_dev,
+// n_cache_max = 32768) captured ONCE in a CUDA graph of one launch per layer over several layer caches
+// (working set ≥ 3× the 50 MB L2), replayed at every context: median over ≥ 50 replays of the replay time
+// divided by the layers. Shapes: H = H_kv = 32 and GQA H = 32, H_kv = 8 (D = 128, G = 128, POQ).
+// The host-n_cache path is also timed per call (stream launches, includes launch overhead) for comparison.
+// Append: CUDA events, median of 50 runs after 5 warm-ups.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -190,8 +194,15 @@ int main() {
       a.poq = true;
       return a;
     };
-    {
-      wk::kv4_decode_attention(layers[0].view, args_for(vctx), d_ws, ws_bytes);
+    int32_t* d_nval = nullptr;
+    CUDA_CHECK(cudaMalloc(&d_nval, sizeof(int32_t)));
+    {  // validated through the device-n_cache path (grid for max_ctx, n_cache = vctx on the device)
+      const int32_t nv = vctx;
+      CUDA_CHECK(cudaMemcpy(d_nval, &nv, sizeof(nv), cudaMemcpyHostToDevice));
+      wk::Kv4DecodeArgs va = args_for(0);
+      va.n_cache_dev = d_nval;
+      va.n_cache_max = max_ctx;
+      wk::kv4_decode_attention(layers[0].view, va, d_ws, ws_bytes);
       std::vector<float> got(kH * kD), q(kH * kD), kc(kvdim), vc(kvdim);
       CUDA_CHECK(cudaMemcpy(got.data(), d_out, sizeof(float) * got.size(), cudaMemcpyDeviceToHost));
       CUDA_CHECK(cudaMemcpy(q.data(), d_q, sizeof(float) * q.size(), cudaMemcpyDeviceToHost));
@@ -232,19 +243,93 @@ int main() {
         }
       }
       const double rel = std::sqrt(num / den);
-      std::printf("validate decode attention (ctx %d, POQ): rel L2 %.3g (budget 1e-5)\n", vctx, rel);
-      if (!(rel <= 1e-5)) return 1;
+      std::printf("validate decode attention (ctx %d, POQ, device n_cache): rel L2 %.3g (budget 2.8e-5)\n", vctx,
+                  rel);
+      if (!(rel <= 2.8e-5)) return 1;  // the tests' budget at 4096 keys: 1e-5·√(4096/512)
     }
 
-    // ---- timing --------------------------------------------------------------------------------------
-    std::printf("\n%-28s %10s %10s %8s\n", "decode attention / layer", "us", "GB/s", "of peak");
+    // ---- timing ----------------------------------------------------------------------------------------
+    int32_t* d_ncache = nullptr;
+    CUDA_CHECK(cudaMalloc(&d_ncache, sizeof(int32_t)));
+    cudaStream_t stream = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    // Graph of one decode-attention launch per layer (device n_cache, grid for max_ctx); µs per layer.
+    auto time_graph = [&](std::vector<Layer>& ls, int H, int ctx) {
+      const int32_t nv = ctx;
+      CUDA_CHECK(cudaMemcpy(d_ncache, &nv, sizeof(nv), cudaMemcpyHostToDevice));
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+      for (auto& l : ls) {
+        wk::Kv4DecodeArgs a = args_for(0);
+        a.n_heads = H;
+        a.n_cache_dev = d_ncache;
+        a.n_cache_max = max_ctx;
+        wk::kv4_decode_attention(l.view, a, d_ws, ws_bytes, stream);
+      }
+      CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+      CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+      cudaEvent_t e0, e1;
+      CUDA_CHECK(cudaEventCreate(&e0));
+      CUDA_CHECK(cudaEventCreate(&e1));
+      for (int i = 0; i < 5; ++i) CUDA_CHECK(cudaGraphLaunch(exec, stream));
+      std::vector<float> t;
+      for (int i = 0; i < 60; ++i) {
+        CUDA_CHECK(cudaEventRecord(e0, stream));
+        CUDA_CHECK(cudaGraphLaunch(exec, stream));
+        CUDA_CHECK(cudaEventRecord(e1, stream));
+        CUDA_CHECK(cudaEventSynchronize(e1));
+        float ms = 0;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        t.push_back(ms * 1000.0f / float(ls.size()));
+      }
+      CUDA_CHECK(cudaEventDestroy(e0));
+      CUDA_CHECK(cudaEventDestroy(e1));
+      CUDA_CHECK(cudaGraphExecDestroy(exec));
+      CUDA_CHECK(cudaGraphDestroy(graph));
+      std::sort(t.begin(), t.end());
+      return double(t[t.size() / 2]);
+    };
+    auto report = [&](const char* what, int hkv, int ctx, double us) {
+      const double bytes = double(ctx) * hkv * hb * 2;
+      const double gbs = bytes / (us * 1e-6) / 1e9;
+      std::printf("%-18s ctx %-8d %10.2f %10.1f %7.1f%%\n", what, ctx, us, gbs, 100.0 * gbs / kPeakGBs);
+    };
+    std::printf("\n%-31s %10s %10s %8s\n", "decode attention / layer", "us", "GB/s", "of peak");
+    for (int ctx : {4096, 16384, 32768}) report("graph H32/KV32", kHkv, ctx, time_graph(layers, kH, ctx));
     for (int ctx : {4096, 16384, 32768}) {
       const double us = median_us(50, [&](int i) {
         wk::kv4_decode_attention(layers[i % n_layers].view, args_for(ctx), d_ws, ws_bytes);
       });
-      const double bytes = double(ctx) * kHkv * hb * 2;
-      const double gbs = bytes / (us * 1e-6) / 1e9;
-      std::printf("ctx %-24d %10.2f %10.1f %7.1f%%\n", ctx, us, gbs, 100.0 * gbs / kPeakGBs);
+      report("stream H32/KV32", kHkv, ctx, us);
+    }
+    {  // GQA: H = 32 query heads over H_kv = 8 (each KV byte serves 4 heads).
+      const int hkv8 = 8;
+      const size_t pool8 = size_t(n_pages) * kP * hkv8 * hb;
+      const size_t bytes8_4k = size_t(4096) * hkv8 * hb * 2;
+      const int n8 = int(std::max<size_t>(2, (3 * size_t(prop.l2CacheSize) + bytes8_4k - 1) / bytes8_4k));
+      std::vector<Layer> gqa(n8);
+      for (int l = 0; l < n8; ++l) {
+        CUDA_CHECK(cudaMalloc(&gqa[l].k, pool8));
+        CUDA_CHECK(cudaMalloc(&gqa[l].v, pool8));
+        auto& c = gqa[l].view;
+        c = layers[0].view;
+        c.k_pool = gqa[l].k;
+        c.v_pool = gqa[l].v;
+        c.n_kv_heads = hkv8;
+        for (int p0 = 0; p0 < max_ctx + 1; p0 += fill_chunk) {
+          const int T = std::min(fill_chunk, max_ctx + 1 - p0);
+          fill(d_k, size_t(hkv8) * kD * T, 7000 + l * 97 + p0, -2.0f, 2.0f);
+          fill(d_v, size_t(hkv8) * kD * T, 9000 + l * 97 + p0, -1.0f, 1.0f);
+          wk::kv4_append(c, d_k, d_v, T, p0);
+        }
+      }
+      CUDA_CHECK(cudaDeviceSynchronize());
+      for (int ctx : {4096, 16384, 32768}) report("graph H32/KV8", hkv8, ctx, time_graph(gqa, kH, ctx));
+      for (auto& l : gqa) {
+        CUDA_CHECK(cudaFree(l.k));
+        CUDA_CHECK(cudaFree(l.v));
+      }
     }
     std::printf("\n%-28s %10s\n", "KV append / layer", "us");
     for (int T : {1, 512}) {

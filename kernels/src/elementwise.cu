@@ -55,24 +55,40 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(const float* __restri
 // taken in double and rounded once to float (the correctly rounded powf value the host computes), so the
 // angle pos·inv_freq is bit-identical to the reference's; large angles make that essential (1 ulp of
 // inv_freq at pos 4096 would already move the angle by ~1e-3 rad).
+// Rotates pair (i, i + D/2) of every head of one token at absolute position `pos`: the per-element code
+// shared by rope (host position) and rope_at (device position), so both produce the same bits.
+__device__ __forceinline__ void rope_token(float* __restrict__ x_t, int n_heads, int head_dim, int i, int pos,
+                                           float theta) {
+  const int half = head_dim / 2;
+  const float expo = __fdiv_rn((float)(2 * i), (float)head_dim);
+  const float p = (float)pow((double)theta, (double)expo);
+  const float inv_freq = __fdiv_rn(1.0f, p);
+  const float angle = __fmul_rn((float)pos, inv_freq);
+  float s, c;
+  sincosf(angle, &s, &c);
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x_t + (size_t)h * head_dim;
+    const float a = v[i], b = v[i + half];
+    v[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+    v[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+  }
+}
+
 __global__ void __launch_bounds__(kThreads) rope_kernel(float* __restrict__ x, int T, int n_heads, int head_dim,
                                                         int pos0, float theta) {
   const int half = head_dim / 2;
   const int64_t idx = (int64_t)blockIdx.x * kThreads + threadIdx.x;
   if (idx >= (int64_t)T * half) return;
   const int t = (int)(idx / half), i = (int)(idx % half);
-  const float expo = __fdiv_rn((float)(2 * i), (float)head_dim);
-  const float p = (float)pow((double)theta, (double)expo);
-  const float inv_freq = __fdiv_rn(1.0f, p);
-  const float angle = __fmul_rn((float)(pos0 + t), inv_freq);
-  float s, c;
-  sincosf(angle, &s, &c);
-  for (int h = 0; h < n_heads; ++h) {
-    float* v = x + ((size_t)t * n_heads + h) * head_dim;
-    const float a = v[i], b = v[i + half];
-    v[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-    v[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
-  }
+  rope_token(x + (size_t)t * n_heads * head_dim, n_heads, head_dim, i, pos0 + t, theta);
+}
+
+// T = 1 with the position read on the device (graph replay at every decode step).
+__global__ void __launch_bounds__(kThreads) rope_at_kernel(float* __restrict__ x, int n_heads, int head_dim,
+                                                           const int32_t* __restrict__ pos_dev, float theta) {
+  const int i = blockIdx.x * kThreads + threadIdx.x;
+  if (i >= head_dim / 2) return;
+  rope_token(x, n_heads, head_dim, i, *pos_dev, theta);
 }
 
 __global__ void swiglu_kernel(float* __restrict__ g, const float* __restrict__ u, int64_t n) {
@@ -169,6 +185,17 @@ void rope(float* x, int T, int n_heads, int head_dim, int pos0, float theta, cud
   const int64_t blocks = (threads + kThreads - 1) / kThreads;
   require_arg(blocks <= 0x7FFFFFFF, "rope: too many tokens for one launch");
   rope_kernel<<<(unsigned)blocks, kThreads, 0, stream>>>(x, T, n_heads, head_dim, pos0, theta);
+  WKV_CHECK_LAUNCH();
+}
+
+void rope_at(float* x, int n_heads, int head_dim, const int32_t* pos_dev, float theta, cudaStream_t stream) {
+  require_arg(n_heads >= 1, "rope_at: n_heads must be >= 1");
+  require_arg(head_dim >= 2 && head_dim % 2 == 0, "rope_at: head_dim " + std::to_string(head_dim) +
+                                                      " must be even and >= 2");
+  require_arg(std::isfinite(theta) && theta > 0.0f, "rope_at: theta must be finite and > 0");
+  require_arg(x != nullptr && pos_dev != nullptr, "rope_at: x and pos_dev must be non-null device pointers");
+  const int blocks = (head_dim / 2 + kThreads - 1) / kThreads;
+  rope_at_kernel<<<blocks, kThreads, 0, stream>>>(x, n_heads, head_dim, pos_dev, theta);
   WKV_CHECK_LAUNCH();
 }
 

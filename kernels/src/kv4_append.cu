@@ -39,12 +39,16 @@ constexpr int kWarpsPerBlock = 4;
 
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     kv4_append_kernel(Kv4LayerCache c, const float* __restrict__ k, const float* __restrict__ v, int T, int pos0,
-                      size_t head_bytes) {
+                      const int32_t* __restrict__ pos_dev, size_t head_bytes) {
   extern __shared__ float smem[];  // [kWarpsPerBlock][D]
   const int D = c.head_dim, G = c.group, Hkv = c.n_kv_heads;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int item = blockIdx.x * kWarpsPerBlock + warp;  // (t, h, which) with which fastest
   if (item >= T * Hkv * 2) return;                       // warp-uniform
+  if (pos_dev) {  // kv4_append_at (T = 1): the position lives on the device; out of range writes nothing
+    pos0 = *pos_dev;
+    if (pos0 < 0 || pos0 >= c.n_pages * c.page_size) return;
+  }
   const int which = item & 1, h = (item >> 1) % Hkv, t = (item >> 1) / Hkv;
   const float* x = (which ? v : k) + (size_t(t) * Hkv + h) * D;
   const float* delta = which ? c.v_delta : c.k_delta;
@@ -90,7 +94,21 @@ void kv4_append(const Kv4LayerCache& cache, const float* k, const float* v, int 
   const int blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
   const size_t smem = sizeof(float) * kWarpsPerBlock * cache.head_dim;
   if (smem > 48 * 1024) throw std::invalid_argument("kv4_append: head_dim too large");
-  kv4_append_kernel<<<blocks, kWarpsPerBlock * 32, smem, stream>>>(cache, k, v, T, pos0, head_bytes);
+  kv4_append_kernel<<<blocks, kWarpsPerBlock * 32, smem, stream>>>(cache, k, v, T, pos0, nullptr, head_bytes);
+  WKV_CHECK_LAUNCH();
+}
+
+void kv4_append_at(const Kv4LayerCache& cache, const float* k, const float* v, const int32_t* pos_dev,
+                   cudaStream_t stream) {
+  validate_kv4_cache(cache, 0, "kv4_append_at");
+  if (!k || !v || !pos_dev)
+    throw std::invalid_argument("kv4_append_at: k, v and pos_dev must be non-null device pointers");
+  const size_t head_bytes = kv4_head_bytes(cache.head_dim, cache.group);
+  const int items = cache.n_kv_heads * 2;
+  const int blocks = (items + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  const size_t smem = sizeof(float) * kWarpsPerBlock * cache.head_dim;
+  if (smem > 48 * 1024) throw std::invalid_argument("kv4_append_at: head_dim too large");
+  kv4_append_kernel<<<blocks, kWarpsPerBlock * 32, smem, stream>>>(cache, k, v, 1, 0, pos_dev, head_bytes);
   WKV_CHECK_LAUNCH();
 }
 

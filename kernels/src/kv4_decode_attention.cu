@@ -1,6 +1,16 @@
 // Batch-1 decode attention over a paged KV4 cache: split-K ("flash-decoding").
 //
-// Kernel 1 (split): grid (n_splits, H_kv, gq/NH), 128 threads. Block (s, kvh, z) handles keys
+// Two split kernels write the same partials; a shared combine kernel merges them:
+//  * decode_split_tc_kernel (G == D, sm_80+, the default format): FP16 tensor-core MMAs on codes unpacked
+//    in registers; see the comment above it for the design. Runs near HBM bandwidth.
+//  * decode_split_kernel (any G, FP32 CUDA cores), described next.
+//
+// Graph capture: the key range of each split block is a function of n_cache (SplitPlan), which the split
+// and combine kernels read from device memory when Kv4DecodeArgs::n_cache_dev is set; the grid is sized
+// for n_cache_max. Blocks whose key range is empty exit at once and the combine visits only the active
+// splits, so n_cache = 0 (POQ: only k_cur/v_cur) needs no partials at all.
+//
+// FP32 kernel (split): grid (n_splits, H_kv, gq/NH), 128 threads. Block (s, kvh, z) handles keys
 // [s·chunk, min(n_cache, (s+1)·chunk)) of KV head kvh for NH of its gq = H/H_kv query heads, so every K/V
 // row is read once per NH query heads. It writes, per query head, the partial (max m, Σ exp l, acc[D]) of
 // its key range; acc is in the SMOOTHED domain: acc_c = Σ_j e^{score_j − m}·x̃_jc with x̃ = q·scale + min.
@@ -12,9 +22,11 @@
 //   Phase 2: one warp per head: max, then p = exp(score − max) in place and Σp.
 //   Phase 3: thread owns word w = tid % (D/8) of keys ks, ks + KS, … (KS = 128/(D/8)); per-thread sums are
 //            reduced over KS through shared memory.
-// Kernel 2 (combine): one block of D threads per query head merges the splits (and, with POQ, the current
-// token's full-precision k, v as one more term) and applies s and δ of V:
+// Combine: one block of D threads per query head merges the splits (and, with POQ, the current token's
+// full-precision k, v as one more term) and applies s and δ of V:
 //   out_c = (s_c·Σ_s w_s acc_sc + δ_c·Σ_s w_s l_s + w_t v_c) / (Σ_s w_s l_s + w_t),  w_s = e^{m_s − M}.
+#include <cuda_fp16.h>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -65,9 +77,45 @@ __device__ __forceinline__ float2 header_affine(uint32_t hb) {
   return make_float2(scale, fmaf(8.0f, scale, mn));
 }
 
+// Which keys each split block handles. The grid (gridDim.x = the split count) is fixed by n_max (the
+// host n_cache, or n_cache_max on the graph path); the keys per split are a pure function of the actual
+// n_cache, evaluated identically on the host and in every block, so the host path and the device path use
+// the same plan for the same n_cache (and give the same bits). Blocks past the last active split exit.
+struct SplitPlan {
+  const int32_t* n_dev;  // device n_cache (graph path) or nullptr
+  int n_host;            // n_cache when n_dev == nullptr
+  int n_max;             // ≥ every n_cache this launch may see (the device value is clamped to it)
+  int target_splits;     // automatic plan: splits to aim for (from the SM count and the grid's other dims)
+  int fixed_chunk;       // keys_per_split, 0 = automatic
+};
+
+// Automatic keys per split: about n/target_splits rounded up to 32, at least 64 (each split costs a
+// (D + 2)-float partial write and read, ~4% of a 64-key split's KV bytes at D = 128) and at most kMaxChunk.
+__host__ __device__ inline int plan_chunk(const SplitPlan& p, int n_cache) {
+  if (p.fixed_chunk > 0) return p.fixed_chunk;
+  const int per = (n_cache + p.target_splits - 1) / p.target_splits;
+  const int c = (per + 31) / 32 * 32;
+  return c < 64 ? 64 : c > kMaxChunk ? kMaxChunk : c;
+}
+
+// Split count the grid needs so that every n_cache ≤ n_max is covered: with the automatic plan the chunk
+// is ≥ n/target_splits and ≥ 64, or it is kMaxChunk, so ceil(n/chunk) ≤ max(min(target, n_max/64),
+// n_max/kMaxChunk) (rounded up).
+inline int plan_grid_splits(const SplitPlan& p) {
+  const int64_t n = p.n_max;
+  if (n <= 0) return 0;
+  if (p.fixed_chunk > 0) return int((n + p.fixed_chunk - 1) / p.fixed_chunk);
+  const int64_t a = std::min<int64_t>(p.target_splits, (n + 63) / 64), b = (n + kMaxChunk - 1) / kMaxChunk;
+  return int(std::max(a, b));
+}
+
+__device__ __forceinline__ int plan_n_cache(const SplitPlan& p) {
+  return p.n_dev ? min(max(__ldg(p.n_dev), 0), p.n_max) : p.n_host;
+}
+
 template <int D, int NH, Hdr kHdr>
 __global__ void __launch_bounds__(kThreads)
-    decode_split_kernel(Kv4LayerCache c, const float* __restrict__ q, int H, int n_cache, int chunk, int n_splits,
+    decode_split_kernel(Kv4LayerCache c, const float* __restrict__ q, int H, SplitPlan plan, int n_splits,
                         size_t head_bytes, float* __restrict__ ws_ml, float* __restrict__ ws_acc) {
   constexpr int W = D / 8;    // 32-bit code words per row
   constexpr int TL = D / 32;  // lanes per key in phase 1 (each owns 4 words)
@@ -85,7 +133,9 @@ __global__ void __launch_bounds__(kThreads)
   const int G = c.group, Hkv = c.n_kv_heads;
   const int split = blockIdx.x, kvh = blockIdx.y, gq = H / Hkv;
   const int h0 = kvh * gq + blockIdx.z * NH;
-  const int j0 = split * chunk, n = min(n_cache, j0 + chunk) - j0;
+  const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
+  const int j0 = split * chunk, n = min(n_cache - j0, chunk);
+  if (n <= 0) return;  // block-uniform: a split past the (device) n_cache; the combine never reads it
   const float inv_sqrt_d = 1.0f / sqrtf(float(D));
 
   // Row index (page·P + j % P)·H_kv + kvh of each key: one page-table read per key, all independent, so the
@@ -296,13 +346,361 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// One block of D threads per query head. The splits' maxima are reduced in parallel, then each tile of
-// kCombineTile splits gets its weights w_s = e^{m_s − M} computed once into shared memory, and every thread
-// sums its channel over the tile with independent loads (no serial chain of global loads per split).
+// ---- Tensor-core split kernel (G == D, D ∈ {64, 128}) ----------------------------------------------------
+//
+// Why: the FP32 kernel above spends ~9 instructions per 4-bit code (unpack, convert, FMA, shuffles) and is
+// issue-bound at ~30% of HBM bandwidth. Here the codes are unpacked straight into FP16 pairs (exact: codes
+// −8 … 7) with 9 instructions per 8 codes, and the dot products run on the tensor cores
+// (mma.m16n8k16, FP16 × FP16 → FP32). The FP32 operand (q', or the softmax weights) is split into two FP16
+// terms hi + lo (hi = fp16(x), lo = fp16(x − hi): 22 significant bits) that occupy two columns of the MMA
+// and are summed in FP32 afterwards, so the products keep ~FP32 accuracy. Power-of-two prescales (exact)
+// keep hi/lo inside the FP16 normal range: max|x| is mapped into [2^13, 2^14).
+//
+// With G = D every row has one header {scale, min}; with b = min + 8·scale,
+//   x̃_jc = scale_j·(code_jc − 8) + b_j,
+//   q'·x̃_j = scale_j·Σ_c q'_c (code_jc − 8) + b_j·Σ_c q'_c                       (K: MMA over channels)
+//   Σ_j p_j x̃_jc = Σ_j (p_j·scale_j)(code_jc − 8) + Σ_j p_j b_j                   (V: MMA over keys)
+//
+// Block (split, kvh, z): 4 warps, NH ≤ 4 query heads (all of a GQA group up to 4), so each K/V byte is read
+// once per NH heads. Keys are handled in tiles of 16; warp w takes tiles w·U …, w·U + U − 1, then steps by
+// 4·U (U = kTcUnrollK / kTcUnrollV tiles whose loads are all issued before any is consumed).
+//   Phase 1 (K): MMA M = 16 keys, N = 8 = (head, hi|lo) columns, K = 16 channels per step. Lane (g, t)
+//     (g = lane/4, t = lane%4) loads code words t, t+4, … of keys g and g+8 of the tile (a quad reads 16
+//     contiguous bytes of a row per instruction) and its FP16 pairs ARE its A fragment: the channel order
+//     inside an MMA step is a permutation that the B fragment (q') follows. The accumulator gives lane
+//     (g, t) the scores of keys g, g+8 for head t (columns 2t = hi, 2t+1 = lo). Scores → shared memory.
+//   Phase 2: one warp per head: max, p = exp(s − m), l = Σp, Σ p·b, w = p·scale → FP16 hi/lo (prescaled).
+//   Phase 3 (V): MMA M = 16 channels, N = 8 = (head, hi|lo), K = 16 keys. Lane (g, t) loads word g (and
+//     g + 8 at D = 128) of keys 2t, 2t+1, 2t+8, 2t+9 (4 rows × 32 contiguous bytes per instruction); a byte
+//     permute pairs the same channel of two keys into one FP16x2 register = an A fragment element pair.
+//   The 4 warps' accumulators are summed through shared memory; the partial (m, l, acc) goes to the
+//   workspace in the same format as the FP32 kernel's, so the combine kernel is shared.
+// Expected cost per (key, KV head) at D = 128: ~0.5 + 0.5 MMA and ~2 instructions per code (vs ~9), so the
+// kernel is bound by HBM bandwidth rather than issue slots (see the bench for numbers).
+
+// Tiles whose loads a warp issues before consuming any: phase 1 (K) holds 16 words per tile in flight
+// per lane, phase 3 (V) 8 words per tile next to 32 accumulators.
+constexpr int kTcUnrollK = 4;
+constexpr int kTcUnrollV = 2;
+
+// f16x2 helpers on raw 32-bit registers (low half = first element).
+__device__ __forceinline__ uint32_t hsub2_bits(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ uint32_t hfma2_bits(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t r;
+  asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
+// The 8 codes of one word as FP16 (code − 8), exact: OR-ing a nibble at bits 0–3 into 0x6400 (1024.0,
+// mantissa LSB = 1) gives 1024 + code, minus 1032; a nibble at bits 4–7 gives 1024 + 16·code, times 1/16
+// (0x2C00) minus 72 (0xD480) in one FMA. r[0] = (ch0, ch4), r[1] = (ch1, ch5), r[2] = (ch2, ch6),
+// r[3] = (ch3, ch7) of the word (channel 8w + k is nibble k, bits 4k … 4k+3).
+__device__ __forceinline__ void decode_word_f16(uint32_t w, uint32_t (&r)[4]) {
+  const uint32_t w8 = w >> 8;
+  r[0] = hsub2_bits((w & 0x000F000Fu) | 0x64006400u, 0x64086408u);
+  r[1] = hfma2_bits((w & 0x00F000F0u) | 0x64006400u, 0x2C002C00u, 0xD480D480u);
+  r[2] = hsub2_bits((w8 & 0x000F000Fu) | 0x64006400u, 0x64086408u);
+  r[3] = hfma2_bits((w8 & 0x00F000F0u) | 0x64006400u, 0x2C002C00u, 0xD480D480u);
+}
+
+// The same word index of two keys a, b → p[x] = (code_a[8w + x] − 8, code_b[8w + x] − 8), x = 0 … 7.
+__device__ __forceinline__ void decode_pair_f16(uint32_t wa, uint32_t wb, uint32_t (&p)[8]) {
+  uint32_t lo[4], hi[4];
+  decode_word_f16(__byte_perm(wa, wb, 0x5410), lo);  // bytes a0 a1 b0 b1: channels 0–3 of a (low), b (high)
+  decode_word_f16(__byte_perm(wa, wb, 0x7632), hi);  // bytes a2 a3 b2 b3: channels 4–7
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    p[k] = lo[k];
+    p[k + 4] = hi[k];
+  }
+}
+
+// d += A·B, m16n8k16, A row-major FP16 (a0: row g, cols 2t..2t+1; a1: row g+8; a2: row g, cols 2t+8..9;
+// a3: row g+8, cols 2t+8..9), B col-major FP16 (b0: rows 2t..2t+1, col g; b1: rows 2t+8..9), D FP32
+// (d0, d1: row g, cols 2t, 2t+1; d2, d3: row g+8).
+__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                          uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  (void)d, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
+  __trap();  // the host only selects this kernel on compute capability ≥ 8.0
+#endif
+}
+
+// 2^k as a float for k ∈ [−126, 127] (exact).
+__device__ __forceinline__ float pow2f(int k) { return __int_as_float((127 + k) << 23); }
+
+// Exponent k ∈ [−126, 126] with amax·2^k ∈ [2^13, 2^14) (any k for amax = 0): hi and lo of x·2^k then stay
+// normal FP16 for |x| down to ~2^−11·amax, and |x·2^k| < 2^14 < 65504.
+__device__ __forceinline__ int prescale_exponent(float amax) {
+  int e = 0;
+  frexpf(amax, &e);  // amax = f·2^e, f ∈ [0.5, 1)
+  return min(max(14 - e, -126), 126);
+}
+
+// FP16 bits of term v (0 = hi, 1 = lo) of x: hi = fp16(x), lo = fp16(x − hi).
+__device__ __forceinline__ uint32_t split_term(float x, int v) {
+  const __half hi = __float2half_rn(x);
+  return v == 0 ? __half_as_ushort(hi) : __half_as_ushort(__float2half_rn(x - __half2float(hi)));
+}
+
+__device__ __forceinline__ uint32_t ldg_u32(const uint8_t* p) { return __ldg(reinterpret_cast<const uint32_t*>(p)); }
+
+template <int D, int NH>
+__global__ void __launch_bounds__(kThreads)
+    decode_split_tc_kernel(Kv4LayerCache c, const float* __restrict__ q, int H, SplitPlan plan, int n_splits,
+                           float* __restrict__ ws_ml, float* __restrict__ ws_acc) {
+  static_assert(D == 64 || D == 128, "tensor-core path: D ∈ {64, 128}");
+  static_assert(NH >= 1 && NH <= 4, "N = 8 columns hold 4 heads × (hi, lo)");
+  constexpr int HB = D / 2 + 4;   // row bytes with one header (G = D)
+  constexpr int KSTEPS = D / 16;  // MMA steps over the channels of a K row
+  constexpr int KW = D / 32;      // code words per key per lane in phase 1
+  constexpr int VW = D / 64;      // code words per key per lane in phase 3
+  constexpr int MT = D / 16;      // channel tiles (MMAs per key tile) in phase 3
+  __shared__ uint32_t row_s[kMaxChunk];
+  __shared__ float sc[NH][kMaxChunk];               // scores, then w = p·scale
+  __shared__ float vsc_s[kMaxChunk], vb_s[kMaxChunk];  // V header: scale, min + 8·scale
+  __shared__ __align__(16) __half wv_s[2][NH][kMaxChunk];  // prescaled w: hi, lo
+  __shared__ float q_s[NH][D];
+  __shared__ float red[kWarps][NH][D];
+  __shared__ float qsum_s[NH], cst_s[NH], qinv_s[NH], qmul_s[NH];
+  __shared__ float m_s[NH], l_s[NH], pb_s[NH], vinv_s[NH];
+
+  const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
+  const int split = blockIdx.x, j0 = split * chunk;
+  const int n = min(n_cache - j0, chunk);
+  if (n <= 0) return;  // block-uniform: a split past the (device) n_cache; the combine never reads it
+  const int n16 = (n + 15) & ~15, n_tiles = n16 / 16;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const int Hkv = c.n_kv_heads, kvh = blockIdx.y, gq = H / Hkv;
+  const int h0 = kvh * gq + blockIdx.z * NH;
+  const float inv_sqrt_d = 1.0f / sqrtf(float(D));
+
+  // Row index of each key; the padding keys of the last tile (n … n16−1) repeat key n−1 so every load below
+  // is in bounds without a branch (their scores are masked to −inf and their weights are 0).
+  for (int jj = tid; jj < n16; jj += kThreads) {
+    const int j = j0 + min(jj, n - 1);
+    const int page = __ldg(c.page_table + j / c.page_size);
+    row_s[jj] = uint32_t((size_t(page) * c.page_size + j % c.page_size) * Hkv + kvh);
+  }
+  for (int i = tid; i < NH * D; i += kThreads) {
+    const int hh = i / D, d = i % D;
+    const float s = c.k_scale ? c.k_scale[kvh * D + d] : 1.0f;
+    q_s[hh][d] = q[(h0 + hh) * D + d] * s * inv_sqrt_d;
+  }
+  __syncthreads();
+  for (int hh = warp; hh < NH; hh += kWarps) {
+    float qsum = 0.0f, cs = 0.0f, amax = 0.0f;
+    for (int d = lane; d < D; d += 32) {
+      qsum += q_s[hh][d];
+      amax = fmaxf(amax, fabsf(q_s[hh][d]));
+      if (c.k_delta) cs += q[(h0 + hh) * D + d] * c.k_delta[kvh * D + d];
+    }
+    qsum = kv4dev::warp_sum(qsum);
+    cs = kv4dev::warp_sum(cs);
+    amax = kv4dev::warp_max(amax);
+    if (lane == 0) {
+      const int k = prescale_exponent(amax);
+      qmul_s[hh] = pow2f(k);
+      qinv_s[hh] = pow2f(-k);
+      qsum_s[hh] = qsum;
+      cst_s[hh] = cs * inv_sqrt_d;
+    }
+  }
+  __syncthreads();
+
+  // B fragments of phase 1 (constant over keys): column g = (head g/2, term g%2); k-step s = 2i + e covers
+  // word w = 4i + t of this lane's quad: b0 = channels (8w + 2e, 8w + 2e + 4), b1 = (8w + 2e + 1, 8w + 2e + 5),
+  // exactly the channels of the A pairs r[2e], r[2e+1] of decode_word_f16.
+  uint32_t kb[KSTEPS][2];
+  {
+    const int hh = g >> 1, v = g & 1;
+#pragma unroll
+    for (int s = 0; s < KSTEPS; ++s) {
+      const int c0 = 8 * (4 * (s >> 1) + t) + 2 * (s & 1);
+      if (hh < NH) {
+        const float mul = qmul_s[hh];
+        kb[s][0] = split_term(q_s[hh][c0] * mul, v) | (split_term(q_s[hh][c0 + 4] * mul, v) << 16);
+        kb[s][1] = split_term(q_s[hh][c0 + 1] * mul, v) | (split_term(q_s[hh][c0 + 5] * mul, v) << 16);
+      } else {
+        kb[s][0] = kb[s][1] = 0u;
+      }
+    }
+  }
+
+  const uint8_t* kpool = c.k_pool;
+  const uint8_t* vpool = c.v_pool;
+
+  // Phase 1: scores. The loop bounds are warp-uniform (the MMAs need the whole warp).
+  for (int tb = warp * kTcUnrollK; tb < n_tiles; tb += kWarps * kTcUnrollK) {
+    constexpr int U = kTcUnrollK;
+    uint32_t wa[U][KW], wb[U][KW], ha[U], hbv[U], vh[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int tile = min(tb + u, n_tiles - 1);  // past the end: reload the last tile, unused
+      const int ja = tile * 16 + g, jb = ja + 8;
+      const uint8_t* ra = kpool + size_t(row_s[ja]) * HB;
+      const uint8_t* rb = kpool + size_t(row_s[jb]) * HB;
+#pragma unroll
+      for (int i = 0; i < KW; ++i) {
+        wa[u][i] = ldg_u32(ra + 4 * (4 * i + t));
+        wb[u][i] = ldg_u32(rb + 4 * (4 * i + t));
+      }
+      ha[u] = ldg_u32(ra + D / 2);
+      hbv[u] = ldg_u32(rb + D / 2);
+      vh[u] = ldg_u32(vpool + size_t(row_s[(t & 1) ? jb : ja]) * HB + D / 2);  // for phase 2 (t < 2 use it)
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int tile = tb + u;
+      if (tile >= n_tiles) break;
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int i = 0; i < KW; ++i) {
+        uint32_t ra4[4], rb4[4];
+        decode_word_f16(wa[u][i], ra4);
+        decode_word_f16(wb[u][i], rb4);
+        mma_16816(acc, ra4[0], rb4[0], ra4[1], rb4[1], kb[2 * i][0], kb[2 * i][1]);
+        mma_16816(acc, ra4[2], rb4[2], ra4[3], rb4[3], kb[2 * i + 1][0], kb[2 * i + 1][1]);
+      }
+      const int ja = tile * 16 + g, jb = ja + 8;
+      if (t < NH) {
+        const float2 afa = header_affine(ha[u]), afb = header_affine(hbv[u]);
+        const float qi = qinv_s[t], qs = qsum_s[t], cs = cst_s[t];
+        sc[t][ja] = ja < n ? fmaf(afa.x * qi, acc[0] + acc[1], fmaf(afa.y, qs, cs)) : -INFINITY;
+        sc[t][jb] = jb < n ? fmaf(afb.x * qi, acc[2] + acc[3], fmaf(afb.y, qs, cs)) : -INFINITY;
+      }
+      if (t < 2) {
+        const float2 af = header_affine(vh[u]);
+        const int j = t ? jb : ja;
+        vsc_s[j] = af.x;
+        vb_s[j] = af.y;
+      }
+    }
+  }
+  __syncthreads();
+
+  // Phase 2: softmax statistics (n ≥ 1, so m is finite) and the V weights w = p·scale as prescaled hi/lo.
+  for (int hh = warp; hh < NH; hh += kWarps) {
+    float m = -INFINITY;
+    for (int j = lane; j < n; j += 32) m = fmaxf(m, sc[hh][j]);
+    m = kv4dev::warp_max(m);
+    float l = 0.0f, pb = 0.0f, wmax = 0.0f;
+    for (int j = lane; j < n16; j += 32) {
+      const float p = j < n ? expf(sc[hh][j] - m) : 0.0f;
+      const float w = p * vsc_s[j];
+      l += p;
+      pb = fmaf(p, vb_s[j], pb);
+      wmax = fmaxf(wmax, w);
+      sc[hh][j] = w;
+    }
+    l = kv4dev::warp_sum(l);
+    pb = kv4dev::warp_sum(pb);
+    wmax = kv4dev::warp_max(wmax);
+    const int k = prescale_exponent(wmax);
+    const float mul = pow2f(k);
+    for (int j = lane; j < n16; j += 32) {
+      const float x = sc[hh][j] * mul;
+      const __half hi = __float2half_rn(x);
+      wv_s[0][hh][j] = hi;
+      wv_s[1][hh][j] = __float2half_rn(x - __half2float(hi));
+    }
+    if (lane == 0) {
+      m_s[hh] = m;
+      l_s[hh] = l;
+      pb_s[hh] = pb;
+      vinv_s[hh] = pow2f(-k);
+    }
+  }
+  __syncthreads();
+
+  // Phase 3: acc[m] = MMA over keys. B: column g = (head g/2, term g%2), rows = keys 2t, 2t+1 (b0) and
+  // 2t+8, 2t+9 (b1) of the tile, read as FP16 pairs from wv_s. A: row r of channel tile m is channel
+  //   D = 128: row g ↔ 8g + m (word g), row g+8 ↔ 8(g+8) + m (word g+8);
+  //   D = 64:  row g ↔ 8g + 2m, row g+8 ↔ 8g + 2m + 1 (word g);
+  // so lane (g, t) needs exactly the words it loaded, of keys 2t, 2t+1 (a0, a1) and 2t+8, 2t+9 (a2, a3).
+  float acc[MT][4];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = 0.0f;
+  const bool has_b = (g >> 1) < NH;
+  const __half* wrow = &wv_s[g & 1][has_b ? (g >> 1) : 0][0];
+  for (int tb = warp * kTcUnrollV; tb < n_tiles; tb += kWarps * kTcUnrollV) {
+    constexpr int U = kTcUnrollV;
+    uint32_t vw[U][4][VW];  // [tile][key 2t, 2t+1, 2t+8, 2t+9][word g + 8·i]
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int tile = min(tb + u, n_tiles - 1);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const int jj = tile * 16 + 2 * t + (kk & 1) + 8 * (kk >> 1);
+        const uint8_t* r = vpool + size_t(row_s[jj]) * HB;
+#pragma unroll
+        for (int i = 0; i < VW; ++i) vw[u][kk][i] = ldg_u32(r + 4 * (g + 8 * i));
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int tile = tb + u;
+      if (tile >= n_tiles) break;
+      const int jb = tile * 16 + 2 * t;
+      const uint32_t b0 = has_b ? *reinterpret_cast<const uint32_t*>(wrow + jb) : 0u;
+      const uint32_t b1 = has_b ? *reinterpret_cast<const uint32_t*>(wrow + jb + 8) : 0u;
+      uint32_t pab[VW][8], pcd[VW][8];
+#pragma unroll
+      for (int i = 0; i < VW; ++i) {
+        decode_pair_f16(vw[u][0][i], vw[u][1][i], pab[i]);
+        decode_pair_f16(vw[u][2][i], vw[u][3][i], pcd[i]);
+      }
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        if constexpr (D == 128)
+          mma_16816(acc[m], pab[0][m], pab[1][m], pcd[0][m], pcd[1][m], b0, b1);
+        else
+          mma_16816(acc[m], pab[0][2 * m], pab[0][2 * m + 1], pcd[0][2 * m], pcd[0][2 * m + 1], b0, b1);
+      }
+    }
+  }
+  // Lane (g, t) holds head t's channels ch(m, g) (d0 + d1: hi + lo) and ch(m, g+8) (d2 + d3).
+  if (t < NH) {
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      const int c0 = D == 128 ? 8 * g + m : 8 * g + 2 * m;
+      const int c1 = D == 128 ? 8 * (g + 8) + m : 8 * g + 2 * m + 1;
+      red[warp][t][c0] = acc[m][0] + acc[m][1];
+      red[warp][t][c1] = acc[m][2] + acc[m][3];
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < NH * D; i += kThreads) {
+    const int hh = i / D, d = i % D;
+    float s = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) s += red[w][hh][d];
+    ws_acc[(size_t(h0 + hh) * n_splits + split) * D + d] = fmaf(s, vinv_s[hh], pb_s[hh]);
+  }
+  if (tid < NH) {
+    ws_ml[(size_t(h0 + tid) * n_splits + split) * 2 + 0] = m_s[tid];
+    ws_ml[(size_t(h0 + tid) * n_splits + split) * 2 + 1] = l_s[tid];
+  }
+}
+
+// One block of D threads per query head merges the active splits (ceil(n_cache / chunk), n_cache read on the
+// device on the graph path; the workspace stride is the grid's split count). The splits' maxima are reduced
+// in parallel, then each tile of kCombineTile splits gets its weights w_s = e^{m_s − M} computed once into
+// shared memory, and every thread sums its channel over the tile with independent loads.
 template <int D>
 __global__ void __launch_bounds__(D)
-    decode_combine_kernel(Kv4LayerCache c, Kv4DecodeArgs a, int n_splits, const float* __restrict__ ws_ml,
-                          const float* __restrict__ ws_acc) {
+    decode_combine_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
+                          const float* __restrict__ ws_ml, const float* __restrict__ ws_acc) {
   __shared__ float part[D / 32];
   __shared__ float wt_s[kCombineTile];
   __shared__ float bcast;
@@ -310,9 +708,11 @@ __global__ void __launch_bounds__(D)
   const int kvh = h / (a.n_heads / c.n_kv_heads);
   const float inv_sqrt_d = 1.0f / sqrtf(float(D));
   const float* ml = ws_ml + size_t(h) * n_splits * 2;
+  const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
+  const int n_active = min((n_cache + chunk - 1) / chunk, n_splits);
 
   float M = -INFINITY;
-  for (int s = d; s < n_splits; s += D) M = fmaxf(M, ml[2 * s]);
+  for (int s = d; s < n_active; s += D) M = fmaxf(M, ml[2 * s]);
   M = kv4dev::warp_max(M);
   if (lane == 0) part[warp] = M;
   __syncthreads();
@@ -334,8 +734,8 @@ __global__ void __launch_bounds__(D)
   }
 
   float l_part = 0.0f, acc = 0.0f;
-  for (int s0 = 0; s0 < n_splits; s0 += kCombineTile) {
-    const int ns = min(kCombineTile, n_splits - s0);
+  for (int s0 = 0; s0 < n_active; s0 += kCombineTile) {
+    const int ns = min(kCombineTile, n_active - s0);
     __syncthreads();  // previous tile's weights are consumed
     for (int i = d; i < ns; i += D) {
       const float wgt = expf(ml[2 * (s0 + i)] - M);
@@ -380,48 +780,67 @@ __global__ void __launch_bounds__(D)
   a.out[h * D + d] = num / den;
 }
 
-int multiprocessor_count() {
-  int dev = 0, sms = 0;
+int device_attribute(cudaDeviceAttr attr) {
+  int dev = 0, v = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  return std::max(sms, 1);
+  CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+  return v;
+}
+
+// Heads per block: FP32 kernel up to 8, tensor-core kernel up to 4 (N = 8 MMA columns = 4 × (hi, lo)).
+int heads_per_block(int gq, bool tc) {
+  if (!tc && gq % 8 == 0) return 8;
+  return gq % 4 == 0 ? 4 : gq % 2 == 0 ? 2 : 1;
 }
 
 template <int D, int NH, Hdr kOne>
-void launch_split(const Kv4LayerCache& c, const Kv4DecodeArgs& a, int chunk, int n_splits, int z, float* ws_ml,
-                  float* ws_acc, cudaStream_t stream) {
+void launch_split(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits, int z,
+                  float* ws_ml, float* ws_acc, cudaStream_t stream) {
   const dim3 grid(n_splits, c.n_kv_heads, z);
-  decode_split_kernel<D, NH, kOne><<<grid, kThreads, 0, stream>>>(
-      c, a.q, a.n_heads, a.n_cache, chunk, n_splits, kv4_head_bytes(D, c.group), ws_ml, ws_acc);
+  decode_split_kernel<D, NH, kOne><<<grid, kThreads, 0, stream>>>(c, a.q, a.n_heads, plan, n_splits,
+                                                                   kv4_head_bytes(D, c.group), ws_ml, ws_acc);
   WKV_CHECK_LAUNCH();
 }
 
 template <int D, Hdr kOne>
-void dispatch_nh(const Kv4LayerCache& c, const Kv4DecodeArgs& a, int chunk, int n_splits, float* ws_ml,
+void dispatch_nh(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits, float* ws_ml,
                  float* ws_acc, cudaStream_t stream) {
   const int gq = a.n_heads / c.n_kv_heads;
-  // NH = the largest of 8, 4, 2, 1 dividing gq; grid.z covers the rest of the group.
-  const int nh = gq % 8 == 0 ? 8 : gq % 4 == 0 ? 4 : gq % 2 == 0 ? 2 : 1;
-  switch (nh) {
-    case 8: launch_split<D, 8, kOne>(c, a, chunk, n_splits, gq / 8, ws_ml, ws_acc, stream); break;
-    case 4: launch_split<D, 4, kOne>(c, a, chunk, n_splits, gq / 4, ws_ml, ws_acc, stream); break;
-    case 2: launch_split<D, 2, kOne>(c, a, chunk, n_splits, gq / 2, ws_ml, ws_acc, stream); break;
-    default: launch_split<D, 1, kOne>(c, a, chunk, n_splits, gq, ws_ml, ws_acc, stream); break;
+  switch (heads_per_block(gq, false)) {
+    case 8: launch_split<D, 8, kOne>(c, a, plan, n_splits, gq / 8, ws_ml, ws_acc, stream); break;
+    case 4: launch_split<D, 4, kOne>(c, a, plan, n_splits, gq / 4, ws_ml, ws_acc, stream); break;
+    case 2: launch_split<D, 2, kOne>(c, a, plan, n_splits, gq / 2, ws_ml, ws_acc, stream); break;
+    default: launch_split<D, 1, kOne>(c, a, plan, n_splits, gq, ws_ml, ws_acc, stream); break;
   }
 }
 
+template <int D, int NH>
+void launch_split_tc(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
+                     float* ws_ml, float* ws_acc, cudaStream_t stream) {
+  const dim3 grid(n_splits, c.n_kv_heads, a.n_heads / c.n_kv_heads / NH);
+  decode_split_tc_kernel<D, NH><<<grid, kThreads, 0, stream>>>(c, a.q, a.n_heads, plan, n_splits, ws_ml, ws_acc);
+  WKV_CHECK_LAUNCH();
+}
+
 template <int D>
-void dispatch_d(const Kv4LayerCache& c, const Kv4DecodeArgs& a, int chunk, int n_splits, float* ws_ml,
-                float* ws_acc, cudaStream_t stream) {
+void dispatch_d(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits, bool tc,
+                float* ws_ml, float* ws_acc, cudaStream_t stream) {
   if (n_splits > 0) {
-    if (c.group == D)
-      dispatch_nh<D, Hdr::kRow>(c, a, chunk, n_splits, ws_ml, ws_acc, stream);
-    else if (c.group % 8 == 0)
-      dispatch_nh<D, Hdr::kWord>(c, a, chunk, n_splits, ws_ml, ws_acc, stream);
-    else
-      dispatch_nh<D, Hdr::kPair>(c, a, chunk, n_splits, ws_ml, ws_acc, stream);
+    if (tc) {
+      switch (heads_per_block(a.n_heads / c.n_kv_heads, true)) {
+        case 4: launch_split_tc<D, 4>(c, a, plan, n_splits, ws_ml, ws_acc, stream); break;
+        case 2: launch_split_tc<D, 2>(c, a, plan, n_splits, ws_ml, ws_acc, stream); break;
+        default: launch_split_tc<D, 1>(c, a, plan, n_splits, ws_ml, ws_acc, stream); break;
+      }
+    } else if (c.group == D) {
+      dispatch_nh<D, Hdr::kRow>(c, a, plan, n_splits, ws_ml, ws_acc, stream);
+    } else if (c.group % 8 == 0) {
+      dispatch_nh<D, Hdr::kWord>(c, a, plan, n_splits, ws_ml, ws_acc, stream);
+    } else {
+      dispatch_nh<D, Hdr::kPair>(c, a, plan, n_splits, ws_ml, ws_acc, stream);
+    }
   }
-  decode_combine_kernel<D><<<a.n_heads, D, 0, stream>>>(c, a, n_splits, ws_ml, ws_acc);
+  decode_combine_kernel<D><<<a.n_heads, D, 0, stream>>>(c, a, plan, n_splits, ws_ml, ws_acc);
   WKV_CHECK_LAUNCH();
 }
 
@@ -435,31 +854,40 @@ size_t kv4_decode_workspace_bytes(int n_heads, int head_dim, int n_cache_max) {
 void kv4_decode_attention(const Kv4LayerCache& c, const Kv4DecodeArgs& a, void* workspace, size_t workspace_bytes,
                           cudaStream_t stream) {
   auto fail = [](const std::string& m) { throw std::invalid_argument("kv4_decode_attention: " + m); };
-  validate_kv4_cache(c, std::max(a.n_cache, 0), "kv4_decode_attention");
+  const bool dev_n = a.n_cache_dev != nullptr;
+  // Graph path: n_cache_max bounds the device value and alone decides the launch configuration.
+  const int n_max = dev_n ? a.n_cache_max : a.n_cache;
+  if (n_max < 0) fail(dev_n ? "n_cache_max must be ≥ 0" : "n_cache must be ≥ 0");
+  validate_kv4_cache(c, n_max, "kv4_decode_attention");
   const int D = c.head_dim;
   if (!kv4_decode_supports_head_dim(D)) fail("head_dim " + std::to_string(D) + " is not supported (64 or 128)");
   if (a.n_heads < 1 || a.n_heads % c.n_kv_heads != 0)
     fail("n_heads " + std::to_string(a.n_heads) + " must be a positive multiple of n_kv_heads " +
          std::to_string(c.n_kv_heads));
-  if (a.n_cache < 0) fail("n_cache must be ≥ 0");
-  if (!a.poq && a.n_cache == 0) fail("without POQ the current token must be in the cache (n_cache ≥ 1)");
+  if (!a.poq && n_max == 0)
+    fail(dev_n ? "without POQ the current token must be in the cache (n_cache_max ≥ 1, device n_cache ≥ 1)"
+               : "without POQ the current token must be in the cache (n_cache ≥ 1)");
   if (!a.q || !a.out) fail("q and out must be non-null device pointers");
   if (a.poq && (!a.k_cur || !a.v_cur)) fail("with POQ, k_cur and v_cur must be non-null device pointers");
   if (a.keys_per_split != 0 && (a.keys_per_split < kMinChunk || a.keys_per_split > kMaxChunk))
     fail("keys_per_split " + std::to_string(a.keys_per_split) + " must be 0 or in [32, 512]");
 
-  int chunk = a.keys_per_split;
-  if (chunk == 0) {
-    // Enough blocks for ~8 per SM (bytes in flight), but splits of at least 64 keys (each split costs a
-    // partial write + read of (D + 2) floats per head, ~4% of a 64-key split's KV bytes at D = 128).
-    const int gq = a.n_heads / c.n_kv_heads;
-    const int nh = gq % 8 == 0 ? 8 : gq % 4 == 0 ? 4 : gq % 2 == 0 ? 2 : 1;
-    const int64_t others = int64_t(c.n_kv_heads) * (gq / nh);
-    const int64_t target_splits = std::max<int64_t>(1, (8 * int64_t(multiprocessor_count()) + others - 1) / others);
-    const int64_t per = (a.n_cache + target_splits - 1) / target_splits;
-    chunk = int(std::clamp<int64_t>((per + 31) / 32 * 32, 64, kMaxChunk));
-  }
-  const int n_splits = (a.n_cache + chunk - 1) / chunk;
+  // Tensor-core kernel for one header per row (the default G = D) on sm_80+; the FP32 kernel otherwise.
+  const bool tc = c.group == D && device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8;
+  const int gq = a.n_heads / c.n_kv_heads;
+  const int nh = heads_per_block(gq, tc);
+  // Automatic plan: ~8 blocks per SM over the grid's other dimensions (H_kv · gq/NH).
+  const int64_t others = int64_t(c.n_kv_heads) * (gq / nh);
+  const int64_t target = std::max<int64_t>(1, (8 * int64_t(device_attribute(cudaDevAttrMultiProcessorCount)) +
+                                               others - 1) / others);
+  SplitPlan plan{};
+  plan.n_dev = a.n_cache_dev;
+  plan.n_host = a.n_cache;
+  plan.n_max = n_max;
+  plan.target_splits = int(std::min<int64_t>(target, 1 << 20));
+  plan.fixed_chunk = a.keys_per_split;
+  const int n_splits = plan_grid_splits(plan);
+
   const size_t need = sizeof(float) * size_t(a.n_heads) * size_t(n_splits) * size_t(D + 2);
   if (n_splits > 0 && (!workspace || workspace_bytes < need))
     fail("workspace of " + std::to_string(workspace_bytes) + " bytes is smaller than the " + std::to_string(need) +
@@ -467,9 +895,9 @@ void kv4_decode_attention(const Kv4LayerCache& c, const Kv4DecodeArgs& a, void* 
   float* ws_ml = static_cast<float*>(workspace);
   float* ws_acc = ws_ml ? ws_ml + size_t(a.n_heads) * n_splits * 2 : nullptr;
   if (D == 64)
-    dispatch_d<64>(c, a, chunk, n_splits, ws_ml, ws_acc, stream);
+    dispatch_d<64>(c, a, plan, n_splits, tc, ws_ml, ws_acc, stream);
   else
-    dispatch_d<128>(c, a, chunk, n_splits, ws_ml, ws_acc, stream);
+    dispatch_d<128>(c, a, plan, n_splits, tc, ws_ml, ws_acc, stream);
 }
 
 }  // namespace wkv::kernels

@@ -83,6 +83,53 @@ TEST(Elementwise, RopeMatchesCpu) {
   }
 }
 
+// rope_at reads the position on the device (captured once in a CUDA graph, replayed at several positions):
+// the same bits as rope(x, T = 1, …, pos0 = position).
+TEST(Elementwise, RopeAtMatchesRopeBitExact) {
+  WKV_REQUIRE_GPU();
+  struct Case {
+    int heads, D;
+    float theta;
+  };
+  for (const Case c : {Case{1, 2, 10000.0f}, Case{32, 128, 10000.0f}, Case{8, 64, 500000.0f}, Case{3, 130, 1e6f}}) {
+    const uint32_t seed = wkv::test::fresh_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed) + " heads " + std::to_string(c.heads) + " D " + std::to_string(c.D));
+    std::mt19937 rng(seed);
+    const size_t n = (size_t)c.heads * c.D;
+    DeviceBuffer<float> dx(n), dref(n);
+    DeviceBuffer<int32_t> dpos(1);
+    cudaStream_t stream = nullptr;
+    wkv::test::cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    wkv::test::cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
+    wkv::kernels::rope_at(dx.get(), c.heads, c.D, dpos.get(), c.theta, stream);
+    wkv::test::cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
+    wkv::test::cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+    for (int pos : {0, 1, 17, 4095, 32767, 100000}) {
+      SCOPED_TRACE("pos " + std::to_string(pos));
+      const auto x = wkv::test::random_normal(rng, n, 1.0f);
+      dx.upload(x);
+      dref.upload(x);
+      const int32_t p = pos;
+      wkv::test::cuda_ok(cudaMemcpy(dpos.get(), &p, sizeof(p), cudaMemcpyHostToDevice), "pos");
+      wkv::test::cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
+      wkv::test::cuda_ok(cudaStreamSynchronize(stream), "graph sync");
+      wkv::kernels::rope(dref.get(), 1, c.heads, c.D, pos, c.theta);
+      const auto got = dx.download(), want = dref.download();
+      ASSERT_EQ(0, std::memcmp(got.data(), want.data(), n * sizeof(float)));
+      auto cpu = x;  // and the CPU reference, to the rope budget
+      wkv::cpu::rope(cpu.data(), 1, c.heads, c.D, pos, c.theta);
+      float mx = 0;
+      for (float v : x) mx = std::max(mx, std::fabs(v));
+      EXPECT_LE(wkv::test::max_abs_diff(got.data(), cpu.data(), n), 1e-5 * mx);
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+  }
+}
+
 TEST(Elementwise, SwigluMatchesCpu) {
   WKV_REQUIRE_GPU();
   for (int64_t n : {int64_t(1), int64_t(1000), int64_t(11008) * 3 + 5}) {
@@ -187,6 +234,8 @@ TEST(Elementwise, RejectsInvalidArguments) {
   float x = 0;
   EXPECT_THROW(wkv::kernels::rope(&x, 1, 1, 3, 0, 10000.0f), wkv::Error);  // odd head_dim
   EXPECT_THROW(wkv::kernels::rope(&x, 1, 1, 4, -1, 10000.0f), wkv::Error);
+  EXPECT_THROW(wkv::kernels::rope_at(&x, 1, 3, nullptr, 10000.0f), wkv::Error);  // odd head_dim
+  EXPECT_THROW(wkv::kernels::rope_at(&x, 1, 4, nullptr, 10000.0f), wkv::Error);  // no position
   EXPECT_THROW(wkv::kernels::rmsnorm_f32(&x, &x, 0, 4, 1e-5f, &x), wkv::Error);
   EXPECT_THROW(wkv::kernels::argmax(&x, 1, 0, nullptr), wkv::Error);
   EXPECT_THROW(wkv::kernels::embedding_lookup(nullptr, 1, 1, nullptr, 1, &x), wkv::Error);

@@ -1,10 +1,15 @@
 // GPU decode attention over the paged KV4 cache vs a double-precision reference on the reference-dequantized
-// cache (dequantize_kv4_ref). Error budget: relative L2 ≤ 1e-5 and max abs ≤ 1e-4 over all heads (the kernel
-// folds the smoothing into q and accumulates in FP32, so it differs from the reference only by rounding).
+// cache (dequantize_kv4_ref). Error budget: relative L2 ≤ 1e-5 (growing like √n past 512 keys) and max abs
+// ≤ 1e-4 over all heads: the FP32 kernel (G ≠ D) folds the smoothing into q and accumulates in FP32; the
+// tensor-core kernel (G = D) multiplies exact FP16 codes by hi + lo FP16 splits of q' and of the softmax
+// weights (22 significant bits) with FP32 accumulation, so both differ from the reference only by rounding.
+// The graph test checks the device-n_cache path: one captured launch (sized for n_cache_max) replayed at
+// many n_cache values gives the same bits as the host-n_cache path (same split plan) and meets the budget.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 
 #include "kv4_test_util.h"
@@ -114,6 +119,138 @@ TEST(GpuKv4DecodeAttention, MatchesReference) {
   run_decode_case({6, 2, 128, 2, 130, false, true, 96}, seed + i++);
   run_decode_case({32, 32, 128, 128, 2049, true, true, 0}, seed + i++);
   run_decode_case({64, 8, 128, 32, 700, true, false, 0}, seed + i++);  // gq = 8
+  // Tensor-core kernel (G = D): gq = 8 (NH = 4, grid.z = 2), gq = 3 (NH = 1, grid.z = 3), ragged splits.
+  run_decode_case({64, 8, 128, 128, 700, true, true, 0}, seed + i++);
+  run_decode_case({6, 2, 128, 128, 333, false, true, 0}, seed + i++);
+  run_decode_case({6, 2, 64, 64, 517, true, false, 80}, seed + i++);
+}
+
+// Reference output for `n` cached keys (and k_cur/v_cur with POQ), all heads, in double.
+std::vector<double> reference_output(const HostKv4Cache& host, int H, int n, bool poq, const std::vector<float>& q,
+                                     const std::vector<float>& k_cur, const std::vector<float>& v_cur) {
+  const int D = host.D, Hkv = host.Hkv, gq = H / Hkv;
+  const size_t kv = size_t(Hkv) * D;
+  std::vector<float> kd(size_t(n) * kv), vd(size_t(n) * kv);
+  for (int j = 0; j < n; ++j) {
+    host.get_row(false, j, kd.data() + j * kv);
+    host.get_row(true, j, vd.data() + j * kv);
+  }
+  std::vector<double> ref(size_t(H) * D);
+  for (int h = 0; h < H; ++h) {
+    const int kvh = h / gq;
+    std::vector<const float*> keys, vals;
+    for (int j = 0; j < n; ++j) {
+      keys.push_back(kd.data() + j * kv + kvh * D);
+      vals.push_back(vd.data() + j * kv + kvh * D);
+    }
+    if (poq) {
+      keys.push_back(k_cur.data() + kvh * D);
+      vals.push_back(v_cur.data() + kvh * D);
+    }
+    attend_ref(q.data() + h * D, keys, vals, D, ref.data() + h * D);
+  }
+  return ref;
+}
+
+struct GraphCase {
+  int H, Hkv, D, G, n_max;
+  bool poq, smoothing;
+  int keys_per_split;
+};
+
+// One CUDA graph captured with n_cache_dev (grid sized for n_max) and replayed at every n of the sweep.
+void run_graph_case(const GraphCase& c, unsigned seed) {
+  SCOPED_TRACE("seed " + std::to_string(seed) + " H " + std::to_string(c.H) + " Hkv " + std::to_string(c.Hkv) +
+               " D " + std::to_string(c.D) + " G " + std::to_string(c.G) + " n_max " + std::to_string(c.n_max) +
+               (c.poq ? " poq" : " no-poq") + (c.smoothing ? " smoothed" : " identity") + " split " +
+               std::to_string(c.keys_per_split));
+  std::mt19937 rng(seed);
+  HostKv4Cache host(rng, c.Hkv, c.D, c.G, c.n_max + 1, 64, c.smoothing);
+  const size_t kv = size_t(c.Hkv) * c.D;
+  for (int j = 0; j < c.n_max; ++j) {
+    const auto kr = uniform(rng, kv, -2.0f, 2.0f), vr = uniform(rng, kv, -1.0f, 1.0f);
+    host.set_row(false, j, kr.data());
+    host.set_row(true, j, vr.data());
+  }
+  const auto q = uniform(rng, size_t(c.H) * c.D, -1.0f, 1.0f);
+  const auto k_cur = uniform(rng, kv, -2.0f, 2.0f), v_cur = uniform(rng, kv, -1.0f, 1.0f);
+  DeviceKv4Cache dev(host);
+  auto dq = to_device(q), dk = to_device(k_cur), dv = to_device(v_cur);
+  DeviceBuf<float> out_graph(size_t(c.H) * c.D), out_host(size_t(c.H) * c.D);
+  DeviceBuf<int32_t> n_dev(1);
+  const size_t ws_bytes = wk::kv4_decode_workspace_bytes(c.H, c.D, c.n_max);
+  DeviceBuf<uint8_t> ws_graph(ws_bytes), ws_host(ws_bytes);
+  cuda_ok(cudaMemset(ws_graph.ptr, 0xFF, ws_bytes), "poison workspace");
+  cuda_ok(cudaMemset(ws_host.ptr, 0xFF, ws_bytes), "poison workspace");
+
+  wk::Kv4DecodeArgs a;
+  a.q = dq.ptr;
+  a.k_cur = dk.ptr;
+  a.v_cur = dv.ptr;
+  a.n_heads = c.H;
+  a.poq = c.poq;
+  a.keys_per_split = c.keys_per_split;
+
+  cudaStream_t stream = nullptr;
+  cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  wk::Kv4DecodeArgs ag = a;
+  ag.out = out_graph.ptr;
+  ag.n_cache = -12345;  // ignored on the device path
+  ag.n_cache_dev = n_dev.ptr;
+  ag.n_cache_max = c.n_max;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
+  wk::kv4_decode_attention(dev.view, ag, ws_graph.ptr, ws_bytes, stream);
+  cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
+  cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+
+  std::vector<int> sweep = {1, 63, 64, 65, 1000, c.n_max};
+  if (c.poq) sweep.insert(sweep.begin(), 0);
+  for (int n : sweep) {
+    if (n > c.n_max) continue;
+    SCOPED_TRACE("n_cache " + std::to_string(n));
+    const int32_t nv = n;
+    cuda_ok(cudaMemcpy(n_dev.ptr, &nv, sizeof(nv), cudaMemcpyHostToDevice), "set n_cache");
+    cuda_ok(cudaMemset(out_graph.ptr, 0xFF, sizeof(float) * out_graph.n), "poison");
+    cuda_ok(cudaMemset(out_host.ptr, 0xFF, sizeof(float) * out_host.n), "poison");
+    cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
+    cuda_ok(cudaStreamSynchronize(stream), "graph sync");
+    wk::Kv4DecodeArgs ah = a;
+    ah.out = out_host.ptr;
+    ah.n_cache = n;
+    wk::kv4_decode_attention(dev.view, ah, ws_host.ptr, ws_bytes);
+    cuda_ok(cudaDeviceSynchronize(), "sync");
+    const auto got = out_graph.download(), want = out_host.download();
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_TRUE(std::isfinite(got[i])) << "output " << i << " not written";
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(float) * got.size()))
+        << "device-n_cache output differs from the host-n_cache output (same split plan)";
+    const auto ref = reference_output(host, c.H, n, c.poq, q, k_cur, v_cur);
+    const double rel = rel_l2_d(got, ref), mx = max_abs_d(got, ref);
+    const double budget = 1e-5 * std::max(1.0, std::sqrt(n / 512.0));
+    EXPECT_LE(rel, budget) << "max abs " << mx;
+    EXPECT_LE(mx, 1e-4) << "rel L2 " << rel;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
+TEST(GpuKv4DecodeAttention, DeviceNCacheGraphReplay) {
+  const auto info = wkv::kernels::query_device();
+  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  const unsigned seed = std::random_device{}();
+  std::printf("seed %u\n", seed);
+  unsigned i = 0;
+  const int shapes[][2] = {{2, 2}, {32, 8}, {12, 4}};
+  for (const auto& s : shapes)
+    for (int D : {64, 128})
+      for (int G : {D, 32}) {
+        const int split = (i % 3 == 1) ? 32 : (i % 3 == 2) ? 96 : 0;
+        run_graph_case({s[0], s[1], D, G, 1500, (i % 4) != 3, (i % 2) == 0, split}, seed + i);
+        ++i;
+      }
+  run_graph_case({32, 32, 128, 128, 4100, true, true, 0}, seed + i++);  // LLaMA-2-7B-like, many splits
 }
 
 TEST(GpuKv4DecodeAttention, RejectsBadArguments) {
@@ -139,6 +276,15 @@ TEST(GpuKv4DecodeAttention, RejectsBadArguments) {
   a.poq = true;
   a.n_cache = 64;
   EXPECT_THROW(wk::kv4_decode_attention(dev.view, a, ws.ptr, 16), std::invalid_argument);  // workspace too small
+  // Device n_cache: the host checks n_cache_max (against the capacity), not the ignored n_cache field.
+  DeviceBuf<int32_t> n_dev(1);
+  a.n_cache = 0;
+  a.n_cache_dev = n_dev.ptr;
+  a.n_cache_max = 65;  // beyond capacity
+  EXPECT_THROW(wk::kv4_decode_attention(dev.view, a, ws.ptr, ws.n), std::invalid_argument);
+  a.n_cache_max = 0;
+  a.poq = false;  // nothing to attend to
+  EXPECT_THROW(wk::kv4_decode_attention(dev.view, a, ws.ptr, ws.n), std::invalid_argument);
 }
 
 }  // namespace
