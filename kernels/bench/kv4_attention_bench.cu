@@ -144,7 +144,7 @@ int main() {
     std::vector<uint8_t> hk(pool_bytes), hv(pool_bytes);
     CUDA_CHECK(cudaMemcpy(hk.data(), layers[0].k, pool_bytes, cudaMemcpyDeviceToHost));
     CUDA_CHECK(cudaMemcpy(hv.data(), layers[0].v, pool_bytes, cudaMemcpyDeviceToHost));
-    auto off = [&](int j, int h) { return ((size_t(table[j / kP]) * kP + j % kP) * kHkv + h) * hb; };
+    auto off = [&](int j, int h) { return wkv::kernels::kv4_row_index(table[j / kP], j % kP, h, kHkv, kP) * hb; };
     {  // append: re-append known rows at positions 4096 … 4096+63 of layer 0 and compare bits on the host.
       const int T = 64;
       std::vector<float> xk(kvdim * T), xv(kvdim * T);

@@ -50,6 +50,26 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(const float* __restri
     store_out(y, base + i, __fmul_rn(__fmul_rn(x[base + i], inv), weight[i]));
 }
 
+// x += r, then y = rmsnorm(x) — the residual add of a block fused with the norm that follows it (one launch
+// instead of two in the decode step). Each thread adds, stores and squares the same elements the plain
+// rmsnorm kernel's thread would read, in the same order, so y and x are bit-identical to add_inplace
+// followed by rmsnorm_f32. y may alias r (each thread reads r[i] before the block reduction and writes y[i]
+// after it, for the same i), hence no __restrict__ on either.
+__global__ void __launch_bounds__(kThreads) add_rmsnorm_kernel(float* x, const float* r,
+                                                               const float* __restrict__ weight, int n, float eps,
+                                                               float* y) {
+  const size_t base = (size_t)blockIdx.x * n;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < n; i += kThreads) {
+    const float v = __fadd_rn(x[base + i], r[base + i]);
+    x[base + i] = v;
+    ss = fmaf(v, v, ss);
+  }
+  ss = block_sum(ss);
+  const float inv = __fdiv_rn(1.0f, sqrtf(__fadd_rn(__fdiv_rn(ss, (float)n), eps)));
+  for (int i = threadIdx.x; i < n; i += kThreads) y[base + i] = __fmul_rn(__fmul_rn(x[base + i], inv), weight[i]);
+}
+
 // Thread (t, i) for i < D/2 computes the angle once and rotates pair (i, i + D/2) of every head.
 // inv_freq = 1 / theta^(2i/D): the exponent is the same float quotient as the reference, the power is
 // taken in double and rounded once to float (the correctly rounded powf value the host computes), so the
@@ -167,6 +187,16 @@ void rmsnorm_launch(const float* x, const float* weight, int T, int n, float eps
 
 void rmsnorm_f32(const float* x, const float* weight, int T, int n, float eps, float* y, cudaStream_t stream) {
   rmsnorm_launch(x, weight, T, n, eps, y, stream);
+}
+
+void add_rmsnorm_f32(float* x, const float* r, const float* weight, int T, int n, float eps, float* y,
+                     cudaStream_t stream) {
+  require_arg(T >= 1 && n >= 1, "add_rmsnorm: T=" + std::to_string(T) + " and n=" + std::to_string(n) +
+                                    " must be >= 1");
+  require_arg(std::isfinite(eps) && eps >= 0.0f, "add_rmsnorm: eps must be finite and >= 0");
+  require_arg(x && r && weight && y, "add_rmsnorm: x, r, weight and y must be non-null device pointers");
+  add_rmsnorm_kernel<<<T, kThreads, 0, stream>>>(x, r, weight, n, eps, y);
+  WKV_CHECK_LAUNCH();
 }
 
 void rmsnorm_f16(const float* x, const float* weight, int T, int n, float eps, uint16_t* y,

@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int jj = tid; jj < n; jj += kThreads) {
     const int j = j0 + jj;
     const int page = __ldg(c.page_table + j / c.page_size);
-    row_s[jj] = uint32_t((size_t(page) * c.page_size + j % c.page_size) * Hkv + kvh);
+    row_s[jj] = uint32_t(kv4_row_index(page, j % c.page_size, kvh, Hkv, c.page_size));
   }
   for (int i = tid; i < NH * D; i += kThreads) {
     const int hh = i / D, d = i % D;
@@ -490,7 +490,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int jj = tid; jj < n16; jj += kThreads) {
     const int j = j0 + min(jj, n - 1);
     const int page = __ldg(c.page_table + j / c.page_size);
-    row_s[jj] = uint32_t((size_t(page) * c.page_size + j % c.page_size) * Hkv + kvh);
+    row_s[jj] = uint32_t(kv4_row_index(page, j % c.page_size, kvh, Hkv, c.page_size));
   }
   for (int i = tid; i < NH * D; i += kThreads) {
     const int hh = i / D, d = i % D;

@@ -16,7 +16,7 @@ namespace wkv::kernels::kv4dev {
 __device__ __forceinline__ const uint8_t* row_ptr(const uint8_t* pool, const Kv4LayerCache& c, size_t head_bytes,
                                                   int j, int h) {
   const int page = __ldg(c.page_table + j / c.page_size);
-  return pool + ((size_t(page) * c.page_size + j % c.page_size) * c.n_kv_heads + h) * head_bytes;
+  return pool + kv4_row_index(page, j % c.page_size, h, c.n_kv_heads, c.page_size) * head_bytes;
 }
 
 // FP16 bits → float (exact; the same value as wkv::fp16_to_float).

@@ -163,6 +163,29 @@ TEST(Elementwise, AddIsExact) {
   for (int64_t i = 0; i < n; ++i) ASSERT_EQ(y[i], x[i] + r[i]) << i;
 }
 
+// The fused residual add + norm of the decode step equals the two separate kernels bit for bit.
+TEST(Elementwise, AddRmsNormEqualsAddThenRmsNorm) {
+  WKV_REQUIRE_GPU();
+  for (int T : {1, 3})
+    for (int n : {1, 255, 4096, 5120}) {
+      const uint32_t seed = wkv::test::fresh_seed();
+      SCOPED_TRACE("seed " + std::to_string(seed) + " T " + std::to_string(T) + " n " + std::to_string(n));
+      std::mt19937 rng(seed);
+      const auto x = wkv::test::random_normal(rng, (size_t)T * n, 2.0f);
+      const auto r = wkv::test::random_normal(rng, (size_t)T * n, 0.5f);
+      const auto w = wkv::test::random_normal(rng, n, 0.5f, 1.0f);
+      DeviceBuffer<float> x1(x), x2(x), dr(r), dw(w), y1((size_t)T * n), y2((size_t)T * n);
+      y2.poison(0xFF);
+      wkv::kernels::add_inplace(x1.get(), dr.get(), (int64_t)T * n);
+      wkv::kernels::rmsnorm_f32(x1.get(), dw.get(), T, n, 1e-5f, y1.get());
+      wkv::kernels::add_rmsnorm_f32(x2.get(), dr.get(), dw.get(), T, n, 1e-5f, y2.get());
+      EXPECT_EQ(x1.download(), x2.download());
+      EXPECT_EQ(y1.download(), y2.download());
+    }
+  DeviceBuffer<float> d(4);
+  EXPECT_THROW(wkv::kernels::add_rmsnorm_f32(d.get(), nullptr, d.get(), 1, 4, 1e-5f, d.get()), wkv::Error);
+}
+
 TEST(Elementwise, EmbeddingLookupIsExact) {
   WKV_REQUIRE_GPU();
   const uint32_t seed = wkv::test::fresh_seed();

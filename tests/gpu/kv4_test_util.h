@@ -92,7 +92,7 @@ struct HostKv4Cache {
     }
   }
 
-  size_t offset(int j, int h) const { return ((size_t(table[j / P]) * P + j % P) * Hkv + h) * hb; }
+  size_t offset(int j, int h) const { return wkv::kernels::kv4_row_index(table[j / P], j % P, h, Hkv, P) * hb; }
 
   static const float* ptr_or_null(const std::vector<float>& v, int h, int D) {
     return v.empty() ? nullptr : v.data() + size_t(h) * D;

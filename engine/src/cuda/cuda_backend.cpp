@@ -372,11 +372,14 @@ class CudaSessionState final : public SessionState {
   // The whole forward of T tokens on stream_; logits of tokens first … T−1 into logits_.
   void enqueue_forward(int T, const Positions& P, const int32_t* ids, int first) {
     const int d = info_.dim, H = info_.n_heads;
-    wk::embedding_lookup(w_.embed.as<uint16_t>(), info_.vocab_size, d, ids, T, x_.as<float>(), stream_);
+    float *x = x_.as<float>(), *h = h_.as<float>();
+    wk::embedding_lookup(w_.embed.as<uint16_t>(), info_.vocab_size, d, ids, T, x, stream_);
+    // Residual adds are fused with the norm that follows them (add_rmsnorm_f32): h = attn_norm(x) of layer
+    // 0 here, of layer l + 1 at the end of layer l.
+    wk::rmsnorm_f32(x, w_.layers[0].attn_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
     for (int l = 0; l < info_.n_layers; ++l) {
       const DeviceLayer& L = w_.layers[l];
-      float *x = x_.as<float>(), *h = h_.as<float>(), *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
-      wk::rmsnorm_f32(x, L.attn_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
+      float *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
       const int qd = H * D_;
       act4_input(L.qkv, h, T, d);
       if (T == 1) {  // one launch for q, k and v: their outputs are consecutive in qkv_
@@ -389,9 +392,8 @@ class CudaSessionState final : public SessionState {
         linear(view_of(L.qkv, qd, kv_dim_), h, T, k);
         linear(view_of(L.qkv, qd + kv_dim_, kv_dim_), h, T, v);
       }
-      if (P.dev) {
-        wk::rope_at(q, H, D_, P.pos_dev(), info_.rope_theta, stream_);
-        wk::rope_at(k, info_.n_kv_heads, D_, P.pos_dev(), info_.rope_theta, stream_);
+      if (P.dev) {  // decode: q and k are consecutive in qkv_, so one launch rotates both
+        wk::rope_at(q, H + info_.n_kv_heads, D_, P.pos_dev(), info_.rope_theta, stream_);
       } else {
         wk::rope(q, T, H, D_, P.pos0, info_.rope_theta, stream_);
         wk::rope(k, T, info_.n_kv_heads, D_, P.pos0, info_.rope_theta, stream_);
@@ -400,8 +402,7 @@ class CudaSessionState final : public SessionState {
       else attention_kv16(l, T, P, q, k, v);
       act4_input(L.wo, att_.as<float>(), T, qd);
       linear(view_of(L.wo), att_.as<float>(), T, h);
-      wk::add_inplace(x, h, int64_t(T) * d, stream_);
-      wk::rmsnorm_f32(x, L.ffn_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
+      wk::add_rmsnorm_f32(x, h, L.ffn_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
       act4_input(L.gate_up, h, T, d);
       float *g = g_.as<float>(), *u = u_.as<float>();
       if (T == 1) {  // gate and up in one launch
@@ -414,12 +415,16 @@ class CudaSessionState final : public SessionState {
       wk::swiglu(g, u, int64_t(T) * info_.ffn_dim, stream_);
       act4_input(L.w_down, g, T, info_.ffn_dim);
       linear(view_of(L.w_down), g, T, h);
-      wk::add_inplace(x, h, int64_t(T) * d, stream_);
+      if (l + 1 < info_.n_layers) {
+        wk::add_rmsnorm_f32(x, h, w_.layers[l + 1].attn_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
+      } else if (first == 0) {  // every row's logits: the final norm fused like the others
+        wk::add_rmsnorm_f32(x, h, w_.final_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
+      } else {
+        wk::add_inplace(x, h, int64_t(T) * d, stream_);
+        wk::rmsnorm_f32(x + size_t(first) * d, w_.final_norm.as<float>(), T - first, d, info_.norm_eps, h, stream_);
+      }
     }
-    const int rows = T - first;
-    wk::rmsnorm_f32(x_.as<float>() + size_t(first) * d, w_.final_norm.as<float>(), rows, d, info_.norm_eps,
-                    h_.as<float>(), stream_);
-    linear(view_of(w_.lm_head), h_.as<float>(), rows, logits_.as<float>());
+    linear(view_of(w_.lm_head), h, T - first, logits_.as<float>());
   }
 
   void ensure_scratch(int T) {

@@ -12,6 +12,10 @@ namespace wkv::kernels {
 // y[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight, x: [T][n] FP32, weight: [n] FP32. One block per row.
 void rmsnorm_f32(const float* x, const float* weight, int T, int n, float eps, float* y,
                  cudaStream_t stream = 0);
+// x[t] += r[t], then y[t] = rmsnorm(x[t]) as above: bit-identical to add_inplace + rmsnorm_f32, one launch.
+// y may be the same buffer as r (not as x).
+void add_rmsnorm_f32(float* x, const float* r, const float* weight, int T, int n, float eps, float* y,
+                     cudaStream_t stream = 0);
 // Same, output rounded to FP16 bits (round to nearest even) for a following FP16 GEMM.
 void rmsnorm_f16(const float* x, const float* weight, int T, int n, float eps, uint16_t* y,
                  cudaStream_t stream = 0);

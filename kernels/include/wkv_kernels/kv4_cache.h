@@ -5,8 +5,11 @@
 //
 // Paging: the cache of one layer is a set of pages of P tokens. page_table[i] (device int32, i = logical
 // page) is the physical page index into the pools. Token j's row for KV head h starts at
-//   pool + ((page_table[j / P] · P + j % P) · H_kv + h) · kv4_head_bytes(D, G)
-// so one physical page holds P tokens × H_kv heads contiguously. K and V have separate pools that share
+//   pool + kv4_row_index(page_table[j / P], j % P, h, H_kv, P) · kv4_head_bytes(D, G)
+//        = pool + ((page_table[j / P] · H_kv + h) · P + j % P) · kv4_head_bytes(D, G)
+// i.e. head-major inside a page: one head's rows of P consecutive tokens are one contiguous run of
+// P · head_bytes bytes, so the decode attention, which walks one head's keys, reads whole DRAM sectors
+// (token-major rows of 68 bytes interleaved across heads wasted about a third of every sector fetched). K and V have separate pools that share
 // the page table. All pointers are device memory; pools must be 4-byte aligned (cudaMalloc is).
 //
 // Smoothing (DESIGN.md, per layer and per KV channel c = h·D + d): x̃ = (x − δ)/s on the way in,
@@ -35,6 +38,12 @@ struct Kv4LayerCache {
 
   int capacity() const { return n_pages * page_size; }
 };
+
+// Row number (in units of head_bytes) of token j_in_page of physical page `page`, KV head h (host and
+// device code).
+constexpr size_t kv4_row_index(int page, int j_in_page, int h, int n_kv_heads, int page_size) {
+  return (size_t(page) * n_kv_heads + h) * page_size + j_in_page;
+}
 
 // Bytes of one (token, KV head) row: D/2 code bytes + 4·(D/G) header bytes (== wkv::kv4_bytes_per_head).
 inline size_t kv4_head_bytes(int D, int G) { return size_t(D / 2) + 4 * size_t(D / G); }
