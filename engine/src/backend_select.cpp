@@ -29,7 +29,7 @@ CalibrationResult calibrate_wkvquant_cuda(const ModelInfo&, const CpuModelWeight
 }
 void cuda_block_forward_backward(const BlockShape&, const LayerWeights&, const BlockQuantParams*, const float*, int,
                                  const float*, std::vector<float>*, std::vector<float>*, BlockQuantParams*,
-                                 std::vector<float>*) {
+                                 BlockTape*) {
   throw Error(ErrorCode::unsupported, "GPU calibration unavailable: this build has no CUDA support");
 }
 }  // namespace calib

@@ -187,7 +187,8 @@ TEST_F(CalibOpsGpu, PoqAttention) {
       expect_close(outd.download(), out, 1e-5, "out");
 
       // Backward from the CPU's probabilities, gradients accumulated onto random starting values.
-      Vec dq = r.normal(nq), dk = r.normal(nkv), dv = r.normal(nkv), dkq = r.normal(nkv), dvq = r.normal(nkv);
+      Vec dq = r.normal(nq, 0.1f), dk = r.normal(nkv, 0.1f), dv = r.normal(nkv, 0.1f), dkq = r.normal(nkv, 0.1f),
+          dvq = r.normal(nkv, 0.1f);
       DeviceBuffer<float> pin(probs), dqd(dq), dkd(dk), dvd(dv), dkqd(dkq), dvqd(dvq);
       kc::poq_attention_bwd(blas, ks, qd.get(), kd.get(), vd.get(), poq ? kqd.get() : nullptr,
                             poq ? vqd.get() : nullptr, pin.get(), doutd.get(), dqd.get(), dkd.get(), dvd.get(),
@@ -214,7 +215,7 @@ TEST_F(CalibOpsGpu, LwcFakeQuant) {
       for (int c = 0; c < cols; ++c) W[size_t(2) * cols + c] = 0.01f;  // a constant row: h clamps at 1e-5
       const size_t ng = size_t(rows) * (cols / group);
       const Vec a = r.uniform(ng, -1.0f, 5.0f), b = r.uniform(ng, -1.0f, 5.0f), g = r.normal(W.size());
-      Vec Wq(W.size()), da = r.normal(ng), db = r.normal(ng);
+      Vec Wq(W.size()), da = r.normal(ng, 1e-4f), db = r.normal(ng, 1e-4f);  // below the gradients' scale
       DeviceBuffer<float> Wd(W), ad(a), bd(b), gd(g), Wqd(W.size()), dad(da), dbd(db);
       Wqd.poison();
       kc::lwc_fake_quant_fwd(Wd.get(), rows, cols, group, lwc ? ad.get() : nullptr, lwc ? bd.get() : nullptr,

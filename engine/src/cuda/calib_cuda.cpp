@@ -548,7 +548,7 @@ CalibrationResult calibrate_wkvquant_cuda(const ModelInfo& info, const CpuModelW
 
 void cuda_block_forward_backward(const BlockShape& s, const LayerWeights& w, const BlockQuantParams* params,
                                  const float* x, int L, const float* dy, std::vector<float>* y,
-                                 std::vector<float>* dx, BlockQuantParams* grads, std::vector<float>* probs) {
+                                 std::vector<float>* dx, BlockQuantParams* grads, BlockTape* tape_out) {
   require_gpu();
   Tracker t;
   kc::Blas blas(0, false);
@@ -575,9 +575,32 @@ void cuda_block_forward_backward(const BlockShape& s, const LayerWeights& w, con
     y->resize(Ld);
     to_host(y->data(), dyb.f(), Ld);
   }
-  if (probs) {
-    probs->resize(size_t(s.n_heads) * L * L);
-    to_host(probs->data(), tape.probs.f(), probs->size());
+  if (tape_out) {
+    BlockTape& h = *tape_out;
+    h.N = 1;
+    h.L = L;
+    h.quantized = tape.quantized;
+    auto get = [](std::vector<float>& v, const DBuf& b) {
+      v.resize(b.bytes() / sizeof(float));
+      if (!v.empty()) to_host(v.data(), b.f(), v.size());
+    };
+    for (int i = 0; i < kNumLinears; ++i) get(h.wq[i], tape.wq[i]);
+    get(h.x, tape.x);
+    get(h.h1, tape.h1);
+    get(h.inv1, tape.inv1);
+    get(h.q, tape.q);
+    get(h.k, tape.k);
+    get(h.v, tape.v);
+    get(h.kq, tape.kq);
+    get(h.vq, tape.vq);
+    get(h.probs, tape.probs);
+    get(h.att, tape.att);
+    get(h.x2, tape.x2);
+    get(h.h2, tape.h2);
+    get(h.inv2, tape.inv2);
+    get(h.g, tape.g);
+    get(h.u, tape.u);
+    get(h.act, tape.act);
   }
   if (!dy) return;
   to_device(dyb.f(), dy, Ld);

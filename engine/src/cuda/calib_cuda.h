@@ -50,10 +50,10 @@ CalibrationResult calibrate_wkvquant_cuda(const ModelInfo& info, const CpuModelW
 
 // For tests: block_forward + block_backward of ONE segment of L tokens on the GPU, host in / out (the
 // device code the calibrator runs). params null = full-precision path. y [L][dim]; with dy [L][dim] given,
-// dx [L][dim] and (quantized path) grads (same layout as params, overwritten) are filled. probs, when
-// non-null, receives the tape's attention probabilities [H][L][L].
+// dx [L][dim] and (quantized path) grads (same layout as params, overwritten) are filled. tape, when
+// non-null, receives a host copy of the device tape (N = 1), comparable with block_forward's.
 void cuda_block_forward_backward(const BlockShape& s, const LayerWeights& w, const BlockQuantParams* params,
                                  const float* x, int L, const float* dy, std::vector<float>* y,
-                                 std::vector<float>* dx, BlockQuantParams* grads, std::vector<float>* probs = nullptr);
+                                 std::vector<float>* dx, BlockQuantParams* grads, BlockTape* tape = nullptr);
 
 }  // namespace wkv::calib
