@@ -81,16 +81,19 @@ class DBuf {
   Tracker* t_ = nullptr;
 };
 
+// Copies and fills of n floats (no-ops for n = 0, where the pointers may be null).
 void to_device(float* dst, const float* src, size_t n) {
-  check(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice), "upload");
+  if (n) check(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice), "upload");
 }
 void to_host(float* dst, const float* src, size_t n) {
-  check(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost), "download");
+  if (n) check(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost), "download");
 }
 void d2d(float* dst, const float* src, size_t n) {
-  check(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice), "device copy");
+  if (n) check(cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice), "device copy");
 }
-void zero(float* p, size_t n) { check(cudaMemset(p, 0, n * sizeof(float)), "memset"); }
+void zero(float* p, size_t n) {
+  if (n) check(cudaMemset(p, 0, n * sizeof(float)), "memset");
+}
 
 DBuf upload(const std::vector<float>& v, Tracker* t, const char* what) {
   DBuf b = DBuf::floats(v.size(), t, what);
