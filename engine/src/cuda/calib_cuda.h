@@ -10,19 +10,21 @@
 //                                 one full-precision boundary suffices because run_calibration advances
 //                                 it block by block (targets are needed in increasing order)
 //   weights      (k+1)·(P + 2d)   the dense FP32 blocks l … l+k (uploaded on demand, freed behind)
-//   tapes        k·(L·(4d + 2q + 4c + 3F + 2) + H·L²) + P   one segment; tape 0 also holds the
-//                                 fake-quantized weights; the probabilities H·L² dominate
-//   backward     P (dL/dW') + L·(3d + 2q + 4c + 3F) + 2L² + 2L·c   (+ per-block params/grads/Adam: tiny)
+//   tapes        k·(L·(4d + 2q + 4c + 3F + 2) + H·L²) + P   one segment each (the quantized block's tape
+//                                 and k−1 full-precision ones); tape 0 also holds the fake-quantized
+//                                 weights; the probabilities H·L² dominate
+//   backward     P (dL/dW') + L·(6d + 2q + 4c + 3F) + 2L² + 2L·c   (incl. the a / b / grad segment buffers;
+//                                 the block's parameters, gradients and Adam moments are tiny)
 // LLaMA-2-7B (d 4096, H = Hkv 32 × 128, F 11008, 32 layers; P = 202.4 M), N = 128, L = 2048, k = 5:
 //   activations 2 × 4.29 GB = 8.6 GB; weights 6 × 0.81 GB = 4.9 GB; tapes 5 × 1.14 GB + 0.81 GB = 6.5 GB;
-//   backward 0.81 + 0.32 + 0.03 GB = 1.2 GB  →  ~21 GB, well inside the H200's 141 GB (the CPU design of
-//   one boundary copy per block would need 33 × 4.29 GB = 142 GB; streaming the target avoids that, so
-//   nothing is stored in FP16 or streamed from the host).
-// ref-a (d 256, 8 layers, H = Hkv 2 × 128, F 768, vocab 8192, ctx 2048; P = 0.72 M), N = 128, L = 2048,
-// k = 5:  activations 2 × 268 MB = 537 MB; weights 6 × 2.9 MB = 17 MB; tapes 5 × 59 MB + 3 MB = 298 MB
-// (probs 33.6 MB each); backward ~33 MB  →  ~0.9 GB.
+//   backward 0.81 + 0.67 + 0.03 + 0.07 GB = 1.6 GB  →  ~21.6 GB, well inside the H200's 141 GB. (Keeping
+//   one full-precision copy per block boundary, as the first CPU version did, would need 33 × 4.29 GB =
+//   142 GB; streaming the target avoids that, so nothing is stored in FP16 or streamed from the host.)
+// ref-a (d 256, 8 layers, H = Hkv 2 × 128, F 768, vocab 8192, ctx 2048; P = 0.85 M), N = 128, L = 2048,
+// k = 5:  activations 2 × 268 MB = 537 MB; weights 6 × 3.4 MB = 20 MB; tapes 5 × 73 MB + 3.4 MB = 370 MB
+// (probs 33.6 MB each); backward ~85 MB  →  ~1.0 GB.
 // Not counted: the CUDA context and cuBLAS's workspace (a few hundred MB). peak_device_bytes in the result
-// is the peak of what this calibrator allocated (tracked by its allocator).
+// is the peak of what this calibrator allocated (tracked by its allocator), not of the whole process.
 #pragma once
 
 #include <string>
