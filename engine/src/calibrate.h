@@ -16,10 +16,13 @@
 // (quantized, learned parameters) to give block l+1 its input.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "calib_block.h"
+#include "quant_formats.h"
 #include "wkv/engine.h"
 
 namespace wkv::calib {
@@ -57,7 +60,46 @@ struct BlockCalibration {
 
 struct CalibrationResult {
   std::vector<BlockCalibration> blocks;  // one per calibrated block, in order
+  std::string device = "cpu";            // where it ran: "cpu" or "cuda: <GPU name>"
+  double seconds = 0;                    // wall time of the whole calibration
+  int64_t peak_device_bytes = 0;         // CUDA: peak bytes the calibrator held in device buffers (else 0)
 };
+
+// What the calibration loop asks of the device it runs on; the loop itself (run_calibration) is written
+// once. Implementations: the CPU reference (calibrate.cpp) and CUDA (cuda/calib_cuda.cpp).
+//
+// The backend holds two activation sets of the N segments, [N][L][dim] each:
+//   fp  the full-precision stream: starts as the embeddings (input of block 0) and is advanced one block at
+//       a time; while block l trains it holds fp[l + k_l], the CRR target (targets are needed in increasing
+//       order, so one buffer suffices instead of one per boundary);
+//   qx  the input of the block being trained, through the already calibrated quantized blocks before it.
+class CalibBackend {
+ public:
+  virtual ~CalibBackend() = default;
+  // fp = qx = the embeddings of the segments.
+  virtual void load_inputs(const std::vector<std::vector<TokenId>>& segments) = 0;
+  // fp ← full-precision block `layer` applied to fp (which must be that block's input). With kstats /
+  // vstats, adds every segment's K (after RoPE) / V rows of the block except the BOS row.
+  virtual void advance_fp(int layer, KvChannelStats* kstats, KvChannelStats* vstats) = 0;
+  // Starts block l with the CRR path l … l+k−1 and the parameters `init`; resets the optimizer.
+  virtual void begin_block(int l, int k, const BlockQuantParams& init) = 0;
+  // Loss of segment n with the current parameters (no gradient).
+  virtual double eval_loss(int n) = 0;
+  // Loss of segment n, its gradient, and one AdamW step (calibrate.h's settings) on the parameters.
+  virtual double train_step(int n) = 0;
+  // The current parameters.
+  virtual BlockQuantParams params() = 0;
+  // qx ← block l quantized with the current parameters applied to qx (the next block's input).
+  virtual void advance_quantized(int l) = 0;
+};
+
+// Checks the segments (non-empty, one length ≥ 2, ids in the vocabulary) and cfg; returns the block shape.
+BlockShape check_calibration_inputs(const ModelInfo& info, const std::vector<std::vector<TokenId>>& segments,
+                                    const CalibrationConfig& cfg);
+// The calibration loop over a backend: statistics, initialization, epochs in the seeded order, progress and
+// cancellation, next-block inputs. Fills blocks and seconds (device / peak memory are the caller's).
+CalibrationResult run_calibration(CalibBackend& backend, const ModelInfo& info, const BlockShape& shape,
+                                  const std::vector<std::vector<TokenId>>& segments, const CalibrationConfig& cfg);
 
 // `n` segments of [BOS] + L−1 consecutive tokens of `ids`, start positions drawn uniformly with
 // std::mt19937_64(seed) (the rule method stats uses). Throws when ids has fewer than L−1 tokens.

@@ -11,7 +11,8 @@
 //   wkvquant  learned LWC clipping and KV smoothing, trained block by block with CRR on the CPU
 //          (calibrate.h); the W4 weights are then quantized with the learned a, b and the learned δ, s are
 //          saved. Defaults: 16 segments × min(512, context) tokens (fewer and shorter than the paper's
-//          128 × 2048, which the CPU reference cannot afford; --samples / --seqlen raise them).
+//          128 × 2048, which the CPU reference cannot afford; --samples / --seqlen raise them). Runs on
+//          the GPU (cuda/calib_cuda.h) when options.device is "cuda", or "auto" and a GPU is present.
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -21,6 +22,7 @@
 
 #include "backend.h"
 #include "calibrate.h"
+#include "cuda/calib_cuda.h"
 #include "model_loader.h"
 #include "model_quant.h"
 #include "sha256.h"
@@ -108,9 +110,21 @@ CalibStats collect_kv_stats(const Model& model, const std::vector<std::vector<To
   return st;
 }
 
+// Whether calibration runs on the GPU (QuantizeOptions::device).
+bool calibrate_on_gpu(const QuantizeOptions& opt) {
+  if (opt.device == "cpu") return false;
+  if (opt.device != "auto" && opt.device != "cuda")
+    throw Error(ErrorCode::invalid_argument, "quantize: device '" + opt.device + "': expected auto, cpu or cuda");
+  std::string why;
+  const bool gpu = calib::cuda_calibration_available(&why);
+  if (opt.device == "cuda" && !gpu)
+    throw Error(ErrorCode::unsupported, "quantize: --device cuda but GPU calibration is unavailable: " + why);
+  return gpu;
+}
+
 }  // namespace
 
-void quantize_to_file(const std::string& model_path, const std::string& out_path, const QuantizeOptions& opt) {
+QuantizeReport quantize_to_file(const std::string& model_path, const std::string& out_path, const QuantizeOptions& opt) {
   auto report = [&](const char* stage, int step, int total) {
     if (!opt.progress) return;
     QuantizeProgress p;
@@ -120,6 +134,9 @@ void quantize_to_file(const std::string& model_path, const std::string& out_path
     if (!opt.progress(p)) throw Error(ErrorCode::cancelled, "quantization cancelled");
   };
   if (out_path.empty()) throw Error(ErrorCode::invalid_argument, "quantize: no output path");
+  // Decided before loading, so --device cuda without a GPU fails at once.
+  const bool gpu_calib = opt.method == QuantMethod::wkvquant && calibrate_on_gpu(opt);
+  QuantizeReport out_report;
   report("loading", 0, 1);
   LoadOptions lo;
   lo.n_threads = opt.n_threads;
@@ -170,7 +187,24 @@ void quantize_to_file(const std::string& model_path, const std::string& out_path
           q.eta_seconds = p.eta_seconds;
           return opt.progress(q);
         };
-      learned = calib::calibrate_wkvquant(I, model->cpu_weights(), segments, cc);
+      if (gpu_calib) {
+        calib::CudaCalibOptions co;
+        co.allow_tf32 = opt.allow_tf32;
+        learned = calib::calibrate_wkvquant_cuda(I, model->cpu_weights(), segments, cc, co);
+      } else {
+        learned = calib::calibrate_wkvquant(I, model->cpu_weights(), segments, cc);
+      }
+      out_report.calib_device = learned.device;
+      out_report.calib_seconds = learned.seconds;
+      out_report.peak_device_bytes = learned.peak_device_bytes;
+      json::Object run;
+      run.emplace_back("device", learned.device);
+      run.emplace_back("seconds", learned.seconds);
+      if (learned.peak_device_bytes > 0) {
+        run.emplace_back("peak_device_bytes", learned.peak_device_bytes);
+        run.emplace_back("tf32", opt.allow_tf32);
+      }
+      calib.emplace_back("run", json::Value(std::move(run)));
       json::Object settings;
       settings.emplace_back("epochs", opt.epochs);
       settings.emplace_back("loss", opt.use_crr ? "CRR: mean absolute error after k blocks" : "block output MSE");
@@ -254,6 +288,7 @@ void quantize_to_file(const std::string& model_path, const std::string& out_path
   meta.provenance = json::Value(std::move(prov));
   save_wkvq(out_path, m.info, *m.weights, *m.tokenizer, meta);
   report("writing", 1, 1);
+  return out_report;
 }
 
 }  // namespace wkv

@@ -101,8 +101,12 @@ int cmd_quantize(const Args& a) {
   q.use_crr = !a.has("--no-crr");
   q.use_lwc = !a.has("--no-lwc");
   q.use_smooth = !a.has("--no-smooth");
+  q.device = a.str("--device", "auto");
+  if (q.device != "auto" && q.device != "cpu" && q.device != "cuda")
+    throw UsageError("--device expects auto, cpu or cuda, got '" + q.device + "'");
+  q.allow_tf32 = a.has("--tf32");
   if (q.method != QuantMethod::wkvquant)
-    for (const char* f : {"--epochs", "--crr-k", "--no-crr", "--no-lwc", "--no-smooth"})
+    for (const char* f : {"--epochs", "--crr-k", "--no-crr", "--no-lwc", "--no-smooth", "--device", "--tf32"})
       if (a.has(f)) throw UsageError(std::string(f) + " applies to --method wkvquant only");
   install_sigint_handler();
   q.progress = [](const QuantizeProgress& p) {
@@ -117,10 +121,17 @@ int cmd_quantize(const Args& a) {
     return !g_interrupted.load();
   };
   const auto t0 = std::chrono::steady_clock::now();
-  quantize_to_file(path, a.str("--output"), q);
+  const QuantizeReport r = quantize_to_file(path, a.str("--output"), q);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::fprintf(stderr, "\nwrote %s (%s, method %s) in %.1f s\n", a.str("--output").c_str(),
                human_bytes(double(std::filesystem::file_size(a.str("--output")))).c_str(), quant_method_name(q.method), s);
+  if (!r.calib_device.empty()) {
+    std::fprintf(stderr, "calibration on %s: %.1f s", r.calib_device.c_str(), r.calib_seconds);
+    if (r.peak_device_bytes > 0)
+      std::fprintf(stderr, ", peak GPU memory %s%s", human_bytes(double(r.peak_device_bytes)).c_str(),
+                   q.allow_tf32 ? " (TF32 GEMMs)" : "");
+    std::fprintf(stderr, "\n");
+  }
   return 0;
 }
 

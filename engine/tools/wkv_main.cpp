@@ -35,9 +35,9 @@ const std::set<std::string> kValueFlags = {"--tokenizer", "--threads", "--ctx", 
                                            "--max-windows", "--mode", "--group", "--kv-group", "--modes",
                                            "--method", "--calib", "--samples", "--seqlen", "--output",
                                            "--prompt-tokens", "--gen", "--depth", "--repeats", "--shape",
-                                           "--fp16-model", "--epochs", "--crr-k"};
+                                           "--fp16-model", "--epochs", "--crr-k", "--device"};
 const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose", "--help", "--wkvq",
-                                         "--no-crr", "--no-lwc", "--no-smooth"};
+                                         "--no-crr", "--no-lwc", "--no-smooth", "--tf32"};
 const std::map<std::string, std::string> kAliases = {
     {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--max-tokens"}, {"-v", "--verbose"}, {"-h", "--help"}, {"-t", "--threads"}, {"-o", "--output"}};
 
@@ -90,7 +90,7 @@ perplexity options (ppl):
 quantize options:
   --method rtn|stats|wkvquant     rtn: round-to-nearest W4, no KV smoothing; stats: KV smoothing from
                                   calibration statistics (needs --calib); wkvquant: learned weight clipping
-                                  and KV smoothing trained with CRR on the CPU (needs --calib) (default stats)
+                                  and KV smoothing trained with CRR (needs --calib) (default stats)
   --calib FILE                    calibration text (use wiki.valid.raw for ref-a, never the test split)
   --samples N  --seqlen L         calibration segments and their length (default stats 32 x min(2048,
                                   context), wkvquant 16 x min(512, context))
@@ -100,6 +100,10 @@ quantize options:
   --no-crr                        wkvquant: block-output MSE instead of CRR
   --no-lwc                        wkvquant: keep round-to-nearest weights (no learned clipping)
   --no-smooth                     wkvquant: keep identity KV smoothing (no learned smoothing)
+  --device auto|cpu|cuda          wkvquant: where calibration runs; auto = the GPU when this build has CUDA
+                                  and a GPU is present, else the CPU (default auto)
+  --tf32                          wkvquant on the GPU: allow TF32 tensor cores in the FP32 GEMMs (faster on
+                                  big models, ~1e-3 relative error per product; default full FP32)
   -o, --output FILE               the .wkvq file to write
 
 bench options:

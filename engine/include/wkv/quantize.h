@@ -1,6 +1,7 @@
 // Producing a .wkvq file from an FP16/BF16/FP32 checkpoint (`wkv quantize`, the app's Quantize dialog).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -40,11 +41,23 @@ struct QuantizeOptions {
   bool use_crr = true;
   bool use_lwc = true;
   bool use_smooth = true;
+  // wkvquant only: where calibration runs. "auto" = the GPU when this build has CUDA and a device is present,
+  // else the CPU; "cpu"; "cuda" (an error without CUDA / GPU). allow_tf32 lets the GPU's FP32 GEMMs use TF32
+  // tensor cores (faster on big models, ~1e-3 relative per product; off = full FP32).
+  std::string device = "auto";
+  bool allow_tf32 = false;
   // Return false to cancel (quantize_to_file then throws Error(cancelled) and writes nothing).
   std::function<bool(const QuantizeProgress&)> progress;
 };
 
+// What quantize_to_file did beyond writing the file (also recorded in the file's provenance).
+struct QuantizeReport {
+  std::string calib_device;        // wkvquant: "cpu" or "cuda: <GPU name>"; empty when nothing was trained
+  double calib_seconds = 0;        // wall time of the calibration
+  int64_t peak_device_bytes = 0;   // GPU calibration: peak device memory its buffers held
+};
+
 // Loads `model_path` (an FP16/BF16/FP32 checkpoint), quantizes it and writes `out_path` (.wkvq).
-void quantize_to_file(const std::string& model_path, const std::string& out_path, const QuantizeOptions& options);
+QuantizeReport quantize_to_file(const std::string& model_path, const std::string& out_path, const QuantizeOptions& options);
 
 }  // namespace wkv
