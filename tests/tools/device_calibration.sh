@@ -22,11 +22,12 @@ calibrate() {  # variant
   esac
   /usr/bin/time -f "wall %e s, host peak RSS %M KiB" "$WKV" quantize "$M" --method wkvquant --calib "$V" \
     --device cuda ${CALIB_ARGS:-} $flags -o "/tmp/ref-a-$1.wkvq" > "$OUT/quantize_$1.log" 2>&1
-  echo "calibration $1: exit $? | $(grep -iE 'calibrat|peak|wall' "$OUT/quantize_$1.log" | tail -3 | tr '\n' ' ')"
+  echo "calibration $1: exit $? | $(tr '\r' '\n' < "$OUT/quantize_$1.log" | grep -iE 'calibrat|peak|wall|loss' | tail -3 | tr '\n' ' ')"
   ppl "/tmp/ref-a-$1.wkvq" w4kv4 "wkvquant-$1"
   [ "$1" = default ] && ppl "/tmp/ref-a-$1.wkvq" w4kv4-nopoq "wkvquant-default-nopoq"
 }
 export -f ppl calibrate
 export WKV M W V OUT CALIB_ARGS
-for mode in ${BASE_MODES-fp16 w4 kv4 w4kv4-rtn w4kv4-nopoq w4a4}; do ppl "$M" $mode $mode; done
+(for mode in ${BASE_MODES-fp16 w4 kv4 w4kv4-rtn w4kv4-nopoq w4a4}; do ppl "$M" $mode $mode; done) &
 printf "%s\n" ${VARIANTS:-default} | xargs -P ${JOBS:-4} -I{} bash -c 'calibrate {}'
+wait
