@@ -10,9 +10,9 @@
 //          attention sink) that per-token quantization already handles.
 //   wkvquant  learned LWC clipping and KV smoothing, trained block by block with CRR on the CPU
 //          (calibrate.h); the W4 weights are then quantized with the learned a, b and the learned δ, s are
-//          saved. Defaults: 16 segments × min(512, context) tokens (fewer and shorter than the paper's
-//          128 × 2048, which the CPU reference cannot afford; --samples / --seqlen raise them). Runs on
-//          the GPU (cuda/calib_cuda.h) when options.device is "cuda", or "auto" and a GPU is present.
+//          saved. Runs on the GPU (cuda/calib_cuda.h) when options.device is "cuda", or "auto" and a GPU
+//          is present. Defaults: on the GPU the paper's 128 segments × min(2048, context) tokens; on the
+//          CPU 16 × min(512, context), which the reference can afford (--samples / --seqlen override both).
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -153,9 +153,10 @@ QuantizeReport quantize_to_file(const std::string& model_path, const std::string
       throw Error(ErrorCode::invalid_argument, std::string("method ") + quant_method_name(opt.method) +
                                                    " needs calibration text (--calib FILE, e.g. wiki.valid.raw)");
     const bool wkvq = opt.method == QuantMethod::wkvquant;
-    const int default_len = wkvq ? 512 : 2048;
+    const bool cpu_calib = wkvq && !gpu_calib;
+    const int default_len = cpu_calib ? 512 : 2048;
     const int seqlen = opt.seqlen > 0 ? std::min(opt.seqlen, I.max_context) : std::min(default_len, I.max_context);
-    const int samples = opt.samples > 0 ? opt.samples : (wkvq ? 16 : 32);
+    const int samples = opt.samples > 0 ? opt.samples : (cpu_calib ? 16 : wkvq ? 128 : 32);
     const std::vector<TokenId> ids = model->tokenizer().encode(read_text(opt.calib_path), false);
     const auto segments = calib::draw_calibration_segments(ids, samples, seqlen, model->tokenizer().bos_id(), opt.seed);
     calib.emplace_back("file", fs::path(opt.calib_path).filename().string());

@@ -93,7 +93,8 @@ quantize options:
                                   and KV smoothing trained with CRR (needs --calib) (default stats)
   --calib FILE                    calibration text (use wiki.valid.raw for ref-a, never the test split)
   --samples N  --seqlen L         calibration segments and their length (default stats 32 x min(2048,
-                                  context), wkvquant 16 x min(512, context))
+                                  context), wkvquant 128 x min(2048, context) on the GPU, 16 x
+                                  min(512, context) on the CPU)
   --seed S                        seed of the segment draw and of the training order (default 1)
   --epochs E                      wkvquant: passes over the segments per block (default 5)
   --crr-k K                       wkvquant: CRR reconstructs the output of K blocks (default 5)

@@ -143,9 +143,12 @@ void check_case(const Case& c, const std::vector<int>& batches, bool expect_fast
           ASSERT_LE(std::fabs(d), bound) << "b " << b << " row " << r << " y " << y[i] << " ref " << ref[i];
         }
         const double rel = std::sqrt(num / std::max(den, 1e-300));
-        if (!half) {
+        // rel L2 over a handful of rows is one dot product's relative error, unbounded when it cancels
+        // (Σ w'x ≪ Σ|w'x|); the per-element bound above covers those shapes.
+        if (c.rows < 32) {
+        } else if (!half) {
           EXPECT_LE(rel, 1e-5) << "rel L2, b " << b;
-        } else if (c.rows >= 32) {
+        } else {
           EXPECT_LE(rel, 2e-3) << "rel L2, b " << b;
         }
       }

@@ -30,8 +30,8 @@ struct QuantizeOptions {
   int weight_group = 128;
   int kv_group = 0;             // 0 = head_dim
   std::string calib_path;       // calibration text (stats / wkvquant); e.g. wiki.valid.raw
-  int samples = 0;              // segments (0 = method default)
-  int seqlen = 0;               // tokens per segment (0 = min(2048, model context))
+  int samples = 0;              // segments (0 = method default: stats 32; wkvquant 128 on the GPU, 16 on the CPU)
+  int seqlen = 0;               // tokens per segment (0 = min(2048, context); CPU wkvquant min(512, context))
   uint64_t seed = 1;
   int n_threads = 0;
   // wkvquant only: epochs over the segments, CRR block count k, and the ablation switches (--no-crr:
