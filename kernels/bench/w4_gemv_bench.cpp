@@ -1,8 +1,9 @@
-// W4 GEMV benchmark on LLaMA-2-7B decode shapes (W4 g128), both fast-path variants (w4_gemv_variant.h):
-// A = FP32 math, B = half2 math. (The FP16 output head, 32000×4096, is gemv_f16's: not benchmarked here.)
+// W4 GEMV benchmark on LLaMA-2-7B decode shapes (W4 g128), all fast-path variants (w4_gemv_variant.h):
+// A = FP32 math, B = half2 math, C = tensor cores. (The FP16 output head, 32000×4096, is gemv_f16's: not
+// benchmarked here.)
 //
-// For each shape: quantize a random W, validate both variants at B = 1 and B = 8 against
-// dequantize_w4_ref + an FP64 matvec (rel L2 budgets: A 1e-5, B 2e-3; exit 1 on failure), then for
+// For each shape: quantize a random W, validate every variant at B = 1 and B = 8 against
+// dequantize_w4_ref + an FP64 matvec (rel L2 budgets: A 1e-5, B and C 2e-3; exit 1 on failure), then for
 // B = 1, 2, 4, 8 and each variant time
 //   stream  median over ≥ 50 samples; a sample launches once on each of `copies` distinct weight copies
 //           (> 200 MB in total, 4× the 50 MB L2, so every launch streams from HBM) and divides by copies.
@@ -126,12 +127,13 @@ struct Shape {
   int rows, cols;
 };
 
-struct Result {
-  double stream_us[2] = {0, 0};  // B = 1, per variant
-  double graph_us[2] = {0, 0};
-};
+constexpr int kNumVariants = 3;
+const W4GemvVariant kVariants[kNumVariants] = {W4GemvVariant::fp32, W4GemvVariant::half2, W4GemvVariant::tc};
 
-const W4GemvVariant kVariants[2] = {W4GemvVariant::fp32, W4GemvVariant::half2};
+struct Result {
+  double stream_us[kNumVariants] = {};  // B = 1, per variant
+  double graph_us[kNumVariants] = {};
+};
 
 Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaStream_t stream) {
   std::normal_distribution<float> nd(0.0f, 0.02f);
@@ -163,7 +165,7 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
   std::printf("%-10s %5d x %-5d g%-4d %.1f MB, copies %d, fast path %s\n", s.name, s.rows, s.cols, group,
               wbytes / 1e6, copies, wkv::kernels::w4_gemv_fast_path(dev[0], dx) ? "yes" : "NO");
 
-  // Validation, B = 1 and B = 8, both variants.
+  // Validation, B = 1 and B = 8, every variant.
   const std::vector<float> Wd = wkv::dequantize_w4_ref(m);
   std::vector<double> ref((size_t)8 * s.rows);
   for (int b = 0; b < 8; ++b)
@@ -192,7 +194,7 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
   Result res;
   for (int B : {1, 2, 4, 8}) {
     const double bytes = (double)wbytes + 4.0 * B * (s.cols + s.rows);
-    for (int vi = 0; vi < 2; ++vi) {
+    for (int vi = 0; vi < kNumVariants; ++vi) {
       const W4GemvVariant v = kVariants[vi];
       const auto launch = [&](int c, cudaStream_t st) {
         wkv::kernels::detail::w4_gemv_with_variant(dev[c], dx, B, dy, v, st);
@@ -228,7 +230,7 @@ int main(int argc, char** argv) {
   std::printf("device: %s (sm_%d%d, %d SMs); w4_gemv default variant %s (WKV_W4_GEMV_VARIANT)\n", info.name.c_str(),
               info.compute_major, info.compute_minor, info.multiprocessors,
               wkv::kernels::detail::w4_gemv_variant_name(wkv::kernels::detail::w4_gemv_default_variant()));
-  std::printf("A = FP32 math, B = half2 math; %% of %.1f TB/s; stream = back-to-back launches from the host, "
+  std::printf("A = FP32 math, B = half2 math, C = tensor cores; %% of %.1f TB/s; stream = back-to-back launches from the host, "
               "graph = %d launches in one CUDA graph\n",
               kPeakGBs / 1000, kGraphLaunches);
   const int samples = quick ? 5 : 51;
@@ -247,7 +249,7 @@ int main(int argc, char** argv) {
   std::printf("\nLLaMA-2-7B W4 linears per token (B=1): 32 x (q|k|v + o + gate|up + down), head excluded; "
               "weights %.2f GB -> ceiling %.1f us at %.1f TB/s\n",
               bytes / 1e9, bytes / (kPeakGBs * 1e3), kPeakGBs / 1000);
-  for (int vi = 0; vi < 2; ++vi) {
+  for (int vi = 0; vi < kNumVariants; ++vi) {
     const double st = 32 * (r_qkv.stream_us[vi] + r_gu.stream_us[vi] + r_down.stream_us[vi] + r_o.stream_us[vi]);
     const double gr = 32 * (r_qkv.graph_us[vi] + r_gu.graph_us[vi] + r_down.graph_us[vi] + r_o.graph_us[vi]);
     std::printf("  %s: stream %.1f us/token (%.1f%% of ceiling), graph %.1f us/token (%.1f%%)\n",

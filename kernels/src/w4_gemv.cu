@@ -1,5 +1,6 @@
 // W4 GEMV (decode): y[b][row] = Σ_c x[b][c]·(q − z)·h. See wkv_kernels/w4_gemv.h for the contract and
-// w4_gemv_variant.h for the two fast-path math variants and their error budgets.
+// w4_gemv_variant.h for the three fast-path math variants and their error budgets. This file holds
+// variants A and B and the generic path; variant C (tensor cores) is in w4_gemv_tc.cu.
 //
 // Fast path (cols % 32 == 0, group % 32 == 0, qweight and x 16-byte aligned, cols ≤ kFastMaxCols)
 // ---------------------------------------------------------------------------------------------------
@@ -55,6 +56,7 @@
 #include "cuda_check.h"
 #include "kernel_util.h"
 #include "quant_formats.h"
+#include "w4_gemv_tc.h"
 #include "w4_gemv_variant.h"
 #include "wkv_kernels/w4_gemv.h"
 
@@ -501,7 +503,9 @@ detail::W4GemvVariant parse_variant_env() {
   const std::string s(v);
   if (s == "A" || s == "a") return detail::W4GemvVariant::fp32;
   if (s == "B" || s == "b") return detail::W4GemvVariant::half2;
-  require_arg(false, "WKV_W4_GEMV_VARIANT='" + s + "': expected A (FP32 math) or B (half2 math)");
+  if (s == "C" || s == "c") return detail::W4GemvVariant::tc;
+  require_arg(false, "WKV_W4_GEMV_VARIANT='" + s +
+                         "': expected A (FP32 math), B (half2 math) or C (tensor cores)");
   return detail::W4GemvVariant::fp32;
 }
 
@@ -524,7 +528,9 @@ bool w4_gemv_fast_path(const W4DeviceWeights& w, const float* x) {
 
 namespace detail {
 
-const char* w4_gemv_variant_name(W4GemvVariant v) { return v == W4GemvVariant::half2 ? "B" : "A"; }
+const char* w4_gemv_variant_name(W4GemvVariant v) {
+  return v == W4GemvVariant::half2 ? "B" : v == W4GemvVariant::tc ? "C" : "A";
+}
 
 W4GemvVariant w4_gemv_default_variant() {
   static const W4GemvVariant v = parse_variant_env();
@@ -537,13 +543,18 @@ void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float
   require_arg(B >= 1, "w4_gemv: batch " + std::to_string(B) + " must be >= 1");
   require_arg(x && y, "w4_gemv: x and y must be non-null device pointers");
   const bool half = v == W4GemvVariant::half2;
+  const bool tc = v == W4GemvVariant::tc;
   // Batch rows per launch: ≤ 8 and x of all of them in shared memory; B is split evenly (8 at a budget
   // of 5 runs as 4 + 4, not 5 + 3: same weight traffic, smaller kernels).
   int per_launch = kMaxBatch;
   bool fast = w4_gemv_fast_path(w, x);
   if (fast) {
-    const size_t per_batch = half ? smem_bytes_per_batch<true>(w.cols) : smem_bytes_per_batch<false>(w.cols);
-    const int fit = (int)std::min<size_t>(kMaxBatch, (size_t)device_limits().smem_optin / per_batch);
+    const size_t per_batch = tc     ? w4_gemv_tc_smem_bytes(1, w.cols) - w4_gemv_tc_smem_bytes(0, w.cols)
+                             : half ? smem_bytes_per_batch<true>(w.cols)
+                                    : smem_bytes_per_batch<false>(w.cols);
+    const size_t fixed = tc ? w4_gemv_tc_smem_bytes(0, w.cols) : 0;
+    const size_t optin = (size_t)device_limits().smem_optin;
+    const int fit = optin <= fixed ? 0 : (int)std::min<size_t>(kMaxBatch, (optin - fixed) / per_batch);
     if (fit < 1) {
       fast = false;  // a device with less shared memory than one row of x needs
     } else {
@@ -569,6 +580,8 @@ void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float
     float* yb = y + (size_t)b0 * w.rows;
     if (!fast) {
       dispatch_generic(ga, xb, nb, yb, stream);
+    } else if (tc) {
+      w4_gemv_tc_launch(w, xb, nb, yb, device_limits().sms, device_limits().smem_optin, stream);
     } else if (half) {
       dispatch_fast<true>(fa, xb, nb, yb, stream);
     } else {

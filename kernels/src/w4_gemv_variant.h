@@ -1,4 +1,4 @@
-// Internal: the two math variants of the W4 GEMV fast path, for tests and the benchmark (not part of the
+// Internal: the three math variants of the W4 GEMV fast path, for tests and the benchmark (not part of the
 // public launch API in wkv_kernels/w4_gemv.h, which picks one through WKV_W4_GEMV_VARIANT).
 //
 //   fp32  ("A")  (q − z) exact in FP16 → widened to FP32 → FFMA with FP32 x; per 32-channel chunk the
@@ -9,6 +9,16 @@
 //                then FP32 (× h × 2^-e of the chunk). Rounding: x̂ (2^-11 relative) and ≤ 8 FP16 FMA
 //                roundings per partial sum: |y − ref| ≲ 10·2^-11·Σ|w'x|, rel L2 typically ~3e-4
 //                (budget 2e-3). Fewer instructions per weight byte than fp32 (see w4_gemv.cu).
+//   tc    ("C")  tensor cores (w4_gemv_tc.cu): mma.sync m16n8k16, 16 weight rows × 8 batch columns, FP32
+//                accumulators over the whole row. x rounded to FP16 once per block after one power-of-two
+//                scale per batch row (row max |x| into [2^14, 2^15), undone exactly at the end); weights
+//                exact (q − z) in FP16, scaled by h in FP32 after the mma when group % 128 == 0, else
+//                rounded once to FP16 as (q − z)·h (then |w'| < 65504 is required). Per element:
+//                |y − ref| ≤ (2^-10 + (cols/16 + 64)·2^-22)·Σ|w'x| + 2^-36·max|x[b]|·Σ|w'|
+//                (x and w rounding 2^-11 each; tensor-core accumulation, which may truncate, ≤ 2^-22 of
+//                Σ|w'x| per mma or add; FP16 subnormals of x̂: ≤ 2^-39·max|x[b]| absolute per x),
+//                rel L2 typically ~2–4e-4 (budget 2e-3). ~3 instructions per weight byte, B = 1 … 8
+//                in one launch at the same instruction cost.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -17,16 +27,16 @@
 
 namespace wkv::kernels::detail {
 
-enum class W4GemvVariant { fp32, half2 };
+enum class W4GemvVariant { fp32, half2, tc };
 
-// "A" / "B".
+// "A" / "B" / "C".
 const char* w4_gemv_variant_name(W4GemvVariant v);
 
-// The variant w4_gemv uses: WKV_W4_GEMV_VARIANT = A (fp32) or B (half2), read once per process; unset
+// The variant w4_gemv uses: WKV_W4_GEMV_VARIANT = A (fp32), B (half2) or C (tc), read once per process; unset
 // or empty means the default (A). Any other value throws wkv::Error(invalid_argument).
 W4GemvVariant w4_gemv_default_variant();
 
-// w4_gemv with an explicit fast-path variant (the generic path, when taken, is the same for both).
+// w4_gemv with an explicit fast-path variant (the generic path, when taken, is the same for all).
 void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float* y, W4GemvVariant v,
                           cudaStream_t stream = 0);
 

@@ -12,12 +12,16 @@
 //           time, lane l streaming the 16-byte chunks l, l + 32, … (32 channels each) of both rows with
 //           L1-bypassing loads, the next step's loads in flight while the current step computes. x is
 //           staged once per block in shared memory (B rows per launch as fit: all 8 up to cols 7264 in
-//           FP32, fewer beyond, split evenly). Two math variants (kernels/src/w4_gemv_variant.h):
+//           FP32, fewer beyond, split evenly). Three math variants (kernels/src/w4_gemv_variant.h):
 //             A  FP32: (q − z) exact, widened to FP32, FFMA with FP32 x; an FP32 dot product of the exact
 //                dequantized weights (rel L2 vs FP64 ~1e-7).
 //             B  half2: x rounded to FP16 (power-of-two scale per 32 channels), HFMA2 over 8 channels per
 //                FP16 lane, FP32 beyond; rel L2 vs FP64 ~5e-4, fewer instructions per byte.
-//           The environment variable WKV_W4_GEMV_VARIANT = A | B (read once per process) selects the
+//             C  tensor cores (w4_gemv_tc.cu, its own work split): mma.sync m16n8k16 with 16 weight rows
+//                × 8 batch columns, x as FP16 (one power-of-two scale per batch row), FP32 accumulation;
+//                rel L2 vs FP64 ~2–4e-4; all of B = 1 … 8 in one launch while 8 FP16 rows of x fit
+//                (cols ≤ ~13900 on an H200), fewer beyond.
+//           The environment variable WKV_W4_GEMV_VARIANT = A | B | C (read once per process) selects the
 //           variant; unset or empty = A. Any other value makes w4_gemv throw wkv::Error.
 //   generic anything else valid: one warp per row, one word (8 weights) per lane step. Correct but slower;
 //           FP32 math like A.
