@@ -16,6 +16,7 @@
 #include <string>
 #include <utility>
 
+#include "cuda_error.h"
 #include "wkv/error.h"
 #include "wkv_kernels/calib_ops.h"
 #include "wkv_kernels/device.h"
@@ -28,13 +29,7 @@ namespace kc = wkv::kernels::calib;
 namespace wk = wkv::kernels;
 
 void check(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return;
-  const std::string msg = std::string(what) + ": " + cudaGetErrorString(e);
-  cudaGetLastError();
-  if (e == cudaErrorMemoryAllocation)
-    throw Error(ErrorCode::out_of_memory, "GPU out of memory during calibration while allocating " + std::string(what) +
-                                              " (use fewer or shorter segments, or a smaller CRR k)");
-  throw Error(ErrorCode::internal, "CUDA error during calibration: " + msg);
+  throw_on_cuda_error(e, what, "during calibration", "use fewer or shorter segments, or a smaller CRR k");
 }
 
 // Bytes currently held in device buffers by one calibrator, and the peak.

@@ -31,6 +31,7 @@
 #include <mutex>
 
 #include "../cpu_weights.h"
+#include "cuda_error.h"
 #include "../cuda_backend.h"
 #include "../quant_formats.h"
 #include "wkv_kernels/a4_fake_quant.h"
@@ -54,13 +55,7 @@ namespace {
 namespace wk = wkv::kernels;
 
 void check(cudaError_t e, const char* what) {
-  if (e == cudaSuccess) return;
-  const std::string msg = std::string(what) + ": " + cudaGetErrorString(e);
-  cudaGetLastError();
-  if (e == cudaErrorMemoryAllocation)
-    throw Error(ErrorCode::out_of_memory, "GPU out of memory while allocating " + std::string(what) +
-                                              " (free device memory or use a shorter context)");
-  throw Error(ErrorCode::internal, "CUDA error in " + msg);
+  throw_on_cuda_error(e, what, "in the CUDA backend", "free device memory or use a shorter context");
 }
 
 // One device allocation, freed on destruction.
