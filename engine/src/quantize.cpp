@@ -231,6 +231,13 @@ QuantizeReport quantize_to_file(const std::string& model_path, const std::string
     }
   }
 
+  if (out_report.calib_seconds > 0) {  // the calibration's figures as soon as they exist (long runs)
+    char line[160];
+    std::snprintf(line, sizeof line, "calibrated on %s in %.1f s, peak device memory %.1f MiB",
+                  out_report.calib_device.c_str(), out_report.calib_seconds,
+                  double(out_report.peak_device_bytes) / 1048576.0);
+    report(line, 1, 1);
+  }
   report("quantizing", 0, I.n_layers);
   // Model is immutable: quantize a copy of its weights (no second read or parse of the files).
   LoadedModel m;

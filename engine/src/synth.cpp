@@ -1,5 +1,6 @@
 #include "wkv/synth.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -8,6 +9,7 @@
 #include "json.h"
 #include "model_config.h"
 #include "safetensors.h"
+#include "thread_pool.h"
 #include "wkv/error.h"
 #include "wkvq.h"
 
@@ -53,9 +55,19 @@ ModelInfo info_of(const SynthShape& s) {
   return i;
 }
 
-std::vector<uint16_t> random_f16(Rng& rng, size_t n, float sigma) {
+// n FP16 values ~ N(0, σ). Chunks of 2^20 values have their own generator, seeded from (stream, chunk),
+// so the values do not depend on the thread count; a 7B checkpoint (6.7e9 values) takes seconds, not
+// minutes, on a many-core machine.
+std::vector<uint16_t> random_f16(ThreadPool& pool, uint64_t stream, size_t n, float sigma) {
+  constexpr size_t kChunk = size_t(1) << 20;
   std::vector<uint16_t> v(n);
-  for (auto& x : v) x = float_to_fp16(rng.normal(sigma));
+  pool.parallel_for(int64_t((n + kChunk - 1) / kChunk), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      Rng rng(stream * 0x100000001B3ull + uint64_t(c));
+      const size_t end = std::min(n, size_t(c + 1) * kChunk);
+      for (size_t i = size_t(c) * kChunk; i < end; ++i) v[i] = float_to_fp16(rng.normal(sigma));
+    }
+  });
   return v;
 }
 
@@ -67,7 +79,8 @@ std::string read_all(const std::string& path) {
 
 void write_hf(const SynthShape& s, const ModelInfo& I, const std::string& dir, const SynthOptions& o) {
   fs::create_directories(dir);
-  Rng rng(o.seed);
+  uint64_t stream = o.seed * 0x9E3779B97F4A7C15ull;  // one generator stream per tensor
+  ThreadPool pool(0);
   std::ofstream(dir + "/config.json") << model_config_json(I).dump(2);
   std::ofstream(dir + "/tokenizer.model", std::ios::binary) << read_all(o.tokenizer_path);
   const int q = I.n_heads * I.head_dim, kv = I.n_kv_heads * I.head_dim;
@@ -83,7 +96,7 @@ void write_hf(const SynthShape& s, const ModelInfo& I, const std::string& dir, c
       size_t n = 1;
       for (auto d : shape) n *= size_t(d);
       if (tname.find("norm") != std::string::npos) data.emplace_back(ones.begin(), ones.begin() + n);
-      else data.push_back(random_f16(rng, n, 0.02f));
+      else data.push_back(random_f16(pool, ++stream, n, 0.02f));
       ts.push_back({tname, DType::f16, shape, data.back().data(), n * 2});
       weight_map.emplace_back(tname, name);
     }
