@@ -31,9 +31,9 @@
 #include <mutex>
 
 #include "../cpu_weights.h"
-#include "cuda_error.h"
 #include "../cuda_backend.h"
 #include "../quant_formats.h"
+#include "cuda_error.h"
 #include "wkv_kernels/a4_fake_quant.h"
 #include "wkv_kernels/attention_prefill.h"
 #include "wkv_kernels/device.h"
@@ -138,7 +138,6 @@ struct LinearView {
   const uint16_t* scales = nullptr;
   const uint16_t* zeros = nullptr;
   const uint16_t* dense = nullptr;
-  bool act4 = false;
   bool w4() const { return qweight != nullptr; }
   wk::W4DeviceWeights w4_view() const { return {rows, cols, group, qweight, scales, zeros}; }
 };
@@ -148,7 +147,6 @@ LinearView view_of(const DeviceLinear& d, int row0, int rows) {
   v.rows = rows;
   v.cols = d.cols;
   v.group = d.group;
-  v.act4 = d.act4;
   if (d.qweight.bytes()) {
     v.qweight = d.qweight.as<uint32_t>() + size_t(row0) * d.cols / 8;
     v.scales = d.scales.as<uint16_t>() + size_t(row0) * d.cols / d.group;
