@@ -17,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "bench_util.cuh"
 #include "cuda_check.h"
 #include "half.h"
 #include "wkv_kernels/attention_prefill.h"
@@ -28,22 +29,7 @@ namespace {
 
 constexpr int kH = 32, kHkv = 32, kD = 128, kG = 128, kP = 64, kMaxTokens = 2048;
 
-__global__ void fill_uniform(float* x, size_t n, uint32_t seed, float lo, float hi) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 16;
-    h *= 0x7feb352du;
-    h ^= h >> 15;
-    h *= 0x846ca68bu;
-    h ^= h >> 16;
-    x[i] = lo + (hi - lo) * float(h >> 8) * (1.0f / 16777216.0f);
-  }
-}
-
-void fill(float* x, size_t n, uint32_t seed, float lo, float hi) {
-  fill_uniform<<<1024, 256>>>(x, n, seed, lo, hi);
-  WKV_CHECK_LAUNCH();
-}
+void fill(float* x, size_t n, uint32_t seed, float lo, float hi) { wkv::bench::fill_uniform(x, n, seed, lo, hi); }
 
 // x [n_tokens][H_kv·D] FP32 → the FP16 cache (kv16_cache.h layout), round-to-nearest-even.
 __global__ void to_kv16(const float* x, uint16_t* pool, const int32_t* table, int n_tokens) {

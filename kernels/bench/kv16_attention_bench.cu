@@ -14,6 +14,7 @@
 #include <random>
 #include <vector>
 
+#include "bench_util.cuh"
 #include "cuda_check.h"
 #include "half.h"
 #include "wkv_kernels/kv16_append.h"
@@ -26,44 +27,9 @@ namespace {
 constexpr int kH = 32, kHkv = 32, kD = 128, kP = 64;
 constexpr double kPeakGBs = 4300.0;
 
-__global__ void fill_uniform(float* x, size_t n, uint32_t seed, float lo, float hi) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    uint32_t h = uint32_t(i) * 2654435761u ^ seed;
-    h ^= h >> 16;
-    h *= 0x7feb352du;
-    h ^= h >> 15;
-    h *= 0x846ca68bu;
-    h ^= h >> 16;
-    x[i] = lo + (hi - lo) * float(h >> 8) * (1.0f / 16777216.0f);
-  }
-}
+void fill(float* x, size_t n, uint32_t seed, float lo, float hi) { wkv::bench::fill_uniform(x, n, seed, lo, hi); }
 
-void fill(float* x, size_t n, uint32_t seed, float lo, float hi) {
-  fill_uniform<<<1024, 256>>>(x, n, seed, lo, hi);
-  WKV_CHECK_LAUNCH();
-}
-
-template <typename F>
-double median_us(int runs, F&& launch) {
-  cudaEvent_t a, b;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 5; ++i) launch(i);
-  std::vector<float> t;
-  for (int i = 0; i < runs; ++i) {
-    CUDA_CHECK(cudaEventRecord(a));
-    launch(i);
-    CUDA_CHECK(cudaEventRecord(b));
-    CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1000.0f);
-  }
-  CUDA_CHECK(cudaEventDestroy(a));
-  CUDA_CHECK(cudaEventDestroy(b));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+using wkv::bench::median_us;
 
 }  // namespace
 
