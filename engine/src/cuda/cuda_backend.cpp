@@ -606,7 +606,20 @@ std::shared_ptr<BackendWeights> upload_cuda_weights(const Model& model) {
 }
 
 std::unique_ptr<SessionState> make_cuda_session_state(const Model& model, const SessionOptions& options, int n_ctx) {
-  return std::make_unique<CudaSessionState>(model, options, n_ctx);
+  // Every allocation of the state is RAII, so a failure part-way frees what was taken and leaves the
+  // model and other sessions untouched. The kernels library reports cuBLAS / CUDA failures as
+  // std::runtime_error (file, line, status): an allocation failure among them becomes out_of_memory here.
+  try {
+    return std::make_unique<CudaSessionState>(model, options, n_ctx);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    if (what.find("ALLOC_FAILED") != std::string::npos || what.find("out of memory") != std::string::npos)
+      throw Error(ErrorCode::out_of_memory, "GPU out of memory while creating a session of " + std::to_string(n_ctx) +
+                                                " tokens (" + what + "); free device memory or use a shorter context");
+    throw Error(ErrorCode::internal, "CUDA backend: " + what);
+  }
 }
 
 }  // namespace wkv
