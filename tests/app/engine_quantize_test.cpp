@@ -34,6 +34,7 @@ TEST(EngineQuantize, RtnFileIsWrittenWithProgressAndThenLoads) {
   startQuantize(engine.worker(), r);
   ASSERT_TRUE(finished.wait(120000)) << (failed.isEmpty() ? "timeout" : failed.at(0).at(0).toString().toStdString());
   EXPECT_EQ(finished.at(0).at(0).toString(), r.outPath);
+  EXPECT_TRUE(finished.at(0).at(1).toString().isEmpty()) << "rtn trains nothing, so there is no calibration summary";
   EXPECT_GE(progress.count(), 2);  // loading … writing
   EXPECT_EQ(progress.last().at(0).value<QuantizeStatus>().stage, QStringLiteral("writing"));
   ASSERT_TRUE(QFileInfo::exists(r.outPath));
@@ -44,6 +45,29 @@ TEST(EngineQuantize, RtnFileIsWrittenWithProgressAndThenLoads) {
   ASSERT_TRUE(loaded.wait(60000));
   const EngineModelInfo info = loaded.at(0).at(0).value<EngineModelInfo>();
   EXPECT_EQ(info.mode, QStringLiteral("w4kv4"));
+}
+
+// WKVQuant through the worker (a tiny calibration: 2 segments of 64 tokens, 1 epoch): the finished signal
+// says where the calibration ran and what it cost, in the words the main window shows.
+TEST(EngineQuantize, WkvquantReportsWhatTheCalibrationCost) {
+  WKV_REQUIRE_SHARED("models/ref-a/model.safetensors");
+  QTemporaryDir dir;
+  EngineThread engine;
+  QuantizeRequest r;
+  r.modelPath = refA();
+  r.outPath = dir.filePath(QStringLiteral("ref-a-wkvq.wkvq"));
+  r.method = QStringLiteral("wkvquant");
+  r.calibPath = QString::fromStdString(wkv::test::shared_path("data/wikitext-2-raw/wiki.valid.raw"));
+  r.samples = 2;
+  r.seqlen = 64;
+  QSignalSpy finished(engine.worker(), &EngineWorker::quantizeFinished);
+  QSignalSpy failed(engine.worker(), &EngineWorker::quantizeFailed);
+  startQuantize(engine.worker(), r);
+  ASSERT_TRUE(finished.wait(300000)) << (failed.isEmpty() ? "timeout" : failed.at(0).at(0).toString().toStdString());
+  const QString summary = finished.at(0).at(1).toString();
+  EXPECT_TRUE(summary.startsWith(QStringLiteral("calibrated on "))) << summary.toStdString();
+  EXPECT_TRUE(summary.contains(QStringLiteral(" s"))) << summary.toStdString();
+  EXPECT_TRUE(QFileInfo::exists(r.outPath));
 }
 
 TEST(EngineQuantize, CancelWritesNothing) {

@@ -178,6 +178,7 @@ void EngineWorker::quantize(const QuantizeRequest& request) {
   quantizeCancelRequested_.store(false);
   QString message;
   bool cancelled = false;
+  wkv::QuantizeReport report;
   const bool ok = guarded(
       [&] {
         wkv::QuantizeOptions opts;
@@ -191,7 +192,7 @@ void EngineWorker::quantize(const QuantizeRequest& request) {
           emit quantizeProgress(QuantizeStatus{qs(p.stage), p.step, p.total, p.loss, p.eta_seconds});
           return !quantizeCancelRequested_.load();
         };
-        wkv::quantize_to_file(request.modelPath.toStdString(), request.outPath.toStdString(), opts);
+        report = wkv::quantize_to_file(request.modelPath.toStdString(), request.outPath.toStdString(), opts);
       },
       message, &cancelled);
   if (!ok) {
@@ -199,7 +200,13 @@ void EngineWorker::quantize(const QuantizeRequest& request) {
     if (!cancelled) emit error(message);
     return;
   }
-  emit quantizeFinished(request.outPath);
+  QString summary;
+  if (!report.calib_device.empty()) {
+    summary = tr("calibrated on %1 in %2 s").arg(qs(report.calib_device)).arg(report.calib_seconds, 0, 'f', 1);
+    if (report.peak_device_bytes > 0)
+      summary += tr(", peak GPU memory %1 MiB").arg(double(report.peak_device_bytes) / 1048576.0, 0, 'f', 0);
+  }
+  emit quantizeFinished(request.outPath, summary);
 }
 
 EngineThread::EngineThread(QObject* parent) : QObject(parent), worker_(new EngineWorker) {

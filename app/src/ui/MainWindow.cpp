@@ -185,12 +185,7 @@ void MainWindow::buildUi() {
   spacer->setSizePolicy(QSizePolicy::Expanding, QSizePolicy::Preferred);
   tb->addWidget(spacer);
   tb->addAction(tr("Settings"), this, &MainWindow::editSettings)->setToolTip(tr("System prompt and sampling"));
-  tb->addAction(tr("Quantize…"), this, [this] {
-    auto* d = new QuantizeDialog(engine_->worker(), this);
-    d->setAttribute(Qt::WA_DeleteOnClose);
-    connect(d, &QuantizeDialog::quantized, this, [this](const QString& path) { openModel(path); });
-    d->open();
-  });
+  tb->addAction(tr("Quantize…"), this, &MainWindow::quantizeModel);
   auto* memToggle = tb->addAction(tr("Memory"));
   memToggle->setCheckable(true);
   memToggle->setChecked(true);
@@ -322,12 +317,7 @@ void MainWindow::buildMenus() {
   newChat->setShortcut(QKeySequence::New);
   file->addAction(tr("Open model &folder…"), this, &MainWindow::chooseModelFolder);
   file->addAction(tr("Open model &file…"), this, &MainWindow::chooseModelFile)->setShortcut(QKeySequence::Open);
-  file->addAction(tr("&Quantize a model…"), this, [this] {
-    auto* d = new QuantizeDialog(engine_->worker(), this);
-    d->setAttribute(Qt::WA_DeleteOnClose);
-    connect(d, &QuantizeDialog::quantized, this, [this](const QString& path) { openModel(path); });
-    d->open();
-  });
+  file->addAction(tr("&Quantize a model…"), this, &MainWindow::quantizeModel);
   file->addSeparator();
   file->addAction(tr("&Summarize document…"), this, &MainWindow::summarizeDocument);
   file->addAction(tr("&Compare modes…"), this, &MainWindow::compareModes);
@@ -409,6 +399,18 @@ bool MainWindow::submitComposer() {
   return true;
 }
 
+// The Quantize dialog; the new .wkvq is opened when it is written, and what its calibration cost is shown
+// once the model has loaded (the load's own message would hide it otherwise).
+void MainWindow::quantizeModel() {
+  auto* d = new QuantizeDialog(engine_->worker(), this);
+  d->setAttribute(Qt::WA_DeleteOnClose);
+  connect(d, &QuantizeDialog::quantized, this, [this](const QString& path, const QString& summary) {
+    pendingInfo_ = summary.isEmpty() ? QString() : tr("%1: %2").arg(QFileInfo(path).fileName(), summary);
+    openModel(path);
+  });
+  d->open();
+}
+
 void MainWindow::openModel(const QString& path, const QString& mode) {
   saveModelChoice_ = true;
   controller_->loadModel(path, mode);
@@ -434,7 +436,10 @@ void MainWindow::onModelReady(const EngineModelInfo& info) {
   } catch (const StorageError& e) {
     showError(e.message());
   }
-  showInfo(tr("Loaded %1 (%2) in %3 s").arg(info.name, info.mode).arg(info.loadSeconds, 0, 'f', 2));
+  QString loaded = tr("Loaded %1 (%2) in %3 s").arg(info.name, info.mode).arg(info.loadSeconds, 0, 'f', 2);
+  if (!pendingInfo_.isEmpty()) loaded += QStringLiteral(" · ") + pendingInfo_;
+  pendingInfo_.clear();
+  showInfo(loaded);
   updatePlaceholder();
   emit modelReady();
 }

@@ -85,6 +85,7 @@ class MainWindow : public QMainWindow {
   void exportCurrent(bool json);
   void chooseModelFolder();
   void chooseModelFile();
+  void quantizeModel();
   void rebuildRecentMenu();
   void showInfo(const QString& message);
   void hideBanner();
@@ -120,4 +121,5 @@ class MainWindow : public QMainWindow {
   int editingRow_ = -1;
   bool saveModelChoice_ = false;
   QString loadingPath_;
+  QString pendingInfo_;  // shown with the next "Loaded …" message (a quantization's calibration cost)
 };

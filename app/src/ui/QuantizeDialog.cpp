@@ -126,13 +126,13 @@ QuantizeDialog::QuantizeDialog(EngineWorker* worker, QWidget* parent) : QDialog(
     if (s.etaSeconds > 0) parts << tr("about %1 left").arg(duration(s.etaSeconds));
     detail_->setText(parts.join(QStringLiteral(" · ")));
   });
-  connect(worker_, &EngineWorker::quantizeFinished, this, [this](const QString& path) {
+  connect(worker_, &EngineWorker::quantizeFinished, this, [this](const QString& path, const QString& summary) {
     if (!running_) return;
     setRunning(false);
     stage_->setText(tr("Saved %1").arg(QDir::toNativeSeparators(path)));
     progress_->setRange(0, 1);
     progress_->setValue(1);
-    emit quantized(path);
+    emit quantized(path, summary);
     accept();
   });
   connect(worker_, &EngineWorker::quantizeFailed, this, [this](const QString& message, bool cancelled) {

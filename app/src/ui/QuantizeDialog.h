@@ -27,7 +27,8 @@ class QuantizeDialog : public QDialog {
   bool isRunning() const { return running_; }
 
  Q_SIGNALS:
-  void quantized(const QString& outPath);
+  // summary: EngineWorker::quantizeFinished's (what the calibration cost; may be empty).
+  void quantized(const QString& outPath, const QString& summary);
 
  protected:
   void reject() override;
