@@ -30,12 +30,7 @@ struct Case {
 };
 
 Vec normal(std::mt19937& g, size_t n, float sd) { return wkv::test::random_normal(g, n, sd); }
-Vec uniform(std::mt19937& g, size_t n, float lo, float hi) {
-  std::uniform_real_distribution<float> d(lo, hi);
-  Vec v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using wkv::test::uniform;
 
 wkv::LayerWeights random_layer(std::mt19937& g, const cc::BlockShape& s) {
   wkv::LayerWeights w;

@@ -32,12 +32,7 @@ struct Rng {
   uint32_t seed = wkv::test::fresh_seed();
   std::mt19937 gen{seed};
   Vec normal(size_t n, float sd = 1.0f, float mean = 0.0f) { return wkv::test::random_normal(gen, n, sd, mean); }
-  Vec uniform(size_t n, float lo, float hi) {
-    std::uniform_real_distribution<float> d(lo, hi);
-    Vec v(n);
-    for (auto& x : v) x = d(gen);
-    return v;
-  }
+  Vec uniform(size_t n, float lo, float hi) { return wkv::test::uniform(gen, n, lo, hi); }
 };
 
 #define SEED_TRACE(r) SCOPED_TRACE("seed " + std::to_string((r).seed))

@@ -20,15 +20,6 @@ namespace {
 
 using wkv::test::DeviceBuffer;
 
-double rel_l2_vs(const std::vector<float>& y, const std::vector<double>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < y.size(); ++i) {
-    num += ((double)y[i] - ref[i]) * ((double)y[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
 // ref[t][r] = Σ_c x[t][c]·W[r][c] in FP64.
 std::vector<double> matmul_ref(const std::vector<float>& x, const std::vector<float>& W, int T, int rows, int cols) {
   std::vector<double> ref((size_t)T * rows);
@@ -65,7 +56,7 @@ TEST(GemmF16, MatchesFp64Reference) {
     wkv::kernels::gemm_f16(ctx, dx.get(), c.T, dW.get(), c.rows, c.cols, dy.get());
     const auto y = dy.download();
     for (size_t i = 0; i < y.size(); ++i) ASSERT_TRUE(std::isfinite(y[i])) << "output not written at " << i;
-    EXPECT_LE(rel_l2_vs(y, ref), 2e-3);
+    EXPECT_LE(wkv::test::rel_l2_d(y, ref), 2e-3);
   }
 }
 
@@ -90,7 +81,7 @@ TEST(GemmF16, DequantizedW4Pipeline) {
   wkv::kernels::gemm_f16(ctx, dx.get(), T, W16.get(), rows, cols, dy.get());
   const auto y = dy.download();
   for (size_t i = 0; i < y.size(); ++i) ASSERT_TRUE(std::isfinite(y[i])) << "output not written at " << i;
-  EXPECT_LE(rel_l2_vs(y, ref), 2e-3);
+  EXPECT_LE(wkv::test::rel_l2_d(y, ref), 2e-3);
 }
 
 TEST(GemmF16, ConversionIsBitExact) {

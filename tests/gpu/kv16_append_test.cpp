@@ -44,8 +44,8 @@ void run_append_case(const AppendCase& c, unsigned seed) {
   std::mt19937 rng(seed);
   HostKv16Cache host(rng, c.Hkv, c.D, c.pos0 + c.T + 3, c.P);  // poisoned 0xFFFF
   const size_t row = size_t(c.Hkv) * c.D;
-  auto k = uniform_f(rng, size_t(c.T) * row, -3.0f, 3.0f);
-  auto v = uniform_f(rng, size_t(c.T) * row, -1.0f, 1.0f);
+  auto k = uniform(rng, size_t(c.T) * row, -3.0f, 3.0f);
+  auto v = uniform(rng, size_t(c.T) * row, -1.0f, 1.0f);
   // Rounding edge cases: NaN (payload kept as the reference does), ±Inf, −0, overflow to Inf (65520), the
   // largest finite half, a tie that rounds to even (1 + 2^−11), subnormals, a value flushing to zero.
   const float edge[] = {std::numeric_limits<float>::quiet_NaN(),
@@ -97,7 +97,7 @@ TEST(GpuKv16Append, AppendAtMatchesAppendAndIgnoresOutOfRange) {
   DeviceBuffer<int32_t> pos_dev(1);
   for (int pos : {0, 15, 16, 37, host.capacity() - 1}) {
     SCOPED_TRACE("pos " + std::to_string(pos));
-    const auto k = uniform_f(rng, row, -3.0f, 3.0f), v = uniform_f(rng, row, -1.0f, 1.0f);
+    const auto k = uniform(rng, row, -3.0f, 3.0f), v = uniform(rng, row, -1.0f, 1.0f);
     DeviceBuffer<float> dk(k), dv(v);
     // Reference run: kv16_append at pos on a fresh poisoned copy.
     DeviceKv16Cache a(host), b(host);
@@ -112,7 +112,7 @@ TEST(GpuKv16Append, AppendAtMatchesAppendAndIgnoresOutOfRange) {
     expect_pools_equal(b, want);
   }
   // Out of range: nothing is written.
-  const auto k = uniform_f(rng, row, -3.0f, 3.0f), v = uniform_f(rng, row, -1.0f, 1.0f);
+  const auto k = uniform(rng, row, -3.0f, 3.0f), v = uniform(rng, row, -1.0f, 1.0f);
   DeviceBuffer<float> dk(k), dv(v);
   for (int pos : {-1, host.capacity(), host.capacity() + 1, std::numeric_limits<int32_t>::max(),
                   std::numeric_limits<int32_t>::min()}) {

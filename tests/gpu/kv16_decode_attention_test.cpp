@@ -31,7 +31,7 @@ HostKv16Cache make_cache(std::mt19937& rng, int Hkv, int D, int P, int n, int ca
   HostKv16Cache host(rng, Hkv, D, capacity, P);
   const size_t row = size_t(Hkv) * D;
   for (int j = 0; j < n; ++j) {
-    const auto kr = uniform_f(rng, row, -2.0f, 2.0f), vr = uniform_f(rng, row, -1.0f, 1.0f);
+    const auto kr = uniform(rng, row, -2.0f, 2.0f), vr = uniform(rng, row, -1.0f, 1.0f);
     host.set_row(false, j, kr.data());
     host.set_row(true, j, vr.data());
   }
@@ -72,7 +72,7 @@ void run_decode_case(const DecodeCase& c, unsigned seed) {
                " n_cache " + std::to_string(c.n_cache));
   std::mt19937 rng(seed);
   const HostKv16Cache host = make_cache(rng, c.Hkv, c.D, c.P, c.n_cache, kNMax);
-  const auto q = uniform_f(rng, size_t(c.H) * c.D, -1.0f, 1.0f);
+  const auto q = uniform(rng, size_t(c.H) * c.D, -1.0f, 1.0f);
   const auto ref = attention_ref(host, q, c.H, c.n_cache);
 
   DeviceKv16Cache dev(host);
@@ -80,7 +80,7 @@ void run_decode_case(const DecodeCase& c, unsigned seed) {
   const auto got = run_kernel(dev, dq, c.H, c.D, c.n_cache, nullptr, 0);
   for (size_t i = 0; i < got.size(); ++i)
     ASSERT_TRUE(std::isfinite(got[i])) << "output " << i << " not written";
-  const double rel = rel_l2_vs(got, ref), mx = max_abs_vs(got, ref);
+  const double rel = rel_l2_d(got, ref), mx = max_abs_d(got, ref);
   std::printf("H %2d Hkv %2d D %3d P %2d n %5d: rel L2 %.3g, max abs %.3g\n", c.H, c.Hkv, c.D, c.P, c.n_cache,
               rel, mx);
   EXPECT_LE(rel, 1e-5) << "max abs " << mx;
@@ -122,7 +122,7 @@ TEST(GpuKv16DecodeAttention, CapturedGraphFollowsDeviceNCache) {
   std::mt19937 rng(seed);
   const int H = 8, Hkv = 2, D = 128, P = 64, n_max = 3000;
   const HostKv16Cache host = make_cache(rng, Hkv, D, P, n_max, n_max + 64);
-  const auto q = uniform_f(rng, size_t(H) * D, -1.0f, 1.0f);
+  const auto q = uniform(rng, size_t(H) * D, -1.0f, 1.0f);
   DeviceKv16Cache dev(host);
   DeviceBuffer<float> dq(q), out(size_t(H) * D);
   DeviceBuffer<int32_t> n_dev(1);
@@ -162,7 +162,7 @@ TEST(GpuKv16DecodeAttention, CapturedGraphFollowsDeviceNCache) {
     const auto want = run_kernel(dev, dq, H, D, n_eff, nullptr, 0);
     expect_bit_equal(got, want, "graph replay vs host n_cache");
     const auto ref = attention_ref(host, q, H, n_eff);
-    EXPECT_LE(rel_l2_vs(got, ref), 1e-5);
+    EXPECT_LE(rel_l2_d(got, ref), 1e-5);
   }
   cuda_ok(cudaGraphExecDestroy(exec), "destroy exec");
   cuda_ok(cudaGraphDestroy(graph), "destroy graph");

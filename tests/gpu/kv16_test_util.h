@@ -16,13 +16,6 @@
 
 namespace wkv::test {
 
-inline std::vector<float> uniform_f(std::mt19937& rng, size_t n, float lo, float hi) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
-}
-
 // Host image of the pools; every element starts as the poison 0xFFFF (an FP16 NaN).
 struct HostKv16Cache {
   int Hkv, D, P, n_pages, n_phys;
@@ -69,21 +62,6 @@ struct DeviceKv16Cache {
     view.head_dim = h.D;
   }
 };
-
-// ||a − b|| / ||b|| and max |a − b| in double.
-inline double rel_l2_vs(const std::vector<float>& a, const std::vector<double>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += b[i] * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-inline double max_abs_vs(const std::vector<float>& a, const std::vector<double>& b) {
-  double m = 0;
-  for (size_t i = 0; i < b.size(); ++i) m = std::max(m, std::abs(double(a[i]) - b[i]));
-  return m;
-}
 
 // out[H·D]: for every query head h (KV head h / (H/H_kv)), softmax_j(q_h·k_j/√D)·v_j over positions
 // 0 … n−1 of the FP16 cache, in double.

@@ -14,14 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "gpu_test_util.h"
 #include "quant_formats.h"
 #include "wkv_kernels/kv4_cache.h"
 
 namespace wkv::test {
-
-inline void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
 
 template <typename T>
 struct DeviceBuf {
@@ -54,13 +51,6 @@ DeviceBuf<T> to_device(const std::vector<T>& h) {
   DeviceBuf<T> d(h.size());
   if (!h.empty()) d.upload(h);
   return d;
-}
-
-inline std::vector<float> uniform(std::mt19937& rng, size_t n, float lo, float hi) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(rng);
-  return v;
 }
 
 // Host image of one layer's paged KV4 cache with a shuffled page table (plus spare physical pages that no
@@ -146,22 +136,6 @@ struct DeviceKv4Cache {
     }
   }
 };
-
-// ||a − b|| / ||b|| in double.
-inline double rel_l2_d(const std::vector<float>& a, const std::vector<double>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += b[i] * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-inline double max_abs_d(const std::vector<float>& a, const std::vector<double>& b) {
-  double m = 0;
-  for (size_t i = 0; i < b.size(); ++i) m = std::max(m, std::abs(double(a[i]) - b[i]));
-  return m;
-}
 
 // out[D] = Σ_j softmax(q·k_j/√D)·v_j in double; keys[j] / vals[j] point at D floats.
 inline void attend_ref(const float* q, const std::vector<const float*>& keys, const std::vector<const float*>& vals,
