@@ -225,18 +225,22 @@ class CudaSessionState final : public SessionState {
     page_table_ = upload(table, "KV page table");
     head_bytes_ = kv4_ ? wk::kv4_head_bytes(D_, G_) : size_t(D_) * 2;
     const size_t pool = size_t(pages) * kPage * info_.n_kv_heads * head_bytes_;
+    // The paging fields both cache views share (Kv4LayerCache / Kv16LayerCache).
+    auto paged = [&](auto c) {
+      c.page_table = page_table_.as<int32_t>();
+      c.n_pages = pages;
+      c.page_size = kPage;
+      c.n_kv_heads = info_.n_kv_heads;
+      c.head_dim = D_;
+      return c;
+    };
     for (int l = 0; l < info_.n_layers; ++l) {
       k_pools_.emplace_back(pool, kv4_ ? "KV4 cache (K)" : "FP16 KV cache (K)");
       v_pools_.emplace_back(pool, kv4_ ? "KV4 cache (V)" : "FP16 KV cache (V)");
       if (kv4_) {
-        wk::Kv4LayerCache c;
+        wk::Kv4LayerCache c = paged(wk::Kv4LayerCache{});
         c.k_pool = k_pools_.back().as<uint8_t>();
         c.v_pool = v_pools_.back().as<uint8_t>();
-        c.page_table = page_table_.as<int32_t>();
-        c.n_pages = pages;
-        c.page_size = kPage;
-        c.n_kv_heads = info_.n_kv_heads;
-        c.head_dim = D_;
         c.group = G_;
         const DeviceLayer& L = w_.layers[l];
         c.k_delta = L.k_delta.as<float>();
@@ -245,14 +249,9 @@ class CudaSessionState final : public SessionState {
         c.v_scale = L.v_scale.as<float>();
         caches_.push_back(c);
       } else {
-        wk::Kv16LayerCache c;
+        wk::Kv16LayerCache c = paged(wk::Kv16LayerCache{});
         c.k_pool = k_pools_.back().as<uint16_t>();
         c.v_pool = v_pools_.back().as<uint16_t>();
-        c.page_table = page_table_.as<int32_t>();
-        c.n_pages = pages;
-        c.page_size = kPage;
-        c.n_kv_heads = info_.n_kv_heads;
-        c.head_dim = D_;
         caches16_.push_back(c);
       }
     }
