@@ -29,6 +29,7 @@
 
 #include "cuda_check.h"
 #include "kernel_util.h"
+#include "split_combine.cuh"
 #include "wkv_kernels/kv16_decode_attention.h"
 
 namespace wkv::kernels {
@@ -264,28 +265,9 @@ __global__ void __launch_bounds__(D)
   for (int i = 1; i < D / 32; ++i) M = fmaxf(M, part[i]);
   __syncthreads();  // part is reused below
 
-  float l_part = 0.0f, acc = 0.0f;
-  for (int s0 = 0; s0 < splits; s0 += kCombineTile) {
-    const int ns = min(kCombineTile, splits - s0);
-    __syncthreads();  // previous tile's weights are consumed
-    for (int i = d; i < ns; i += D) {
-      const float w = expf(ml[2 * (s0 + i)] - M);
-      wt_s[i] = w;
-      l_part += w * ml[2 * (s0 + i) + 1];
-    }
-    __syncthreads();
-    const float* src = ws_acc + (size_t(h) * max_splits + s0) * D + d;
-    int i = 0;
-    for (; i + 4 <= ns; i += 4) {
-      const float a0 = src[size_t(i) * D], a1 = src[size_t(i + 1) * D];
-      const float a2 = src[size_t(i + 2) * D], a3 = src[size_t(i + 3) * D];
-      acc = fmaf(wt_s[i], a0, acc);
-      acc = fmaf(wt_s[i + 1], a1, acc);
-      acc = fmaf(wt_s[i + 2], a2, acc);
-      acc = fmaf(wt_s[i + 3], a3, acc);
-    }
-    for (; i < ns; ++i) acc = fmaf(wt_s[i], src[size_t(i) * D], acc);
-  }
+  float l_part = 0.0f;
+  const float acc =
+      combine_splits<D, kCombineTile>(ml, ws_acc + size_t(h) * max_splits * D, splits, M, wt_s, l_part);
   l_part = warp_sum(l_part);
   __syncthreads();
   if (lane == 0) part[warp] = l_part;
