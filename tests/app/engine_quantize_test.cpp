@@ -16,6 +16,20 @@ namespace {
 
 QString refA() { return QString::fromStdString(wkv::test::shared_path("models/ref-a")); }
 
+// ref-a → dir/fileName with `method`; calibration methods read wiki.valid.raw (samples × seqlen tokens).
+QuantizeRequest request(const QTemporaryDir& dir, const QString& fileName, const QString& method, int samples = 0,
+                        int seqlen = 0) {
+  QuantizeRequest r;
+  r.modelPath = refA();
+  r.outPath = dir.filePath(fileName);
+  r.method = method;
+  if (method != QLatin1String("rtn"))
+    r.calibPath = QString::fromStdString(wkv::test::shared_path("data/wikitext-2-raw/wiki.valid.raw"));
+  r.samples = samples;
+  r.seqlen = seqlen;
+  return r;
+}
+
 void startQuantize(EngineWorker* w, const QuantizeRequest& r) {
   QMetaObject::invokeMethod(w, "quantize", Qt::QueuedConnection, Q_ARG(QuantizeRequest, r));
 }
@@ -24,10 +38,7 @@ TEST(EngineQuantize, RtnFileIsWrittenWithProgressAndThenLoads) {
   WKV_REQUIRE_SHARED("models/ref-a/model.safetensors");
   QTemporaryDir dir;
   EngineThread engine;
-  QuantizeRequest r;
-  r.modelPath = refA();
-  r.outPath = dir.filePath(QStringLiteral("ref-a-rtn.wkvq"));
-  r.method = QStringLiteral("rtn");
+  const QuantizeRequest r = request(dir, QStringLiteral("ref-a-rtn.wkvq"), QStringLiteral("rtn"));
   QSignalSpy progress(engine.worker(), &EngineWorker::quantizeProgress);
   QSignalSpy finished(engine.worker(), &EngineWorker::quantizeFinished);
   QSignalSpy failed(engine.worker(), &EngineWorker::quantizeFailed);
@@ -53,13 +64,7 @@ TEST(EngineQuantize, WkvquantReportsWhatTheCalibrationCost) {
   WKV_REQUIRE_SHARED("models/ref-a/model.safetensors");
   QTemporaryDir dir;
   EngineThread engine;
-  QuantizeRequest r;
-  r.modelPath = refA();
-  r.outPath = dir.filePath(QStringLiteral("ref-a-wkvq.wkvq"));
-  r.method = QStringLiteral("wkvquant");
-  r.calibPath = QString::fromStdString(wkv::test::shared_path("data/wikitext-2-raw/wiki.valid.raw"));
-  r.samples = 2;
-  r.seqlen = 64;
+  const QuantizeRequest r = request(dir, QStringLiteral("ref-a-wkvq.wkvq"), QStringLiteral("wkvquant"), 2, 64);
   QSignalSpy finished(engine.worker(), &EngineWorker::quantizeFinished);
   QSignalSpy failed(engine.worker(), &EngineWorker::quantizeFailed);
   startQuantize(engine.worker(), r);
@@ -74,13 +79,7 @@ TEST(EngineQuantize, CancelWritesNothing) {
   WKV_REQUIRE_SHARED("models/ref-a/model.safetensors");
   QTemporaryDir dir;
   EngineThread engine;
-  QuantizeRequest r;
-  r.modelPath = refA();
-  r.outPath = dir.filePath(QStringLiteral("cancelled.wkvq"));
-  r.method = QStringLiteral("stats");
-  r.calibPath = QString::fromStdString(wkv::test::shared_path("data/wikitext-2-raw/wiki.valid.raw"));
-  r.samples = 64;
-  r.seqlen = 256;
+  const QuantizeRequest r = request(dir, QStringLiteral("cancelled.wkvq"), QStringLiteral("stats"), 64, 256);
   QSignalSpy progress(engine.worker(), &EngineWorker::quantizeProgress);
   QSignalSpy failed(engine.worker(), &EngineWorker::quantizeFailed);
   startQuantize(engine.worker(), r);
