@@ -386,8 +386,6 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_tc_kernel(const TcArgs a)
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 int row_blocks(int T, int gq) { return int((int64_t(T) * gq + kBM - 1) / kBM); }
 
 TcArgs make_args(const PrefillAttentionArgs& p, int Hkv, int D, int split) {
@@ -410,9 +408,13 @@ TcArgs make_args(const PrefillAttentionArgs& p, int Hkv, int D, int split) {
 template <int D, Src kSrc>
 void launch(const TcArgs& a, cudaStream_t stream) {
   constexpr size_t kSmem = smem_bytes<D>();
-  // Above 48 KB of dynamic shared memory needs an opt-in (per device; a host call of ~1 µs, so simply per launch).
-  CUDA_CHECK(cudaFuncSetAttribute(prefill_tc_kernel<D, kSrc>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  int(kSmem)));
+  // Above 48 KB of dynamic shared memory needs an opt-in, once per instantiation (one device per process).
+  static const bool attr_set = [] {
+    CUDA_CHECK(cudaFuncSetAttribute(prefill_tc_kernel<D, kSrc>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    int(kSmem)));
+    return true;
+  }();
+  (void)attr_set;
   const dim3 grid(a.Hkv, row_blocks(a.T, a.gq));
   prefill_tc_kernel<D, kSrc><<<grid, kThreads, kSmem, stream>>>(a);
   WKV_CHECK_LAUNCH();

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <string>
 
+#include "cuda_check.h"
 #include "wkv/error.h"
 
 namespace wkv::kernels {
@@ -21,9 +22,36 @@ inline void require_arg(bool ok, const std::string& message) {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+// What launch planning needs of the current device, queried once per process (the engine uses one device
+// per process), so launch wrappers on the decode path make no per-call attribute queries.
+struct DeviceLimits {
+  int sms = 0;            // multiprocessors
+  int smem_optin = 0;     // max dynamic shared memory per block (opt-in), bytes
+  int compute_major = 0;  // compute capability major version
+};
+
+inline const DeviceLimits& device_limits() {
+  static const DeviceLimits limits = [] {
+    DeviceLimits l;
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&l.sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&l.compute_major, cudaDevAttrComputeCapabilityMajor, dev));
+    return l;
+  }();
+  return limits;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int off = kWarpSize / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, off);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int off = kWarpSize / 2; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
   return v;
 }
 

@@ -59,12 +59,6 @@ __device__ __forceinline__ void split_plan(int n, int max_splits, int& splits, i
   splits = (n + chunk - 1) / chunk;
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
-  return v;
-}
-
 // 8 FP16 values (one 16-byte chunk) as FP32 (exact).
 __device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
   const uint32_t w[4] = {u.x, u.y, u.z, u.w};
@@ -292,10 +286,12 @@ void launch(const Kv16LayerCache& c, const Kv16DecodeArgs& a, int n_launch, void
             size_t workspace_bytes, cudaStream_t stream) {
   auto kernel = kv16_split_kernel<D, NH>;
   const int Z = a.n_heads / c.n_kv_heads / NH;
-  int dev = 0, sms = 0, occ = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, kernel, kThreads, 0));
+  const int sms = device_limits().sms;
+  static const int occ = [&] {  // per instantiation, once
+    int o = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, kernel, kThreads, 0));
+    return o;
+  }();
   // One wave of equal-work split blocks (depends only on shapes and the device, not on n, so the host and
   // device paths plan alike), capped so every split has ≥ kMinChunk keys at n_launch.
   const int64_t wave = int64_t(std::max(occ, 1)) * std::max(sms, 1);

@@ -33,6 +33,7 @@
 #include <string>
 
 #include "cuda_check.h"
+#include "kernel_util.h"
 #include "kv4_device.cuh"
 #include "split_combine.cuh"
 #include "wkv_kernels/kv4_decode_attention.h"
@@ -762,12 +763,6 @@ __global__ void __launch_bounds__(D)
   a.out[h * D + d] = num / den;
 }
 
-int device_attribute(cudaDeviceAttr attr) {
-  int dev = 0, v = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
-  return v;
-}
 
 // Heads per block: FP32 kernel up to 8, tensor-core kernel up to 4 (N = 8 MMA columns = 4 × (hi, lo)).
 int heads_per_block(int gq, bool tc) {
@@ -855,12 +850,12 @@ void kv4_decode_attention(const Kv4LayerCache& c, const Kv4DecodeArgs& a, void* 
     fail("keys_per_split " + std::to_string(a.keys_per_split) + " must be 0 or in [32, 512]");
 
   // Tensor-core kernel for one header per row (the default G = D) on sm_80+; the FP32 kernel otherwise.
-  const bool tc = c.group == D && device_attribute(cudaDevAttrComputeCapabilityMajor) >= 8;
+  const bool tc = c.group == D && device_limits().compute_major >= 8;
   const int gq = a.n_heads / c.n_kv_heads;
   const int nh = heads_per_block(gq, tc);
   // Automatic plan: ~8 blocks per SM over the grid's other dimensions (H_kv · gq/NH).
   const int64_t others = int64_t(c.n_kv_heads) * (gq / nh);
-  const int64_t target = std::max<int64_t>(1, (8 * int64_t(device_attribute(cudaDevAttrMultiProcessorCount)) +
+  const int64_t target = std::max<int64_t>(1, (8 * int64_t(device_limits().sms) +
                                                others - 1) / others);
   SplitPlan plan{};
   plan.n_dev = a.n_cache_dev;

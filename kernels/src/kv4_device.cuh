@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernel_util.h"
 #include "wkv_kernels/kv4_cache.h"
 
 namespace wkv::kernels::kv4dev {
@@ -53,16 +54,8 @@ __device__ __forceinline__ void word_smoothed(const uint8_t* row, int w, int D, 
   }
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
-}
+using ::wkv::kernels::warp_sum;  // kernel_util.h
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-  return v;
-}
+using ::wkv::kernels::warp_max;  // kernel_util.h
 
 }  // namespace wkv::kernels::kv4dev

@@ -422,24 +422,6 @@ __global__ void __launch_bounds__(kBlockThreads) w4_gemv_generic_kernel(W4Args a
 
 // ---- host side -------------------------------------------------------------------------------------
 
-struct DeviceLimits {
-  int sms = 0;
-  int smem_optin = 0;  // max dynamic shared memory per block (opt-in), bytes
-};
-
-// Of the current device, queried once (the engine uses one device per process).
-const DeviceLimits& device_limits() {
-  static const DeviceLimits limits = [] {
-    DeviceLimits l;
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&l.sms, cudaDevAttrMultiProcessorCount, dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return l;
-  }();
-  return limits;
-}
-
 template <int B, int U, bool kHalf>
 void launch_fast(const FastArgs& a, const float* x, float* y, cudaStream_t stream) {
   const DeviceLimits& lim = device_limits();

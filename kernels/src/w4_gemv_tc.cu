@@ -142,12 +142,6 @@ __device__ __forceinline__ uint32_t word_of(const uint4& v, int w) {
   return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;  // w is a compile-time constant after unrolling
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int off = kWarpSize / 2; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
-  return v;
-}
-
 // Per row of a chunk: zlo = 1024 + z, zhi = −(64 + z) (both exact), h as half2 and FP32.
 struct RowParams {
   __half2 zlo, zhi, h2;
