@@ -14,7 +14,9 @@ if command -v compute-sanitizer >/dev/null && [ -z "${NO_MEMCHECK:-}" ]; then
   export -f run_memcheck
   export B OUT
   tests=${MEMCHECK_ONLY:-$(ls tests/gpu/*_test.cpp | xargs -n1 basename | sed 's/\.cpp$//')}
-  printf "%s\n" $tests | xargs -P ${MEMCHECK_JOBS:-6} -I{} bash -c 'run_memcheck {}'
+  # cuda_oom_test fills the GPU: it runs alone, after the others (and not at all with MEMCHECK_NO_OOM=1).
+  printf "%s\n" $tests | grep -v '^cuda_oom_test$' | xargs -P ${MEMCHECK_JOBS:-6} -I{} bash -c 'run_memcheck {}'
+  if printf "%s\n" $tests | grep -q '^cuda_oom_test$' && [ -z "${MEMCHECK_NO_OOM:-}" ]; then run_memcheck cuda_oom_test; fi
 fi
 [ -n "${NO_BENCH:-}" ] && exit 0
 for b in $B/kernels/bench/wkv_kernel_bench_*; do
