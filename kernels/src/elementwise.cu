@@ -36,18 +36,43 @@ __device__ float block_sum(float v) {
 __device__ __forceinline__ void store_out(float* y, size_t i, float v) { y[i] = v; }
 __device__ __forceinline__ void store_out(__half* y, size_t i, float v) { y[i] = __float2half_rn(v); }
 
+// Row-wise norms, one block per row. Thread t owns elements t, t + kThreads, … in that order (the order of
+// its partial Σx², so results do not depend on how the loads are batched). A pass loads kPer of them
+// at once — all loads issued before any use, so a 4096-wide row costs one memory round trip instead of
+// 16 dependent ones — and rows of ≤ kThreads·kPer elements (every LLaMA width up to 8192) stay in
+// registers for the scaling pass.
+constexpr int kPer = 32;
+
 // One block per row t: y[t] = (x[t]·inv)·weight with inv = 1 / sqrt(Σx²/n + eps).
 template <typename Out>
 __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(const float* __restrict__ x,
                                                            const float* __restrict__ weight, int n, float eps,
                                                            Out* __restrict__ y) {
   const size_t base = (size_t)blockIdx.x * n;
+  float v[kPer];
   float ss = 0.0f;
-  for (int i = threadIdx.x; i < n; i += kThreads) ss = fmaf(x[base + i], x[base + i], ss);
+  for (int c0 = 0; c0 < n; c0 += kThreads * kPer) {
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = c0 + threadIdx.x + k * kThreads;
+      v[k] = i < n ? x[base + i] : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < kPer; ++k)
+      if (c0 + threadIdx.x + k * kThreads < n) ss = fmaf(v[k], v[k], ss);
+  }
   ss = block_sum(ss);
   const float inv = __fdiv_rn(1.0f, sqrtf(__fadd_rn(__fdiv_rn(ss, (float)n), eps)));
-  for (int i = threadIdx.x; i < n; i += kThreads)
-    store_out(y, base + i, __fmul_rn(__fmul_rn(x[base + i], inv), weight[i]));
+  if (n <= kThreads * kPer) {
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = threadIdx.x + k * kThreads;
+      if (i < n) store_out(y, base + i, __fmul_rn(__fmul_rn(v[k], inv), weight[i]));
+    }
+  } else {
+    for (int i = threadIdx.x; i < n; i += kThreads)
+      store_out(y, base + i, __fmul_rn(__fmul_rn(x[base + i], inv), weight[i]));
+  }
 }
 
 // x += r, then y = rmsnorm(x) — the residual add of a block fused with the norm that follows it (one launch
@@ -59,56 +84,98 @@ __global__ void __launch_bounds__(kThreads) add_rmsnorm_kernel(float* x, const f
                                                                const float* __restrict__ weight, int n, float eps,
                                                                float* y) {
   const size_t base = (size_t)blockIdx.x * n;
+  float v[kPer];
   float ss = 0.0f;
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    const float v = __fadd_rn(x[base + i], r[base + i]);
-    x[base + i] = v;
-    ss = fmaf(v, v, ss);
+  for (int c0 = 0; c0 < n; c0 += kThreads * kPer) {
+    float rv[kPer];
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {  // every load of the pass before the first store
+      const int i = c0 + threadIdx.x + k * kThreads;
+      v[k] = i < n ? x[base + i] : 0.0f;
+      rv[k] = i < n ? r[base + i] : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = c0 + threadIdx.x + k * kThreads;
+      if (i < n) {
+        v[k] = __fadd_rn(v[k], rv[k]);
+        x[base + i] = v[k];
+        ss = fmaf(v[k], v[k], ss);
+      }
+    }
   }
   ss = block_sum(ss);
   const float inv = __fdiv_rn(1.0f, sqrtf(__fadd_rn(__fdiv_rn(ss, (float)n), eps)));
-  for (int i = threadIdx.x; i < n; i += kThreads) y[base + i] = __fmul_rn(__fmul_rn(x[base + i], inv), weight[i]);
+  if (n <= kThreads * kPer) {
+#pragma unroll
+    for (int k = 0; k < kPer; ++k) {
+      const int i = threadIdx.x + k * kThreads;
+      if (i < n) y[base + i] = __fmul_rn(__fmul_rn(v[k], inv), weight[i]);
+    }
+  } else {
+    for (int i = threadIdx.x; i < n; i += kThreads) y[base + i] = __fmul_rn(__fmul_rn(x[base + i], inv), weight[i]);
+  }
 }
 
-// Thread (t, i) for i < D/2 computes the angle once and rotates pair (i, i + D/2) of every head.
+// RoPE. Thread (t, g, i), i < D/2, computes the angle of pair i at token t once and rotates pair
+// (i, i + D/2) of the kRopeHeads heads of head group g: consecutive threads take consecutive i (coalesced),
+// and a thread issues all its loads before its first store (one memory round trip, not one per head).
 // inv_freq = 1 / theta^(2i/D): the exponent is the same float quotient as the reference, the power is
 // taken in double and rounded once to float (the correctly rounded powf value the host computes), so the
 // angle pos·inv_freq is bit-identical to the reference's; large angles make that essential (1 ulp of
 // inv_freq at pos 4096 would already move the angle by ~1e-3 rad).
-// Rotates pair (i, i + D/2) of every head of one token at absolute position `pos`: the per-element code
-// shared by rope (host position) and rope_at (device position), so both produce the same bits.
-__device__ __forceinline__ void rope_token(float* __restrict__ x_t, int n_heads, int head_dim, int i, int pos,
-                                           float theta) {
+constexpr int kRopeHeads = 8;
+
+// Rotates pair (i, i + D/2) of heads h0 … min(h0 + kRopeHeads, n_heads) − 1 of one token at absolute
+// position `pos`: the per-element code shared by rope (host position) and rope_at (device position), so
+// both produce the same bits.
+__device__ __forceinline__ void rope_heads(float* __restrict__ x_t, int n_heads, int h0, int head_dim, int i,
+                                           int pos, float theta) {
   const int half = head_dim / 2;
   const float expo = __fdiv_rn((float)(2 * i), (float)head_dim);
   const float p = (float)pow((double)theta, (double)expo);
   const float inv_freq = __fdiv_rn(1.0f, p);
   const float angle = __fmul_rn((float)pos, inv_freq);
+  float a[kRopeHeads], b[kRopeHeads];
+#pragma unroll
+  for (int k = 0; k < kRopeHeads; ++k) {
+    if (h0 + k < n_heads) {
+      const float* v = x_t + (size_t)(h0 + k) * head_dim;
+      a[k] = v[i];
+      b[k] = v[i + half];
+    }
+  }
   float s, c;
   sincosf(angle, &s, &c);
-  for (int h = 0; h < n_heads; ++h) {
-    float* v = x_t + (size_t)h * head_dim;
-    const float a = v[i], b = v[i + half];
-    v[i] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
-    v[i + half] = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+#pragma unroll
+  for (int k = 0; k < kRopeHeads; ++k) {
+    if (h0 + k < n_heads) {
+      float* v = x_t + (size_t)(h0 + k) * head_dim;
+      v[i] = __fsub_rn(__fmul_rn(a[k], c), __fmul_rn(b[k], s));
+      v[i + half] = __fadd_rn(__fmul_rn(b[k], c), __fmul_rn(a[k], s));
+    }
   }
 }
 
+__device__ __forceinline__ int rope_groups(int n_heads) { return (n_heads + kRopeHeads - 1) / kRopeHeads; }
+
 __global__ void __launch_bounds__(kThreads) rope_kernel(float* __restrict__ x, int T, int n_heads, int head_dim,
                                                         int pos0, float theta) {
-  const int half = head_dim / 2;
+  const int half = head_dim / 2, groups = rope_groups(n_heads);
   const int64_t idx = (int64_t)blockIdx.x * kThreads + threadIdx.x;
-  if (idx >= (int64_t)T * half) return;
-  const int t = (int)(idx / half), i = (int)(idx % half);
-  rope_token(x + (size_t)t * n_heads * head_dim, n_heads, head_dim, i, pos0 + t, theta);
+  if (idx >= (int64_t)T * groups * half) return;
+  const int t = (int)(idx / (groups * half)), r = (int)(idx % (groups * half));
+  rope_heads(x + (size_t)t * n_heads * head_dim, n_heads, (r / half) * kRopeHeads, head_dim, r % half, pos0 + t,
+             theta);
 }
 
 // T = 1 with the position read on the device (graph replay at every decode step).
 __global__ void __launch_bounds__(kThreads) rope_at_kernel(float* __restrict__ x, int n_heads, int head_dim,
                                                            const int32_t* __restrict__ pos_dev, float theta) {
-  const int i = blockIdx.x * kThreads + threadIdx.x;
-  if (i >= head_dim / 2) return;
-  rope_token(x, n_heads, head_dim, i, *pos_dev, theta);
+  const int half = head_dim / 2;
+  const int r = blockIdx.x * kThreads + threadIdx.x;
+  if (r >= rope_groups(n_heads) * half) return;
+  rope_heads(x, n_heads, (r / half) * kRopeHeads, head_dim, r % half, *pos_dev, theta);
 }
 
 __global__ void swiglu_kernel(float* __restrict__ g, const float* __restrict__ u, int64_t n) {
@@ -211,7 +278,7 @@ void rope(float* x, int T, int n_heads, int head_dim, int pos0, float theta, cud
   require_arg(pos0 >= 0 && (int64_t)pos0 + T <= 0x7FFFFFFF, "rope: positions must be in [0, 2^31)");
   require_arg(std::isfinite(theta) && theta > 0.0f, "rope: theta must be finite and > 0");
   require_arg(x != nullptr, "rope: x must be a non-null device pointer");
-  const int64_t threads = (int64_t)T * (head_dim / 2);
+  const int64_t threads = (int64_t)T * ((n_heads + kRopeHeads - 1) / kRopeHeads) * (head_dim / 2);
   const int64_t blocks = (threads + kThreads - 1) / kThreads;
   require_arg(blocks <= 0x7FFFFFFF, "rope: too many tokens for one launch");
   rope_kernel<<<(unsigned)blocks, kThreads, 0, stream>>>(x, T, n_heads, head_dim, pos0, theta);
@@ -224,7 +291,8 @@ void rope_at(float* x, int n_heads, int head_dim, const int32_t* pos_dev, float 
                                                       " must be even and >= 2");
   require_arg(std::isfinite(theta) && theta > 0.0f, "rope_at: theta must be finite and > 0");
   require_arg(x != nullptr && pos_dev != nullptr, "rope_at: x and pos_dev must be non-null device pointers");
-  const int blocks = (head_dim / 2 + kThreads - 1) / kThreads;
+  const int threads = (n_heads + kRopeHeads - 1) / kRopeHeads * (head_dim / 2);
+  const int blocks = (threads + kThreads - 1) / kThreads;
   rope_at_kernel<<<blocks, kThreads, 0, stream>>>(x, n_heads, head_dim, pos_dev, theta);
   WKV_CHECK_LAUNCH();
 }

@@ -47,15 +47,19 @@ done
 stamp "bench done"
 NCU="ncu --clock-control none"
 left() { echo $(( ${BUDGET_S:-560} - ($(date +%s) - T0) )); }
-WKV_CUDA_GRAPH=0 timeout $(left) $NCU --metrics gpu__time_duration.sum --csv --page raw --log-file "$OUT/ncu_step.csv" \
+WKV_CUDA_GRAPH=0 timeout $(left) $NCU --cache-control none --metrics gpu__time_duration.sum --csv --page raw --log-file "$OUT/ncu_step.csv" \
   $B/engine/wkv bench $WKVQ --mode ${MODE:-w4kv4} --prompt-tokens 16 --gen 3 --depth 0 --repeats 1 > "$OUT/ncu_step.out" 2>&1
 echo "ncu step exit $?" >> "$S"
 python3 "$(dirname "$0")/ncu_kernel_summary.py" "$OUT/ncu_step.csv" >> "$S" 2>&1
 stamp "ncu step done"
-WKV_CUDA_GRAPH=0 timeout $(left) $NCU --set full -k "regex:${NCU_DETAIL_KERNELS:-w4_gemv}" --launch-skip ${NCU_SKIP:-140} \
-  --launch-count ${NCU_COUNT:-4} $B/engine/wkv bench $WKVQ --mode ${MODE:-w4kv4} --prompt-tokens 16 --gen 2 \
-  --depth 0 --repeats 1 > "$OUT/ncu_detail.txt" 2>&1
-echo "ncu detail exit $?" >> "$S"
-grep -vE "^\s*$" "$OUT/ncu_detail.txt" | grep -vE "^    ---|^==PROF==" | head -700 >> "$S"
+# Detailed sections of the 4 W4 GEMV launches of layer 0 of the second decode step, per variant.
+for v in ${NCU_VARIANTS:-A}; do
+  WKV_W4_GEMV_VARIANT=$v WKV_CUDA_GRAPH=0 timeout $(left) $NCU --set full -k "regex:${NCU_DETAIL_KERNELS:-w4_gemv}" \
+    --launch-skip ${NCU_SKIP:-128} --launch-count ${NCU_COUNT:-4} $B/engine/wkv bench $WKVQ --mode ${MODE:-w4kv4} \
+    --prompt-tokens 16 --gen 2 --depth 0 --repeats 1 > "$OUT/ncu_detail_$v.txt" 2>&1
+  echo "== ncu detail, variant $v: exit $?" >> "$S"
+  grep -E "^  [a-z].*\(|Duration|DRAM Throughput|Executed Instructions   |Issue Slots Busy|Registers Per|Eligible Warps|Warp Cycles Per Issued|Achieved Active Warps|Dynamic Shared|cycles being stalled" -A1 \
+    "$OUT/ncu_detail_$v.txt" | grep -vE "^--$|^\s+Section|Warning|Metric Name" >> "$S"
+done
 stamp "ncu detail done"
 tar czf "$FINAL_OUT/logs.tgz" -C "$FINAL_OUT" logs && rm -rf "$FINAL_OUT/logs"

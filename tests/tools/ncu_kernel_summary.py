@@ -13,10 +13,8 @@ from collections import OrderedDict
 
 
 def short(name):
-    name = name.split("(")[0] if "(" in name and "<" not in name.split("(")[0] else name
     name = re.sub(r"^void ", "", name)
-    name = re.sub(r"\(anonymous namespace\)::", "", name)
-    name = re.sub(r"wkv::kernels::", "", name)
+    name = re.sub(r"(\(anonymous namespace\)|<unnamed>|unnamed>|wkv|kernels)::", "", name)
     # template arguments stay (they tell the variants apart); the parameter list goes
     depth, out = 0, ""
     for ch in name:
@@ -44,7 +42,6 @@ def main(path):
     starts = [i for i, (n, _) in enumerate(rows) if n.startswith("embedding_kernel")]
     if not starts:
         sys.exit("no embedding_kernel launch in the log")
-    # ncu reports ns for gpu__time_duration.sum unless told otherwise; check the units row
     step = rows[starts[-1]:]
     for title, part in (("last decode step", step), ("whole log", rows)):
         agg = OrderedDict()
