@@ -56,6 +56,7 @@
 #include "cuda_check.h"
 #include "kernel_util.h"
 #include "quant_formats.h"
+#include "w4_gemv_bulk.h"
 #include "w4_gemv_tc.h"
 #include "w4_gemv_variant.h"
 #include "wkv_kernels/w4_gemv.h"
@@ -66,12 +67,12 @@ namespace {
 
 constexpr int kBlockThreads = 128;  // generic path: 4 warps, one row each
 constexpr int kWarpsPerBlock = kBlockThreads / kWarpSize;
-constexpr int kMaxBatch = 8;        // batch rows per launch
+constexpr int kMaxBatch = 8;  // batch rows per launch
 
-constexpr int kFastThreads = 512;   // fast path: one block of 16 warps per SM
+constexpr int kFastThreads = 512;  // fast path: one block of 16 warps per SM
 constexpr int kFastWarps = kFastThreads / kWarpSize;
-constexpr int kR = 2;               // rows per warp step
-constexpr int kFastMaxCols = 32768; // FP32 x of one batch row (128 KB) must fit in shared memory
+constexpr int kR = 2;                // rows per warp step
+constexpr int kFastMaxCols = 32768;  // FP32 x of one batch row (128 KB) must fit in shared memory
 
 struct W4Args {
   int rows, cols, group;
@@ -211,7 +212,7 @@ __device__ __forceinline__ void math_fp32(const Tile<U>& t, int k0, int lane, in
 template <int B>
 __device__ __forceinline__ void stage_x_half(const float* __restrict__ x, int cols, uint4* xh, float* xinv) {
   const int cols8 = cols / 8, chunks = cols / 32, total = B * cols8;  // total % 4 == 0
-  for (int base = 0; base < total; base += kFastThreads) {  // every lane runs every trip (shuffles)
+  for (int base = 0; base < total; base += kFastThreads) {            // every lane runs every trip (shuffles)
     const int i = base + (int)threadIdx.x;
     const bool ok = i < total;
     float4 v0 = make_float4(0.f, 0.f, 0.f, 0.f), v1 = v0;
@@ -236,8 +237,10 @@ __device__ __forceinline__ void stage_x_half(const float* __restrict__ x, int co
     const float sc = __int_as_float((e + 127) << 23);
     if (ok) {
       const int b = i / cols8, f = i - b * cols8, c = f >> 2, m = f & 3;
-      const __half2 p0 = __floats2half2_rn(v0.x * sc, v0.y * sc), p1 = __floats2half2_rn(v0.z * sc, v0.w * sc);
-      const __half2 p2 = __floats2half2_rn(v1.x * sc, v1.y * sc), p3 = __floats2half2_rn(v1.z * sc, v1.w * sc);
+      const __half2 p0 = __floats2half2_rn(v0.x * sc, v0.y * sc),
+                    p1 = __floats2half2_rn(v0.z * sc, v0.w * sc);
+      const __half2 p2 = __floats2half2_rn(v1.x * sc, v1.y * sc),
+                    p3 = __floats2half2_rn(v1.z * sc, v1.w * sc);
       uint4 o;
       memcpy(&o.x, &p0, 4);
       memcpy(&o.y, &p1, 4);
@@ -314,20 +317,24 @@ __device__ __forceinline__ void math(const FastArgs& a, const Tile<U>& t, int k0
   if constexpr (kHalf) {
     const uint4* xh = static_cast<const uint4*>(xs);
     const float* xinv = reinterpret_cast<const float*>(xh + (size_t)B * (cols / 8));
-    if (full) math_half<B, U, true>(t, k0, lane, a.chunks, cols / 8, xh, xinv, acc);
-    else math_half<B, U, false>(t, k0, lane, a.chunks, cols / 8, xh, xinv, acc);
+    if (full)
+      math_half<B, U, true>(t, k0, lane, a.chunks, cols / 8, xh, xinv, acc);
+    else
+      math_half<B, U, false>(t, k0, lane, a.chunks, cols / 8, xh, xinv, acc);
   } else {
     const float4* xf = static_cast<const float4*>(xs);
-    if (full) math_fp32<B, U, true>(t, k0, lane, a.chunks, cols / 4, xf, acc);
-    else math_fp32<B, U, false>(t, k0, lane, a.chunks, cols / 4, xf, acc);
+    if (full)
+      math_fp32<B, U, true>(t, k0, lane, a.chunks, cols / 4, xf, acc);
+    else
+      math_fp32<B, U, false>(t, k0, lane, a.chunks, cols / 4, xf, acc);
   }
 }
 
 // One step of a warp: issue the loads of the next step into `nxt`, do the math of `cur` (step r0, k0),
 // write the rows when they are complete, advance (r0, k0). Returns true when the warp's rows are done.
 template <int B, int U, bool kHalf>
-__device__ __forceinline__ bool step(const FastArgs& a, int& r0, int& k0, int row_end, int lane, const void* xs,
-                                     const Tile<U>& cur, Tile<U>& nxt, float (&acc)[kR][B],
+__device__ __forceinline__ bool step(const FastArgs& a, int& r0, int& k0, int row_end, int lane,
+                                     const void* xs, const Tile<U>& cur, Tile<U>& nxt, float (&acc)[kR][B],
                                      float* __restrict__ y) {
   int k1 = k0 + 32 * U, r1 = r0;
   if (k1 >= a.chunks) k1 = 0, r1 = r0 + kR;
@@ -389,8 +396,8 @@ __global__ void __launch_bounds__(kFastThreads, 1)
 
 // Any valid W4 shape: one warp per row, lane l handles words l, l + 32, … (8 channels each).
 template <int B>
-__global__ void __launch_bounds__(kBlockThreads) w4_gemv_generic_kernel(W4Args a, const float* __restrict__ x,
-                                                                        float* __restrict__ y) {
+__global__ void __launch_bounds__(kBlockThreads)
+    w4_gemv_generic_kernel(W4Args a, const float* __restrict__ x, float* __restrict__ y) {
   const int row = (int)((blockIdx.x * kBlockThreads + threadIdx.x) / kWarpSize);
   const int lane = (int)(threadIdx.x % kWarpSize);
   if (row >= a.rows) return;
@@ -427,8 +434,8 @@ void launch_fast(const FastArgs& a, const float* x, float* y, cudaStream_t strea
   const DeviceLimits& lim = device_limits();
   // Once per instantiation: allow more than the default 48 KB of dynamic shared memory.
   static const bool attr_set = [&] {
-    CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_fast_kernel<B, U, kHalf>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    lim.smem_optin));
+    CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_fast_kernel<B, U, kHalf>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, lim.smem_optin));
     return true;
   }();
   (void)attr_set;
@@ -486,8 +493,11 @@ detail::W4GemvVariant parse_variant_env() {
   if (s == "A" || s == "a") return detail::W4GemvVariant::fp32;
   if (s == "B" || s == "b") return detail::W4GemvVariant::half2;
   if (s == "C" || s == "c") return detail::W4GemvVariant::tc;
-  require_arg(false, "WKV_W4_GEMV_VARIANT='" + s +
-                         "': expected A (FP32 math), B (half2 math) or C (tensor cores)");
+  if (s == "D" || s == "d") return detail::W4GemvVariant::bulk;
+  require_arg(
+      false,
+      "WKV_W4_GEMV_VARIANT='" + s +
+          "': expected A (FP32 math), B (half2 math), C (tensor cores) or D (bulk copies + tensor cores)");
   return detail::W4GemvVariant::fp32;
 }
 
@@ -511,7 +521,10 @@ bool w4_gemv_fast_path(const W4DeviceWeights& w, const float* x) {
 namespace detail {
 
 const char* w4_gemv_variant_name(W4GemvVariant v) {
-  return v == W4GemvVariant::half2 ? "B" : v == W4GemvVariant::tc ? "C" : "A";
+  return v == W4GemvVariant::half2  ? "B"
+         : v == W4GemvVariant::tc   ? "C"
+         : v == W4GemvVariant::bulk ? "D"
+                                    : "A";
 }
 
 W4GemvVariant w4_gemv_default_variant() {
@@ -526,6 +539,16 @@ void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float
   require_arg(x && y, "w4_gemv: x and y must be non-null device pointers");
   const bool half = v == W4GemvVariant::half2;
   const bool tc = v == W4GemvVariant::tc;
+  const int bulk_fit = w4_gemv_fast_path(w, x) && v == W4GemvVariant::bulk
+                           ? w4_gemv_bulk_max_batch(w.cols, device_limits().smem_optin)
+                           : 0;
+  if (bulk_fit > 0) {  // D: ≤ 4 batch rows per launch, split evenly
+    const int launches = (B + bulk_fit - 1) / bulk_fit, per = (B + launches - 1) / launches;
+    for (int b0 = 0; b0 < B; b0 += per)
+      w4_gemv_bulk_launch(w, x + (size_t)b0 * w.cols, std::min(per, B - b0), y + (size_t)b0 * w.rows,
+                          device_limits().sms, device_limits().smem_optin, stream);
+    return;
+  }  // D on a shape or device it cannot run: A below
   // Batch rows per launch: ≤ 8 and x of all of them in shared memory; B is split evenly (8 at a budget
   // of 5 runs as 4 + 4, not 5 + 3: same weight traffic, smaller kernels).
   int per_launch = kMaxBatch;

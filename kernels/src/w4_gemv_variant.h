@@ -1,4 +1,4 @@
-// Internal: the three math variants of the W4 GEMV fast path, for tests and the benchmark (not part of the
+// Internal: the four math variants of the W4 GEMV fast path, for tests and the benchmark (not part of the
 // public launch API in wkv_kernels/w4_gemv.h, which picks one through WKV_W4_GEMV_VARIANT).
 //
 //   fp32  ("A")  (q − z) exact in FP16 → widened to FP32 → FFMA with FP32 x; per 32-channel chunk the
@@ -19,6 +19,11 @@
 //                Σ|w'x| per mma or add; FP16 subnormals of x̂: ≤ 2^-39·max|x[b]| absolute per x),
 //                rel L2 typically ~2–4e-4 (budget 2e-3). ~3 instructions per weight byte, B = 1 … 8
 //                in one launch at the same instruction cost.
+//   bulk  ("D")  (w4_gemv_bulk.cu, sm_90) weights streamed by cp.async.bulk into a shared-memory ring,
+//                math as C but x as two FP16 columns hi = fp16(x̂), lo = fp16(x̂ − hi) (22 significant
+//                bits), up to 4 batch rows per launch. group % 128 == 0 (exact weights):
+//                |y − ref| ≤ (2^-20 + (cols/16 + 64)·2^-22)·Σ|w'x| + 2^-36·max|x[b]|·Σ|w'|;
+//                otherwise the weights are rounded once as in C: C's bound. Devices before sm_90 run A.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -27,13 +32,13 @@
 
 namespace wkv::kernels::detail {
 
-enum class W4GemvVariant { fp32, half2, tc };
+enum class W4GemvVariant { fp32, half2, tc, bulk };
 
-// "A" / "B" / "C".
+// "A" / "B" / "C" / "D".
 const char* w4_gemv_variant_name(W4GemvVariant v);
 
-// The variant w4_gemv uses: WKV_W4_GEMV_VARIANT = A (fp32), B (half2) or C (tc), read once per process; unset
-// or empty means the default (A). Any other value throws wkv::Error(invalid_argument).
+// The variant w4_gemv uses: WKV_W4_GEMV_VARIANT = A (fp32), B (half2), C (tc) or D (bulk), read once per
+// process; unset or empty means the default (A). Any other value throws wkv::Error(invalid_argument).
 W4GemvVariant w4_gemv_default_variant();
 
 // w4_gemv with an explicit fast-path variant (the generic path, when taken, is the same for all).

@@ -1,5 +1,5 @@
 // W4 GEMV against the CPU reference: dequantize_w4_ref + an FP64 matvec, for weights quantized with
-// quantize_w4_ref. All three fast-path math variants run on the same inputs (w4_gemv_variant.h).
+// quantize_w4_ref. All four fast-path math variants run on the same inputs (w4_gemv_variant.h).
 // Error budgets, per output element i (mag_i = Σ_c |w'_c x_c|, k = cols/32 + 64 bounds the longest FP32
 // summation chain of any path):
 //   A (fp32) and the generic path: |y − ref| ≤ k·2^-24·mag;  rel L2 of each y[b] ≤ 1e-5.
@@ -16,6 +16,11 @@
 //              longest chain; x̂ = x·2^e with one scale per batch row, Xrow_b·2^e ∈ [2^14, 2^15), so an
 //              FP16 subnormal x̂ is off by ≤ 2^-25·2^-e ≤ 2^-39·Xrow_b, Xrow_b = max |x[b]|, bound ×8);
 //              rel L2 of each y[b] ≤ 2e-3 (expected ~2–4e-4), checked when rows ≥ 32.
+//   D (bulk):  group % 128 == 0: |y − ref| ≤ (2^-20 + (cols/16 + 64)·2^-22)·mag + 2^-36·Xrow_b·Σ_c |w'_c|
+//              (x as hi + lo FP16 halves: 22 significant bits, ≤ 2^-22 relative, bound ×4; accumulation
+//              and subnormals as C); rel L2 ≤ 2e-5. Other groups round the weight to FP16 as C: C's bounds.
+#include "wkv_kernels/w4_gemv.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -30,14 +35,14 @@
 #include "quant_formats.h"
 #include "test_support.h"
 #include "wkv/error.h"
-#include "wkv_kernels/w4_gemv.h"
 
 namespace {
 
 using wkv::kernels::detail::W4GemvVariant;
 using wkv::test::DeviceBuffer;
 
-const std::vector<W4GemvVariant> kVariants = {W4GemvVariant::fp32, W4GemvVariant::half2, W4GemvVariant::tc};
+const std::vector<W4GemvVariant> kVariants = {W4GemvVariant::fp32, W4GemvVariant::half2, W4GemvVariant::tc,
+                                              W4GemvVariant::bulk};
 
 struct Case {
   int rows, cols, group;
@@ -78,7 +83,7 @@ void check_case(const Case& c, const std::vector<int>& batches, bool expect_fast
     std::uniform_real_distribution<float> u01(0.0f, 1.0f);
     for (int r = 1; r < c.rows; r += 2)
       for (int i = 0; i < c.cols; ++i) W[(size_t)r * c.cols + i] = 1.0f + 0.015f * u01(rng);
-    for (size_t i = 0; i < x.size(); i += 53) x[i] *= 3.0e4f;  // activation outliers
+    for (size_t i = 0; i < x.size(); i += 53) x[i] *= 3.0e4f;    // activation outliers
     for (size_t i = 5; i < x.size(); i += 211) x[i] *= 1.0e-6f;  // and tiny values
   }
   const wkv::W4Matrix m = wkv::quantize_w4_ref(W.data(), c.rows, c.cols, c.group);
@@ -129,7 +134,9 @@ void check_case(const Case& c, const std::vector<int>& batches, bool expect_fast
   for (W4GemvVariant v : kVariants) {
     // The generic path ignores the variant: it is FP32 either way.
     const bool half = expect_fast && v == W4GemvVariant::half2;
-    const bool tc = expect_fast && v == W4GemvVariant::tc;
+    const bool bulk = expect_fast && v == W4GemvVariant::bulk;
+    const bool exact_w = bulk && c.group % 128 == 0;  // D with exact weights: near-FP32
+    const bool tc = (expect_fast && v == W4GemvVariant::tc) || (bulk && !exact_w);
     SCOPED_TRACE(std::string("variant ") + wkv::kernels::detail::w4_gemv_variant_name(v));
     for (int B : batches) {
       SCOPED_TRACE("B " + std::to_string(B));
@@ -151,8 +158,10 @@ void check_case(const Case& c, const std::vector<int>& batches, bool expect_fast
           const double d = (double)y[i] - ref[i];
           num += d * d;
           den += ref[i] * ref[i];
-          const double bound = tc     ? (0x1p-10 + (c.cols / 16.0 + 64.0) * 0x1p-22) * mag[i] +
-                                            0x1p-36 * xrow[b] * wabs[r] + 1e-30
+          const double bound = exact_w ? (0x1p-20 + (c.cols / 16.0 + 64.0) * 0x1p-22) * mag[i] +
+                                             0x1p-36 * xrow[b] * wabs[r] + 1e-30
+                               : tc ? (0x1p-10 + (c.cols / 16.0 + 64.0) * 0x1p-22) * mag[i] +
+                                          0x1p-36 * xrow[b] * wabs[r] + 1e-30
                                : half ? (10.0 * 0x1p-11 + k * 0x1p-24) * mag[i] + 0x1p-22 * hx[i]
                                       : k * 0x1p-24 * mag[i] + 1e-30;
           ASSERT_LE(std::fabs(d), bound) << "b " << b << " row " << r << " y " << y[i] << " ref " << ref[i];
@@ -162,6 +171,8 @@ void check_case(const Case& c, const std::vector<int>& batches, bool expect_fast
         // (Σ w'x ≪ Σ|w'x|), and the extreme-value data (outliers of 3e4 beside 1e-6) is made of such
         // cancellations; the per-element bound above covers those cases.
         if (c.rows < 32 || data == Data::extreme) {
+        } else if (exact_w) {
+          EXPECT_LE(rel, 2e-5) << "rel L2, b " << b;
         } else if (!half && !tc) {
           EXPECT_LE(rel, 1e-5) << "rel L2, b " << b;
         } else {
@@ -191,11 +202,11 @@ TEST(W4Gemv, FastPathLlama7bShapes) {
 
 TEST(W4Gemv, FastPathOtherGroupsAndLargeBatch) {
   WKV_REQUIRE_GPU();
-  check_case({5, 192, 64}, kAllBatches, true);     // group 64, cols not a multiple of 128
-  check_case({11, 1024, 1024}, {1, 8}, true);      // per-channel (group = cols)
-  check_case({70, 2016, 96}, {1, 2, 6}, true);     // group / 32 = 3, not a power of two
-  check_case({33, 512, 128}, {9, 11, 17}, true);   // B > 8 runs in batches of ≤ 8
-  check_case({65, 32768, 128}, {1, 3, 8}, true);   // the widest fast-path row; B split for shared memory
+  check_case({5, 192, 64}, kAllBatches, true);    // group 64, cols not a multiple of 128
+  check_case({11, 1024, 1024}, {1, 8}, true);     // per-channel (group = cols)
+  check_case({70, 2016, 96}, {1, 2, 6}, true);    // group / 32 = 3, not a power of two
+  check_case({33, 512, 128}, {9, 11, 17}, true);  // B > 8 runs in batches of ≤ 8
+  check_case({65, 32768, 128}, {1, 3, 8}, true);  // the widest fast-path row; B split for shared memory
 }
 
 TEST(W4Gemv, FastPathExtremeValues) {
@@ -218,11 +229,11 @@ TEST(W4Gemv, FastPathSplitKPieces) {
 
 TEST(W4Gemv, GenericPathShapes) {
   WKV_REQUIRE_GPU();
-  check_case({5, 24, 8}, kAllBatches, false);      // cols % 32 != 0
-  check_case({33, 200, 40}, kAllBatches, false);   // group 40
-  check_case({7, 4096, 16}, {1, 3, 8}, false);     // group % 32 != 0
+  check_case({5, 24, 8}, kAllBatches, false);                       // cols % 32 != 0
+  check_case({33, 200, 40}, kAllBatches, false);                    // group 40
+  check_case({7, 4096, 16}, {1, 3, 8}, false);                      // group % 32 != 0
   check_case({37, 256, 128}, {1, 4, 8}, false, /*misalign=*/true);  // x not 16-byte aligned
-  check_case({3, 33024, 128}, {1, 2}, false);      // cols beyond the fast path's shared-memory limit
+  check_case({3, 33024, 128}, {1, 2}, false);  // cols beyond the fast path's shared-memory limit
 }
 
 // The public entry point runs the variant WKV_W4_GEMV_VARIANT names (A when unset), bit for bit.
@@ -232,6 +243,7 @@ TEST(W4Gemv, PublicEntryUsesTheConfiguredVariant) {
   const std::string e = env ? env : "";
   const W4GemvVariant expected = (e == "B" || e == "b")   ? W4GemvVariant::half2
                                  : (e == "C" || e == "c") ? W4GemvVariant::tc
+                                 : (e == "D" || e == "d") ? W4GemvVariant::bulk
                                                           : W4GemvVariant::fp32;
   ASSERT_EQ(wkv::kernels::detail::w4_gemv_default_variant(), expected);
   std::mt19937 rng(wkv::test::fresh_seed());
@@ -263,7 +275,8 @@ TEST(W4Gemv, RejectsInvalidArguments) {
   EXPECT_THROW(call(4, 256, 128, 0), wkv::Error);  // no batch
   EXPECT_THROW(wkv::kernels::w4_gemv({4, 256, 128, nullptr, &s, &z}, &x, 1, &y), wkv::Error);
   for (W4GemvVariant v : kVariants)
-    EXPECT_THROW(wkv::kernels::detail::w4_gemv_with_variant({4, 256, 128, &q, &s, &z}, &x, 0, &y, v), wkv::Error);
+    EXPECT_THROW(wkv::kernels::detail::w4_gemv_with_variant({4, 256, 128, &q, &s, &z}, &x, 0, &y, v),
+                 wkv::Error);
 }
 
 }  // namespace

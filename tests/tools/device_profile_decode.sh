@@ -5,7 +5,10 @@
 #   2. `wkv bench` at depth 0 with the graph and eager (WKV_CUDA_GRAPH=0): the per-token launch overhead;
 #   3. ncu (one metric, gpu__time_duration) over an eager run: every kernel of one decode step
 #      (tests/tools/ncu_kernel_summary.py);
-#   4. ncu's detailed sections for $NCU_DETAIL_KERNELS (regex, default the W4 GEMV) in that step.
+#   4. ncu's detailed sections for $NCU_DETAIL_KERNELS (regex, default the W4 GEMV) in that step, once per
+#      W4 GEMV variant in $NCU_VARIANTS (default A).
+# Before 2: the kernel benches named in $KERNEL_BENCHES (e.g. "w4_gemv"), if any. WKV_W4_GEMV_VARIANT, when
+# exported, applies to everything (tests, benches, ncu runs).
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... tests/tools/device_profile_decode.sh
 set -uo pipefail
 FINAL_OUT=$OUT
@@ -24,9 +27,9 @@ WKVQ=/tmp/llama2-7b-w4.wkvq
 if [ -z "$SKIP_TESTS_SAVED" ]; then
   # Correctness only, so the gpu tests and the memcheck pass share the GPU; the test that fills the GPU
   # (cuda_oom_test) runs alone afterwards, plain and under memcheck.
-  ( (cd $B && ctest -L gpu -E OutOfMemory --output-on-failure -j2 --timeout 300) > "$OUT/gpu_tests.log" 2>&1 ) &
+  ( (cd $B && ctest -L gpu -E OutOfMemory --output-on-failure -j2 --timeout ${CTEST_TIMEOUT:-300}) > "$OUT/gpu_tests.log" 2>&1 ) &
   if [ -z "${NO_MEMCHECK:-}" ]; then
-    ( SKIP_BUILD=1 SKIP_TESTS=1 NO_BENCH=1 MEMCHECK_NO_OOM=1 MEMCHECK_JOBS=${MEMCHECK_JOBS:-6} MEMCHECK_TIMEOUT=240 \
+    ( SKIP_BUILD=1 SKIP_TESTS=1 NO_BENCH=1 MEMCHECK_NO_OOM=1 MEMCHECK_JOBS=${MEMCHECK_JOBS:-6} MEMCHECK_TIMEOUT=${MEMCHECK_TIMEOUT:-240} \
       bash "$(dirname "$0")/device_gpu_check.sh" > "$OUT/memcheck.txt" 2>&1 ) &
   fi
   wait
@@ -38,6 +41,13 @@ wait
 stamp "tests done"
 grep -hE "tests passed|tests failed|\(Failed|\(Skipped" "$OUT"/gpu_tests*.log >> "$S" 2>/dev/null
 cat "$OUT/memcheck.txt" >> "$S" 2>/dev/null
+for kb in ${KERNEL_BENCHES:-}; do  # e.g. KERNEL_BENCHES="w4_gemv kv4_attention"
+  echo "== kernel bench $kb" >> "$S"
+  timeout 150 $B/kernels/bench/wkv_kernel_bench_$kb > "$OUT/bench_$kb.log" 2>&1
+  echo "exit $?" >> "$S"
+  grep -vE "^\s*$" "$OUT/bench_$kb.log" | grep -vE "validate .* ok$" | tail -${KERNEL_BENCH_LINES:-60} >> "$S"
+done
+stamp "kernel benches done"
 for g in 1 0; do
   echo "== wkv bench depth 0, WKV_CUDA_GRAPH=$g" >> "$S"
   WKV_CUDA_GRAPH=$g timeout 120 $B/engine/wkv bench $WKVQ --mode ${MODE:-w4kv4} --prompt-tokens 2048 --gen 128 \
