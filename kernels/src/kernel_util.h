@@ -57,11 +57,9 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // 16-byte load that streams through L2 without allocating in L1, so weights read once do not evict
 // the activations every warp of the SM re-reads. Read-only (.nc): the weights never change in a launch.
-// volatile: issued where written, so a software pipeline that loads the next tile before the math of the
-// current one keeps its loads in flight (the compiler may otherwise sink them next to their use).
 __device__ __forceinline__ uint4 load_stream_u4(const void* p) {
   uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
       : "l"(p));
   return v;
