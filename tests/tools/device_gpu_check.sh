@@ -8,7 +8,7 @@ source "$(dirname "$0")/device_build_and_test.sh"
 run_memcheck() {
   # cuda_oom_test's failed cudaMalloc calls are the point of the test: not reported as API errors.
   local api=explicit
-  [ "$1" = cuda_oom_test ] && api=none
+  [ "$1" = cuda_oom_test ] && api=no
   timeout ${MEMCHECK_TIMEOUT:-300} compute-sanitizer --tool memcheck --report-api-errors $api --error-exitcode 99 \
     $B/tests/$1 --gtest_brief=1 \
     > "$OUT/memcheck_$1.log" 2>&1
