@@ -50,6 +50,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 
@@ -59,6 +60,7 @@
 #include "w4_gemv_bulk.h"
 #include "w4_gemv_tc.h"
 #include "w4_gemv_variant.h"
+#include "wkv_kernels/elementwise.h"
 #include "wkv_kernels/w4_gemv.h"
 
 namespace wkv::kernels {
@@ -149,6 +151,84 @@ __device__ __forceinline__ void stage_x_fp32(const float* __restrict__ x, int co
   for (int i = (int)threadIdx.x; i < B * cols4; i += kFastThreads) {
     const int b = i / cols4, f = i - b * cols4, c = f >> 3, m = f & 7;
     xs[b * cols4 + c * 8 + (m ^ (c & 7))] = __ldg(reinterpret_cast<const float4*>(x) + i);
+  }
+}
+
+// ---- fused decode prologues (variant A, B = 1): the input is computed while the first weights stream ----
+
+enum class Prologue { none, add_rmsnorm, swiglu };
+
+struct PrologueArgs {
+  const float* res = nullptr;     // add_rmsnorm: residual stream x
+  const float* r = nullptr;       //   the linear output added to it
+  const float* weight = nullptr;  //   the norm's weight
+  float eps = 0.0f;
+  float* res_out = nullptr;  //   x + r, written by block 0 (never aliases res or r)
+  const float* u = nullptr;  // swiglu: up (the kernel's x argument is gate)
+};
+
+constexpr int kProMaxF4 = 4;  // add_rmsnorm keeps ≤ 4 float4 per thread in registers: cols ≤ 8192
+constexpr int kProMaxCols = kProMaxF4 * 4 * kFastThreads;
+
+__device__ __forceinline__ void store_x_fp32(float4* xs, int f, float4 v) {  // float4 f of the row (B = 1)
+  const int c = f >> 3, m = f & 7;
+  xs[c * 8 + (m ^ (c & 7))] = v;
+}
+
+// v = res + r (stored to res_out by block 0), x = v / sqrt(mean(v²) + eps) ⊙ weight → shared, with the
+// products and sums of add_rmsnorm_f32 (the block's sum of squares runs in another order: ≤ 1 ulp apart).
+__device__ __forceinline__ void stage_x_add_rmsnorm(const PrologueArgs& p, int cols, float4* xs) {
+  __shared__ float part[kFastWarps];
+  const int cols4 = cols / 4, lane = (int)threadIdx.x % kWarpSize, warp = (int)threadIdx.x / kWarpSize;
+  const float4* res4 = reinterpret_cast<const float4*>(p.res);
+  const float4* r4 = reinterpret_cast<const float4*>(p.r);
+  float4 v[kProMaxF4];
+  float ss = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kProMaxF4; ++k) {
+    const int f = (int)threadIdx.x + k * kFastThreads;
+    if (f < cols4) {
+      const float4 a = res4[f], b = r4[f];
+      v[k] = make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
+      ss = fmaf(v[k].x, v[k].x, ss);
+      ss = fmaf(v[k].y, v[k].y, ss);
+      ss = fmaf(v[k].z, v[k].z, ss);
+      ss = fmaf(v[k].w, v[k].w, ss);
+    }
+  }
+  ss = warp_sum(ss);
+  if (lane == 0) part[warp] = ss;
+  __syncthreads();
+  const float total = warp_sum(lane < kFastWarps ? part[lane] : 0.0f);
+  const float inv = __fdiv_rn(1.0f, sqrtf(__fadd_rn(__fdiv_rn(total, (float)cols), p.eps)));
+  const float4* w4 = reinterpret_cast<const float4*>(p.weight);
+#pragma unroll
+  for (int k = 0; k < kProMaxF4; ++k) {
+    const int f = (int)threadIdx.x + k * kFastThreads;
+    if (f < cols4) {
+      const float4 w = w4[f];
+      store_x_fp32(
+          xs, f,
+          make_float4(__fmul_rn(__fmul_rn(v[k].x, inv), w.x), __fmul_rn(__fmul_rn(v[k].y, inv), w.y),
+                      __fmul_rn(__fmul_rn(v[k].z, inv), w.z), __fmul_rn(__fmul_rn(v[k].w, inv), w.w)));
+      if (blockIdx.x == 0) reinterpret_cast<float4*>(p.res_out)[f] = v[k];
+    }
+  }
+}
+
+// x = silu(g) · u with swiglu()'s operations (same bits as the separate kernel) → shared.
+__device__ __forceinline__ float silu_mul(float g, float u) {
+  return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+}
+
+__device__ __forceinline__ void stage_x_swiglu(const float* __restrict__ g, const float* __restrict__ u,
+                                               int cols, float4* xs) {
+  const int cols4 = cols / 4;
+  for (int f = (int)threadIdx.x; f < cols4; f += kFastThreads) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(g) + f),
+                 b = __ldg(reinterpret_cast<const float4*>(u) + f);
+    store_x_fp32(xs, f,
+                 make_float4(silu_mul(a.x, b.x), silu_mul(a.y, b.y), silu_mul(a.z, b.z), silu_mul(a.w, b.w)));
   }
 }
 
@@ -356,9 +436,9 @@ __device__ __forceinline__ bool step(const FastArgs& a, int& r0, int& k0, int ro
   return r0 >= row_end;
 }
 
-template <int B, int U, bool kHalf>
+template <int B, int U, bool kHalf, Prologue kPro = Prologue::none>
 __global__ void __launch_bounds__(kFastThreads, 1)
-    w4_gemv_fast_kernel(FastArgs a, const float* __restrict__ x, float* __restrict__ y) {
+    w4_gemv_fast_kernel(FastArgs a, const float* __restrict__ x, float* __restrict__ y, PrologueArgs pro) {
   extern __shared__ uint4 smem_x[];  // staged x (layout per variant, see the top of the file)
   const int lane = (int)threadIdx.x % kWarpSize;
   const int warps = (int)gridDim.x * kFastWarps;
@@ -371,7 +451,13 @@ __global__ void __launch_bounds__(kFastThreads, 1)
   Tile<U> ta, tb;
   if (r0 < row_end) load_tile<U>(a, r0, min(kR, row_end - r0), 0, lane, ta);  // in flight during staging
   const int cols = a.chunks * 32;
-  if constexpr (kHalf) {
+  if constexpr (kPro == Prologue::add_rmsnorm) {
+    static_assert(B == 1 && !kHalf, "fused prologues: variant A, one token");
+    stage_x_add_rmsnorm(pro, cols, reinterpret_cast<float4*>(smem_x));
+  } else if constexpr (kPro == Prologue::swiglu) {
+    static_assert(B == 1 && !kHalf, "fused prologues: variant A, one token");
+    stage_x_swiglu(x, pro.u, cols, reinterpret_cast<float4*>(smem_x));
+  } else if constexpr (kHalf) {
     uint4* xh = smem_x;
     stage_x_half<B>(x, cols, xh, reinterpret_cast<float*>(xh + (size_t)B * (cols / 8)));
   } else {
@@ -429,12 +515,13 @@ __global__ void __launch_bounds__(kBlockThreads)
 
 // ---- host side -------------------------------------------------------------------------------------
 
-template <int B, int U, bool kHalf>
-void launch_fast(const FastArgs& a, const float* x, float* y, cudaStream_t stream) {
+template <int B, int U, bool kHalf, Prologue kPro = Prologue::none>
+void launch_fast(const FastArgs& a, const float* x, float* y, cudaStream_t stream,
+                 const PrologueArgs& pro = {}) {
   const DeviceLimits& lim = device_limits();
   // Once per instantiation: allow more than the default 48 KB of dynamic shared memory.
   static const bool attr_set = [&] {
-    CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_fast_kernel<B, U, kHalf>,
+    CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_fast_kernel<B, U, kHalf, kPro>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, lim.smem_optin));
     return true;
   }();
@@ -442,8 +529,21 @@ void launch_fast(const FastArgs& a, const float* x, float* y, cudaStream_t strea
   const size_t smem = (size_t)B * smem_bytes_per_batch<kHalf>(a.chunks * 32);
   const int pairs_per_block = kFastWarps * kR;
   const int blocks = std::max(1, std::min(lim.sms, (a.rows + pairs_per_block - 1) / pairs_per_block));
-  w4_gemv_fast_kernel<B, U, kHalf><<<blocks, kFastThreads, smem, stream>>>(a, x, y);
+  w4_gemv_fast_kernel<B, U, kHalf, kPro><<<blocks, kFastThreads, smem, stream>>>(a, x, y, pro);
   WKV_CHECK_LAUNCH();
+}
+
+FastArgs fast_args(const W4DeviceWeights& w) {
+  FastArgs fa{};
+  fa.rows = w.rows;
+  fa.chunks = w.cols / 32;
+  fa.groups = w.cols / w.group;
+  fa.cpg = w.group / 32;
+  fa.cpg_shift = (fa.cpg & (fa.cpg - 1)) == 0 ? __builtin_ctz((unsigned)fa.cpg) : -1;
+  fa.qweight = reinterpret_cast<const uint4*>(w.qweight);
+  fa.scales = w.scales;
+  fa.zeros = w.zeros;
+  return fa;
 }
 
 // U (chunks per row per step), chosen so that nothing spills under the 128-register cap of 512-thread
@@ -568,17 +668,7 @@ void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float
     }
   }
   const W4Args ga{w.rows, w.cols, w.group, w.qweight, w.scales, w.zeros};
-  FastArgs fa{};
-  if (fast) {
-    fa.rows = w.rows;
-    fa.chunks = w.cols / 32;
-    fa.groups = w.cols / w.group;
-    fa.cpg = w.group / 32;
-    fa.cpg_shift = (fa.cpg & (fa.cpg - 1)) == 0 ? __builtin_ctz((unsigned)fa.cpg) : -1;
-    fa.qweight = reinterpret_cast<const uint4*>(w.qweight);
-    fa.scales = w.scales;
-    fa.zeros = w.zeros;
-  }
+  const FastArgs fa = fast ? fast_args(w) : FastArgs{};
   for (int b0 = 0; b0 < B; b0 += per_launch) {
     const int nb = std::min(per_launch, B - b0);
     const float* xb = x + (size_t)b0 * w.cols;
@@ -599,6 +689,48 @@ void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float
 
 void w4_gemv(const W4DeviceWeights& w, const float* x, int B, float* y, cudaStream_t stream) {
   detail::w4_gemv_with_variant(w, x, B, y, detail::w4_gemv_default_variant(), stream);
+}
+
+bool w4_gemv_fuses_prologue(const W4DeviceWeights& w, bool add_rmsnorm) {
+  return detail::w4_gemv_default_variant() == detail::W4GemvVariant::fp32 && w.cols % 32 == 0 &&
+         w.group % 32 == 0 && w.cols <= (add_rmsnorm ? kProMaxCols : kFastMaxCols) && aligned16(w.qweight) &&
+         (size_t)w.cols * 4 <= (size_t)device_limits().smem_optin;
+}
+
+void w4_gemv_add_rmsnorm(const W4DeviceWeights& w, const float* res, const float* r, const float* norm_weight,
+                         float eps, float* res_out, float* input_scratch, float* y, cudaStream_t stream) {
+  validate_w4_device(w, "w4_gemv_add_rmsnorm");
+  require_arg(res && r && norm_weight && res_out && input_scratch && y,
+              "w4_gemv_add_rmsnorm: every pointer must be a non-null device pointer");
+  require_arg(res_out != res && res_out != r, "w4_gemv_add_rmsnorm: res_out must not alias res or r");
+  require_arg(std::isfinite(eps) && eps >= 0.0f, "w4_gemv_add_rmsnorm: eps must be finite and >= 0");
+  if (w4_gemv_fuses_prologue(w, true) && aligned16(res) && aligned16(r) && aligned16(norm_weight) &&
+      aligned16(res_out)) {
+    PrologueArgs p;
+    p.res = res;
+    p.r = r;
+    p.weight = norm_weight;
+    p.eps = eps;
+    p.res_out = res_out;
+    launch_fast<1, 4, false, Prologue::add_rmsnorm>(fast_args(w), res, y, stream, p);
+    return;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(res_out, res, sizeof(float) * (size_t)w.cols, cudaMemcpyDeviceToDevice, stream));
+  add_rmsnorm_f32(res_out, r, norm_weight, 1, w.cols, eps, input_scratch, stream);
+  w4_gemv(w, input_scratch, 1, y, stream);
+}
+
+void w4_gemv_swiglu(const W4DeviceWeights& w, float* g, const float* u, float* y, cudaStream_t stream) {
+  validate_w4_device(w, "w4_gemv_swiglu");
+  require_arg(g && u && y, "w4_gemv_swiglu: g, u and y must be non-null device pointers");
+  if (w4_gemv_fuses_prologue(w, false) && aligned16(g) && aligned16(u)) {
+    PrologueArgs p;
+    p.u = u;
+    launch_fast<1, 4, false, Prologue::swiglu>(fast_args(w), g, y, stream, p);
+    return;
+  }
+  swiglu(g, u, w.cols, stream);
+  w4_gemv(w, g, 1, y, stream);
 }
 
 }  // namespace wkv::kernels

@@ -218,6 +218,13 @@ class CudaSessionState final : public SessionState {
     kv_dim_ = info_.n_kv_heads * D_;
     const char* g = std::getenv("WKV_CUDA_GRAPH");
     use_graph_ = !(g && std::string(g) == "0");
+    // Decode fusions (residual add + norm into the next W4 GEMV, SwiGLU into the down projection) need
+    // W4 linears without activation quantization; WKV_FUSE_DECODE=0 turns them off (A/B timing, debugging).
+    const char* f = std::getenv("WKV_FUSE_DECODE");
+    fuse_decode_ = !(f && std::string(f) == "0");
+    for (const DeviceLayer& L : w_.layers)
+      for (const DeviceLinear* lin : {&L.qkv, &L.wo, &L.gate_up, &L.w_down})
+        fuse_decode_ = fuse_decode_ && lin->qweight.bytes() && !lin->act4;
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
     const int pages = (n_ctx_ + kPage - 1) / kPage;
     std::vector<int32_t> table(pages);
@@ -332,7 +339,11 @@ class CudaSessionState final : public SessionState {
     const int32_t* pos_plus_one_dev() const { return dev + 2; }
   };
 
-  void enqueue_decode() { enqueue_forward(1, Positions{0, step_dev_.as<int32_t>()}, step_dev_.as<int32_t>(), 0); }
+  void enqueue_decode() {
+    const Positions P{0, step_dev_.as<int32_t>()};
+    if (fuse_decode_) enqueue_decode_fused(P);
+    else enqueue_forward(1, P, step_dev_.as<int32_t>(), 0);
+  }
 
   // Captures the decode step once (again after the scratch was reallocated) and launches it.
   void launch_decode_graph() {
@@ -419,11 +430,49 @@ class CudaSessionState final : public SessionState {
     linear(view_of(w_.lm_head), h, T - first, logits_.as<float>());
   }
 
+  // The decode step (T = 1, W4 linears) with the small kernels folded into the GEMVs: the residual add and
+  // norm that precede q|k|v (from layer 1 on) and gate|up run in those GEMVs' x staging, SwiGLU in the down
+  // projection's (wkv_kernels/w4_gemv.h). The fused add cannot write the residual stream in place (other
+  // blocks still read it), so the stream alternates between x_ and x2_. Same operations as enqueue_forward
+  // up to the norms' summation order.
+  void enqueue_decode_fused(const Positions& P) {
+    const int d = info_.dim, H = info_.n_heads;
+    float* xs[2] = {x_.as<float>(), x2_.as<float>()};
+    int cur = 0;  // xs[cur] holds the residual stream
+    float *h = h_.as<float>(), *qkv = qkv_.as<float>(), *g = g_.as<float>(), *att = att_.as<float>();
+    float *xin = xin_.as<float>(), *u = g + info_.ffn_dim;
+    float *q = qkv, *k = q + H * D_, *v = k + kv_dim_;
+    wk::embedding_lookup(w_.embed.as<uint16_t>(), info_.vocab_size, d, P.dev, 1, xs[0], stream_);
+    wk::rmsnorm_f32(xs[0], w_.layers[0].attn_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
+    for (int l = 0; l < info_.n_layers; ++l) {
+      const DeviceLayer& L = w_.layers[l];
+      if (l == 0) {
+        wk::w4_gemv(view_of(L.qkv).w4_view(), h, 1, qkv, stream_);
+      } else {  // h = the previous layer's down projection
+        wk::w4_gemv_add_rmsnorm(view_of(L.qkv).w4_view(), xs[cur], h, L.attn_norm.as<float>(), info_.norm_eps,
+                                xs[cur ^ 1], xin, qkv, stream_);
+        cur ^= 1;
+      }
+      wk::rope_at(q, H + info_.n_kv_heads, D_, P.pos_dev(), info_.rope_theta, stream_);
+      if (kv4_) attention_kv4(l, 1, P, q, k, v);
+      else attention_kv16(l, 1, P, q, k, v);
+      wk::w4_gemv(view_of(L.wo).w4_view(), att, 1, h, stream_);
+      wk::w4_gemv_add_rmsnorm(view_of(L.gate_up).w4_view(), xs[cur], h, L.ffn_norm.as<float>(), info_.norm_eps,
+                              xs[cur ^ 1], xin, g, stream_);
+      cur ^= 1;
+      wk::w4_gemv_swiglu(view_of(L.w_down).w4_view(), g, u, h, stream_);
+    }
+    wk::add_rmsnorm_f32(xs[cur], h, w_.final_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
+    linear(view_of(w_.lm_head), h, 1, logits_.as<float>());
+  }
+
   void ensure_scratch(int T) {
     if (T <= scratch_tokens_) return;
     const size_t t = size_t(T), qd = size_t(info_.n_heads) * D_;
     ids_ = DeviceBuffer(t * 4, "token ids");
     x_ = DeviceBuffer(t * info_.dim * 4, "activations");
+    x2_ = DeviceBuffer(size_t(info_.dim) * 4, "activations");   // decode: the residual stream's other half
+    xin_ = DeviceBuffer(size_t(info_.dim) * 4, "activations");  // decode: input of the unfused fallback
     h_ = DeviceBuffer(t * std::max<size_t>(info_.dim, qd) * 4, "activations");
     q_ = DeviceBuffer(t * qd * 4, "activations");
     att_ = DeviceBuffer(t * qd * 4, "activations");
@@ -532,7 +581,7 @@ class CudaSessionState final : public SessionState {
   const CudaWeights& w_;
   int n_ctx_;
   int D_ = 0, G_ = 0, kv_dim_ = 0;
-  bool kv4_ = true, poq_ = true, token_level_poq_ = false, use_graph_ = true;
+  bool kv4_ = true, poq_ = true, token_level_poq_ = false, use_graph_ = true, fuse_decode_ = true;
   size_t head_bytes_ = 0, ws_bytes_ = 0;
   cudaStream_t stream_ = nullptr;
   wk::CublasContext cublas_;
@@ -544,7 +593,7 @@ class CudaSessionState final : public SessionState {
   int scratch_tokens_ = 0;
   uint64_t scratch_generation_ = 0, graph_generation_ = 0;
   cudaGraphExec_t graph_exec_ = nullptr;
-  DeviceBuffer ids_, x_, h_, q_, att_, k_, v_, g_, u_, qkv_, logits_, w16_;
+  DeviceBuffer ids_, x_, x2_, xin_, h_, q_, att_, k_, v_, g_, u_, qkv_, logits_, w16_;
 };
 
 }  // namespace

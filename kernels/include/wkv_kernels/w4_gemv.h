@@ -53,4 +53,22 @@ bool w4_gemv_fast_path(const W4DeviceWeights& w, const float* x);
 // y[B][rows] = x[B][cols] · W'ᵀ.
 void w4_gemv(const W4DeviceWeights& w, const float* x, int B, float* y, cudaStream_t stream = 0);
 
+// ---- decode-step fusions (one token): the linear's input is computed in the GEMV's x staging, while its
+// first weights are already streaming, instead of by a separate kernel launch.
+//
+// y = W'·(rmsnorm(res + r) ⊙ norm_weight) and res_out = res + r (FP32 adds, bit-exact), eps as in
+// add_rmsnorm_f32; the norm's sum of squares runs in another order (≤ 1 ulp from add_rmsnorm_f32).
+// res_out must alias neither res nor r (other blocks still read them while the first one writes res_out).
+// input_scratch (cols floats) is used only when the fused kernel cannot run — see w4_gemv_fuses_prologue —
+// and then the separate kernels run (copy, add_rmsnorm_f32, w4_gemv).
+void w4_gemv_add_rmsnorm(const W4DeviceWeights& w, const float* res, const float* r, const float* norm_weight,
+                         float eps, float* res_out, float* input_scratch, float* y, cudaStream_t stream = 0);
+// y = W'·(silu(g) ⊙ u), bit-identical to swiglu() followed by w4_gemv(). g may be overwritten (the
+// unfused fallback runs swiglu in place).
+void w4_gemv_swiglu(const W4DeviceWeights& w, float* g, const float* u, float* y, cudaStream_t stream = 0);
+// True when the two above run as one kernel for these weights: W4 GEMV variant A (the default), a fast-path
+// shape, and for add_rmsnorm cols ≤ 8192 (the row is held in registers). 16-byte aligned vectors are also
+// required (cudaMalloc memory is).
+bool w4_gemv_fuses_prologue(const W4DeviceWeights& w, bool add_rmsnorm);
+
 }  // namespace wkv::kernels
