@@ -519,10 +519,14 @@ template <int B, int U, bool kHalf, Prologue kPro = Prologue::none>
 void launch_fast(const FastArgs& a, const float* x, float* y, cudaStream_t stream,
                  const PrologueArgs& pro = {}) {
   const DeviceLimits& lim = device_limits();
-  // Once per instantiation: allow more than the default 48 KB of dynamic shared memory.
+  // Once per instantiation: allow more than the default 48 KB of dynamic shared memory (the opt-in limit
+  // covers static + dynamic: the add_rmsnorm prologue has a little static shared memory).
   static const bool attr_set = [&] {
+    cudaFuncAttributes attr{};
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, w4_gemv_fast_kernel<B, U, kHalf, kPro>));
     CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_fast_kernel<B, U, kHalf, kPro>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, lim.smem_optin));
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    lim.smem_optin - (int)attr.sharedSizeBytes));
     return true;
   }();
   (void)attr_set;
@@ -694,7 +698,7 @@ void w4_gemv(const W4DeviceWeights& w, const float* x, int B, float* y, cudaStre
 bool w4_gemv_fuses_prologue(const W4DeviceWeights& w, bool add_rmsnorm) {
   return detail::w4_gemv_default_variant() == detail::W4GemvVariant::fp32 && w.cols % 32 == 0 &&
          w.group % 32 == 0 && w.cols <= (add_rmsnorm ? kProMaxCols : kFastMaxCols) && aligned16(w.qweight) &&
-         (size_t)w.cols * 4 <= (size_t)device_limits().smem_optin;
+         (size_t)w.cols * 4 + 1024 <= (size_t)device_limits().smem_optin;  // + the prologue's static memory
 }
 
 void w4_gemv_add_rmsnorm(const W4DeviceWeights& w, const float* res, const float* r, const float* norm_weight,
