@@ -103,10 +103,11 @@ TEST_F(CudaBackend, Fp16GreedyIdenticalToCpu) {
 }
 
 // The fused decode step (residual add + norm and SwiGLU inside the W4 GEMVs) against the unfused one: they
-// differ only in the norms' FP32 summation order (≤ 1 ulp of 1/rms per norm). With the FP16 cache (w4)
-// that stays ~1e-7: every position within 1e-5. With KV4 a last-bit change can flip a key's 4-bit rounding
-// (the near-tie effect described at the top), so there only the first position, which attends to its own
-// full-precision key under POQ, must agree to 1e-5; the others to the cross-backend budgets above.
+// differ only in the norms' FP32 summation order (≤ 1 ulp of 1/rms per norm, ~1e-7). The first position
+// (no cache yet; under POQ it attends to its own full-precision key) must agree to 1e-5. Later positions
+// read the cache, where a last-bit difference can flip a rounding: with the FP16 cache (w4) one element
+// moves by 2^-11 relative, and the H200 measured up to 2.8e-5 by position 16 (budget 1e-4); with KV4 a
+// key's 4-bit code can flip (the near-tie effect described at the top): the cross-backend budget 3e-2.
 TEST_F(CudaBackend, FusedDecodeMatchesUnfusedDecode) {
   for (QuantMode mode : {QuantMode::w4, QuantMode::w4kv4_rtn}) {
     ::setenv("WKV_FUSE_DECODE", "0", 1);
@@ -115,7 +116,7 @@ TEST_F(CudaBackend, FusedDecodeMatchesUnfusedDecode) {
     const auto fused = decode(load(test::shared_path("models/ref-a"), mode, BackendKind::cuda));
     for (size_t p = 0; p < kPrompt.size(); ++p) {
       const double rel = test::rel_l2(fused[p].data(), plain[p].data(), plain[p].size());
-      const double budget = mode == QuantMode::w4 || p == 0 ? 1e-5 : 3e-2;
+      const double budget = p == 0 ? 1e-5 : mode == QuantMode::w4 ? 1e-4 : 3e-2;
       EXPECT_LT(rel, budget) << quant_mode_name(mode) << " position " << p;
     }
   }
