@@ -69,13 +69,6 @@ __device__ __forceinline__ float fast_exp2(float x) {  // ex2.approx: 2^−∞ =
   return y;
 }
 
-// D (16×8, FP32) += A (16×16, FP16, row-major) · B (16×8, FP16, col-major).
-__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // Four 8×8 FP16 matrices; lanes 8i … 8i+7 give the row addresses of matrix i (16 contiguous bytes each).
 __device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void* p) {
   const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(p));
@@ -308,8 +301,8 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_tc_kernel(const TcArgs a)
       for (int np = 0; np < kBN / 16; ++np) {
         uint32_t b[4];
         ldsm_x4(b, &ks[16 * np + 8 * (mat >> 1) + mrow][16 * kc + 8 * (mat & 1)]);
-        mma_16816(s[2 * np], qa, b[0], b[1]);
-        mma_16816(s[2 * np + 1], qa, b[2], b[3]);
+        mma_m16n8k16(s[2 * np], qa, b[0], b[1]);
+        mma_m16n8k16(s[2 * np + 1], qa, b[2], b[3]);
       }
     }
     if (j0 + kBN - 1 > warp_pmin) {  // diagonal tile: mask keys after each row's absolute position
@@ -362,8 +355,8 @@ __global__ void __launch_bounds__(kThreads, 3) prefill_tc_kernel(const TcArgs a)
       for (int dp = 0; dp < D / 16; ++dp) {
         uint32_t b[4];
         ldsm_x4_trans(b, &vs[16 * kk + 8 * (mat & 1) + mrow][16 * dp + 8 * (mat >> 1)]);
-        mma_16816(o[2 * dp], pa, b[0], b[1]);
-        mma_16816(o[2 * dp + 1], pa, b[2], b[3]);
+        mma_m16n8k16(o[2 * dp], pa, b[0], b[1]);
+        mma_m16n8k16(o[2 * dp + 1], pa, b[2], b[3]);
       }
     }
   }

@@ -72,6 +72,38 @@ __device__ __forceinline__ uint32_t load_stream_u32(const void* p) {
   return v;
 }
 
+// D += A·B with mma.sync.m16n8k16 (FP16 A and B, FP32 D). Fragments (PTX ISA, g = lane / 4, t = lane % 4;
+// .f16x2 registers hold the lower k / column in the low half): A row-major 16×16, a0 = (row g, k 2t, 2t+1),
+// a1 = (row g+8, k 2t, 2t+1), a2 = (row g, k 2t+8, 2t+9), a3 = (row g+8, k 2t+8, 2t+9); B col-major
+// 16×8, b0 = (k 2t, 2t+1, col g), b1 = (k 2t+8, 2t+9, col g); D 16×8, d0, d1 = (row g, cols 2t, 2t+1),
+// d2, d3 = (row g+8, cols 2t, 2t+1). Launch wrappers select these kernels on compute capability ≥ 8.0 only.
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  (void)d, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
+  __trap();
+#endif
+}
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  mma_m16n8k16(d, a[0], a[1], a[2], a[3], b0, b1);
+}
+
+// Lets `kernel` take dynamic shared memory up to the device's opt-in limit: the limit covers static and
+// dynamic memory together, so the kernel's static shared memory is subtracted. Call once per kernel
+// instantiation (a function-local static in the launch wrapper).
+template <class Kernel>
+void allow_max_dynamic_smem(Kernel kernel) {
+  cudaFuncAttributes attr{};
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  device_limits().smem_optin - (int)attr.sharedSizeBytes));
+}
+
 __device__ __forceinline__ __half2 half2_from_bits(uint32_t bits) {
   __half2 h;
   memcpy(&h, &bits, sizeof(h));

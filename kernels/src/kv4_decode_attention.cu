@@ -421,22 +421,6 @@ __device__ __forceinline__ void decode_pair_f16(uint32_t wa, uint32_t wb, uint32
   }
 }
 
-// d += A·B, m16n8k16, A row-major FP16 (a0: row g, cols 2t..2t+1; a1: row g+8; a2: row g, cols 2t+8..9;
-// a3: row g+8, cols 2t+8..9), B col-major FP16 (b0: rows 2t..2t+1, col g; b1: rows 2t+8..9), D FP32
-// (d0, d1: row g, cols 2t, 2t+1; d2, d3: row g+8).
-__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                          uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-  (void)d, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
-  __trap();  // the host only selects this kernel on compute capability ≥ 8.0
-#endif
-}
-
 // 2^k as a float for k ∈ [−126, 127] (exact).
 __device__ __forceinline__ float pow2f(int k) { return __int_as_float((127 + k) << 23); }
 
@@ -571,8 +555,8 @@ __global__ void __launch_bounds__(kThreads)
         uint32_t ra4[4], rb4[4];
         decode_word_f16(wa[u][i], ra4);
         decode_word_f16(wb[u][i], rb4);
-        mma_16816(acc, ra4[0], rb4[0], ra4[1], rb4[1], kb[2 * i][0], kb[2 * i][1]);
-        mma_16816(acc, ra4[2], rb4[2], ra4[3], rb4[3], kb[2 * i + 1][0], kb[2 * i + 1][1]);
+        mma_m16n8k16(acc, ra4[0], rb4[0], ra4[1], rb4[1], kb[2 * i][0], kb[2 * i][1]);
+        mma_m16n8k16(acc, ra4[2], rb4[2], ra4[3], rb4[3], kb[2 * i + 1][0], kb[2 * i + 1][1]);
       }
       const int ja = tile * 16 + g, jb = ja + 8;
       if (t < NH) {
@@ -665,9 +649,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
         if constexpr (D == 128)
-          mma_16816(acc[m], pab[0][m], pab[1][m], pcd[0][m], pcd[1][m], b0, b1);
+          mma_m16n8k16(acc[m], pab[0][m], pab[1][m], pcd[0][m], pcd[1][m], b0, b1);
         else
-          mma_16816(acc[m], pab[0][2 * m], pab[0][2 * m + 1], pcd[0][2 * m], pcd[0][2 * m + 1], b0, b1);
+          mma_m16n8k16(acc[m], pab[0][2 * m], pab[0][2 * m + 1], pcd[0][2 * m], pcd[0][2 * m + 1], b0, b1);
       }
     }
   }

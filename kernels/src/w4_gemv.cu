@@ -519,16 +519,9 @@ template <int B, int U, bool kHalf, Prologue kPro = Prologue::none>
 void launch_fast(const FastArgs& a, const float* x, float* y, cudaStream_t stream,
                  const PrologueArgs& pro = {}) {
   const DeviceLimits& lim = device_limits();
-  // Once per instantiation: allow more than the default 48 KB of dynamic shared memory (the opt-in limit
-  // covers static + dynamic: the add_rmsnorm prologue has a little static shared memory).
-  static const bool attr_set = [&] {
-    cudaFuncAttributes attr{};
-    CUDA_CHECK(cudaFuncGetAttributes(&attr, w4_gemv_fast_kernel<B, U, kHalf, kPro>));
-    CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_fast_kernel<B, U, kHalf, kPro>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    lim.smem_optin - (int)attr.sharedSizeBytes));
-    return true;
-  }();
+  // Once per instantiation: allow more than the default 48 KB of dynamic shared memory (the add_rmsnorm
+  // prologue's static shared memory comes off the limit).
+  static const bool attr_set = (allow_max_dynamic_smem(w4_gemv_fast_kernel<B, U, kHalf, kPro>), true);
   (void)attr_set;
   const size_t smem = (size_t)B * smem_bytes_per_batch<kHalf>(a.chunks * 32);
   const int pairs_per_block = kFastWarps * kR;

@@ -198,32 +198,8 @@ __device__ __forceinline__ void load_params(const BulkArgs& a, int t0, int i, in
 // thread of the block must call it.
 __device__ __forceinline__ void stage_x(const float* __restrict__ x, int cols, int B, uint8_t* xs,
                                         float* wmax, float* xsc, float* xinv) {
-  const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
-  const int cols4 = cols / 4, cols8 = cols / 8;
-  for (int b = 0; b < B; ++b) {  // max |x| per batch row (fmaxf ignores NaN)
-    const float4* xb = reinterpret_cast<const float4*>(x + (size_t)b * cols);
-    float mx = 0.0f;
-    for (int i = tid; i < cols4; i += kThreads) {
-      const float4 v = __ldg(xb + i);
-      mx = fmaxf(mx, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
-    }
-    mx = warp_max(mx);
-    if (lane == 0) wmax[warp * kBulkMaxBatch + b] = mx;
-  }
-  __syncthreads();
-  if (tid < B) {
-    float mx = 0.0f;
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, wmax[w * kBulkMaxBatch + tid]);
-    int e = 0;  // mx·2^e in [2^14, 2^15); 2^±e normal FP32; zero / Inf rows keep e = 0
-    if (mx > 0.0f && mx <= 3.402823466e38f) {
-      int k = 0;
-      (void)frexpf(mx, &k);
-      e = max(-126, min(15 - k, 126));
-    }
-    xsc[tid] = __int_as_float((127 + e) << 23);
-    xinv[tid] = __int_as_float((127 - e) << 23);
-  }
-  __syncthreads();
+  const int tid = (int)threadIdx.x, cols8 = cols / 8;
+  x_row_scales<kThreads, kBulkMaxBatch>(x, cols, B, wmax, xsc, xinv);
   for (int i = tid; i < B * cols8; i += kThreads) {
     const int b = i / cols8, f = i - b * cols8, c = f >> 2, w = f & 3;
     const float4 v0 = __ldg(reinterpret_cast<const float4*>(x) + 2 * i);
@@ -309,8 +285,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         uint32_t ra[4], rb[4];
         dequant_word<kScaleAfter>(tc_word_of(qa, w), pa, ra);
         dequant_word<kScaleAfter>(tc_word_of(qb, w), pb, rb);
-        mma_16816(d, ra[0], rb[0], ra[1], rb[1], xv.x, xv.y);  // channels 8w + 0 … 3
-        mma_16816(d, ra[2], rb[2], ra[3], rb[3], xv.z, xv.w);  // channels 8w + 4 … 7
+        mma_m16n8k16(d, ra[0], rb[0], ra[1], rb[1], xv.x, xv.y);  // channels 8w + 0 … 3
+        mma_m16n8k16(d, ra[2], rb[2], ra[3], rb[3], xv.z, xv.w);  // channels 8w + 4 … 7
       }
       if constexpr (kScaleAfter) {
         acc[0] = fmaf(pa.h, d[0], acc[0]);
@@ -344,13 +320,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 template <bool kScaleAfter>
-void launch(const BulkArgs& a, const float* x, float* y, int blocks, size_t smem, int smem_optin,
-            cudaStream_t stream) {
-  static const bool attr_set = [&] {  // once per instantiation: the opt-in shared-memory size
-    CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_bulk_kernel<kScaleAfter>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
-    return true;
-  }();
+void launch(const BulkArgs& a, const float* x, float* y, int blocks, size_t smem, cudaStream_t stream) {
+  // Once per instantiation: the opt-in shared-memory size.
+  static const bool attr_set = (allow_max_dynamic_smem(w4_gemv_bulk_kernel<kScaleAfter>), true);
   (void)attr_set;
   w4_gemv_bulk_kernel<kScaleAfter><<<blocks, kThreads, smem, stream>>>(a, x, y);
   WKV_CHECK_LAUNCH();
@@ -387,9 +359,9 @@ void w4_gemv_bulk_launch(const W4DeviceWeights& w, const float* x, int B, float*
   const int blocks = std::max(1, std::min(sms, tiles));
   const size_t smem = smem_bytes(B, w.cols, a.S);
   if (w.group % 128 == 0) {
-    launch<true>(a, x, y, blocks, smem, smem_optin, stream);
+    launch<true>(a, x, y, blocks, smem, stream);
   } else {
-    launch<false>(a, x, y, blocks, smem, smem_optin, stream);
+    launch<false>(a, x, y, blocks, smem, stream);
   }
 }
 

@@ -175,8 +175,8 @@ __device__ __forceinline__ void math_tile(const TcArgs& a, const TcTile& tl, int
         uint32_t r0[4], r1[4];
         dequant_word<kScaleAfter>(tc_word_of(tl.q[u][i][0], w), p0, r0);  // row g
         dequant_word<kScaleAfter>(tc_word_of(tl.q[u][i][1], w), p1, r1);  // row g + 8
-        mma_16816(d, r0[0], r1[0], r0[1], r1[1], xv.x, xv.y);          // channels 8w + 0..3
-        mma_16816(d, r0[2], r1[2], r0[3], r1[3], xv.z, xv.w);          // channels 8w + 4..7
+        mma_m16n8k16(d, r0[0], r1[0], r0[1], r1[1], xv.x, xv.y);          // channels 8w + 0..3
+        mma_m16n8k16(d, r0[2], r1[2], r0[3], r1[3], xv.z, xv.w);          // channels 8w + 4..7
       }
       if constexpr (kScaleAfter) {
         acc[0] = fmaf(p0.h, d[0], acc[0]);
@@ -210,35 +210,8 @@ __device__ __forceinline__ void write_tile(const TcArgs& a, int tile, int g, int
 // every thread of the block must call it.
 __device__ __forceinline__ void stage_x(const float* __restrict__ x, int cols, int B, uint4* xs, float* wmax,
                                         float* xsc, float* xinv) {
-  const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
-  const int cols4 = cols / 4, cols8 = cols / 8;
-  // 1. max |x| per batch row (fmaxf ignores NaN: a NaN x keeps a finite scale and stays NaN).
-  for (int b = 0; b < B; ++b) {
-    const float4* xb = reinterpret_cast<const float4*>(x + (size_t)b * cols);
-    float mx = 0.0f;
-    for (int i = tid; i < cols4; i += kTcThreads) {
-      const float4 v = __ldg(xb + i);
-      mx = fmaxf(mx, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
-    }
-    mx = warp_max(mx);
-    if (lane == 0) wmax[warp * kMaxBatchTc + b] = mx;
-  }
-  __syncthreads();
-  if (tid < B) {
-    float mx = 0.0f;
-    for (int w = 0; w < kTcWarps; ++w) mx = fmaxf(mx, wmax[w * kMaxBatchTc + tid]);
-    // mx = f·2^k, f ∈ [0.5, 1) → mx·2^(15−k) ∈ [2^14, 2^15) ⊂ FP16 range. e clamped so that 2^±e are
-    // normal FP32. Zero / Inf rows keep e = 0.
-    int e = 0;
-    if (mx > 0.0f && mx <= 3.402823466e38f) {
-      int k = 0;
-      (void)frexpf(mx, &k);
-      e = max(-126, min(15 - k, 126));
-    }
-    xsc[tid] = __int_as_float((127 + e) << 23);
-    xinv[tid] = __int_as_float((127 - e) << 23);
-  }
-  __syncthreads();
+  const int tid = (int)threadIdx.x, cols8 = cols / 8;
+  x_row_scales<kTcThreads, kMaxBatchTc>(x, cols, B, wmax, xsc, xinv);  // 1. one scale per batch row
   // 2. convert: thread i → slot i (8 channels) in row-major order, stored swizzled.
   for (int i = tid; i < B * cols8; i += kTcThreads) {
     const int b = i / cols8, f = i - b * cols8, c = f >> 2, q = f & 3;
@@ -357,13 +330,9 @@ __global__ void __launch_bounds__(kTcThreads, 1)
 }
 
 template <bool kScaleAfter>
-void launch(const TcArgs& a, const float* x, float* y, int sms, int smem_optin, cudaStream_t stream) {
+void launch(const TcArgs& a, const float* x, float* y, int sms, cudaStream_t stream) {
   // Once per instantiation: allow more than the default 48 KB of dynamic shared memory.
-  static const bool attr_set = [&] {
-    CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_tc_kernel<kScaleAfter>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
-    return true;
-  }();
+  static const bool attr_set = (allow_max_dynamic_smem(w4_gemv_tc_kernel<kScaleAfter>), true);
   (void)attr_set;
   const int tiles = (a.rows + kTileRows - 1) / kTileRows;
   const int blocks = std::max(1, std::min(sms, tiles));
@@ -397,9 +366,9 @@ void w4_gemv_tc_launch(const W4DeviceWeights& w, const float* x, int B, float* y
   a.scales = w.scales;
   a.zeros = w.zeros;
   if (w.group % 128 == 0) {
-    launch<true>(a, x, y, sms, smem_optin, stream);
+    launch<true>(a, x, y, sms, stream);
   } else {
-    launch<false>(a, x, y, sms, smem_optin, stream);
+    launch<false>(a, x, y, sms, stream);
   }
 }
 

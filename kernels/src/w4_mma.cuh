@@ -1,5 +1,6 @@
 // Tensor-core building blocks shared by the W4 GEMV variants C (w4_gemv_tc.cu) and D (w4_gemv_bulk.cu):
-// the m16n8k16 FP16 mma and the exact dequantization of one qweight word into mma A-fragment registers.
+// the exact dequantization of one qweight word into mma A-fragment registers (the mma itself is
+// mma_m16n8k16 in kernel_util.h).
 // The fragment layout and the dequantization trick are explained at the top of w4_gemv_tc.cu.
 #pragma once
 
@@ -12,20 +13,6 @@
 #include "quant_formats.h"
 
 namespace wkv::kernels::detail {
-
-// D += A·B (fragment table at the top of w4_gemv_tc.cu).
-__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                          uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-  (void)d, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
-  __trap();  // the project builds for sm_90; mma.sync needs sm_80+
-#endif
-}
 
 __device__ __forceinline__ uint32_t bits_of(__half2 h) {
   uint32_t u;
@@ -67,6 +54,45 @@ __device__ __forceinline__ void dequant_word(uint32_t word, const RowParams& p, 
   v[3] = __hfma2(half2_from_bits((w8 & (kW4PairMask << 4)) | kFp16x2Bias1024), sixteenth, p.zhi);
 #pragma unroll
   for (int k = 0; k < 4; ++k) d[k] = bits_of(kScaleAfter ? v[k] : __hmul2(v[k], p.h2));
+}
+
+// x̂ = x·2^e_b per batch row b < B: one power-of-two scale with max |x[b]|·2^e_b in [2^14, 2^15) ⊂ FP16
+// range, so x̂ rounds to FP16 without overflow and the FP32 result is scaled back exactly by 2^-e_b.
+// xsc[b] = 2^e_b, xinv[b] = 2^-e_b; wmax holds kThreads / 32 × kMaxBatch floats of scratch. fmaxf ignores
+// NaN: a NaN x keeps a finite scale and stays NaN. Two block barriers: every thread of the block (kThreads)
+// must call it.
+template <int kThreads, int kMaxBatch>
+__device__ __forceinline__ void x_row_scales(const float* __restrict__ x, int cols, int B, float* wmax, float* xsc,
+                                             float* xinv) {
+  constexpr int kWarps = kThreads / kWarpSize;
+  const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int cols4 = cols / 4;
+  for (int b = 0; b < B; ++b) {
+    const float4* xb = reinterpret_cast<const float4*>(x + (size_t)b * cols);
+    float mx = 0.0f;
+    for (int i = tid; i < cols4; i += kThreads) {
+      const float4 v = __ldg(xb + i);
+      mx = fmaxf(mx, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+    }
+    mx = warp_max(mx);
+    if (lane == 0) wmax[warp * kMaxBatch + b] = mx;
+  }
+  __syncthreads();
+  if (tid < B) {
+    float mx = 0.0f;
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, wmax[w * kMaxBatch + tid]);
+    // mx = f·2^k, f ∈ [0.5, 1) → mx·2^(15−k) ∈ [2^14, 2^15). e clamped so that 2^±e are normal FP32.
+    // Zero / Inf rows keep e = 0.
+    int e = 0;
+    if (mx > 0.0f && mx <= 3.402823466e38f) {
+      int k = 0;
+      (void)frexpf(mx, &k);
+      e = max(-126, min(15 - k, 126));
+    }
+    xsc[tid] = __int_as_float((127 + e) << 23);
+    xinv[tid] = __int_as_float((127 - e) << 23);
+  }
+  __syncthreads();
 }
 
 }  // namespace wkv::kernels::detail

@@ -14,6 +14,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "gpu_test_util.h"
@@ -68,19 +69,14 @@ void expect_close_to_fp64(const Quantized& w, const std::vector<double>& x, cons
   }
 }
 
-double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-    den += (double)b[i] * b[i];
-  }
-  return std::sqrt(num / den);
+std::string describe(const Case& c, uint32_t seed) {
+  return "seed " + std::to_string(seed) + " rows " + std::to_string(c.rows) + " cols " + std::to_string(c.cols) +
+         " group " + std::to_string(c.group);
 }
 
 void check_add_rmsnorm(const Case& c) {
   const uint32_t seed = wkv::test::fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed) + " rows " + std::to_string(c.rows) + " cols " +
-               std::to_string(c.cols) + " group " + std::to_string(c.group));
+  SCOPED_TRACE(describe(c, seed));
   std::mt19937 rng(seed);
   const Quantized w(c, rng);
   const auto res = wkv::test::random_normal(rng, c.cols, 1.0f);
@@ -120,13 +116,13 @@ void check_add_rmsnorm(const Case& c) {
   DeviceBuffer<float> dres2(res), dh(c.cols), dy2(c.rows);
   wkv::kernels::add_rmsnorm_f32(dres2.get(), dr.get(), dw.get(), 1, c.cols, eps, dh.get());
   wkv::kernels::w4_gemv(w.view(), dh.get(), 1, dy2.get());
-  EXPECT_LE(rel_l2(y, dy2.download()), 2e-6);
+  const auto y2 = dy2.download();
+  EXPECT_LE(wkv::test::rel_l2(y.data(), y2.data(), y.size()), 2e-6);
 }
 
 void check_swiglu(const Case& c) {
   const uint32_t seed = wkv::test::fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed) + " rows " + std::to_string(c.rows) + " cols " +
-               std::to_string(c.cols) + " group " + std::to_string(c.group));
+  SCOPED_TRACE(describe(c, seed));
   std::mt19937 rng(seed);
   const Quantized w(c, rng);
   const auto g = wkv::test::random_normal(rng, c.cols, 2.0f);

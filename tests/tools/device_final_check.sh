@@ -6,10 +6,7 @@
 # $OUT/summary.txt; full logs are packed into $OUT/logs.tgz (the device tool returns few files).
 # Usage: SHARED=... GTEST_SRC=... OUT=... [VARIANT=A|B|C] tests/tools/device_final_check.sh
 set -uo pipefail
-FINAL_OUT=$OUT
-mkdir -p "$FINAL_OUT/logs"
-OUT=$FINAL_OUT/logs
-S=$FINAL_OUT/summary.txt
+source "$(dirname "$0")/device_out.sh"
 source "$(dirname "$0")/device_build_and_test.sh" >> "$S" 2>&1
 for v in A B C; do
   echo "== cuda_backend_test with WKV_W4_GEMV_VARIANT=$v" >> "$S"
@@ -39,4 +36,4 @@ echo "== ablations (32 x 2048 segments) and memcheck" >> "$S"
   > "$OUT/memcheck.txt" 2>&1) &
 wait
 cat "$OUT/ablations.txt" "$OUT/memcheck.txt" >> "$S"
-tar czf "$FINAL_OUT/logs.tgz" -C "$FINAL_OUT" logs && rm -rf "$FINAL_OUT/logs"
+pack_logs

@@ -5,10 +5,7 @@
 # each variant in $VARIANTS (default "A C D") in a 7B decode step.
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... tests/tools/device_gemv_probe.sh
 set -uo pipefail
-FINAL_OUT=$OUT
-mkdir -p "$FINAL_OUT/logs"
-OUT=$FINAL_OUT/logs
-S=$FINAL_OUT/summary.txt
+source "$(dirname "$0")/device_out.sh"
 B=build/dev
 cmake -S . -B $B -G Ninja -DWKV_BUILD_APP=OFF -DWKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DWKV_BUILD_TESTS=OFF \
   -DWKV_GTEST_SOURCE_DIR="$GTEST_SRC" -DWKV_SHARED_DIR="$SHARED" -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2>&1
@@ -53,4 +50,4 @@ for v in ${VARIANTS:-A C D}; do
   grep -E "w4_gemv|stalled|duration|throughput|inst_executed" "$OUT/ncu_stalls_$v.txt" | grep -vE "==PROF==" \
     | awk '{ if ($NF+0 > 0.05 || $0 ~ /w4_gemv|duration|throughput|inst/) print }' | cut -c1-150 >> "$S"
 done
-tar czf "$FINAL_OUT/logs.tgz" -C "$FINAL_OUT" logs && rm -rf "$FINAL_OUT/logs"
+pack_logs

@@ -11,12 +11,7 @@
 # exported, applies to everything (tests, benches, ncu runs).
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... tests/tools/device_profile_decode.sh
 set -uo pipefail
-FINAL_OUT=$OUT
-mkdir -p "$FINAL_OUT/logs"
-OUT=$FINAL_OUT/logs
-S=$FINAL_OUT/summary.txt
-T0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" >> "$S"; }
+source "$(dirname "$0")/device_out.sh"
 SKIP_TESTS_SAVED=${SKIP_TESTS:-}
 SKIP_TESTS=1
 source "$(dirname "$0")/device_build_and_test.sh" >> "$S" 2>&1
@@ -72,4 +67,4 @@ for v in ${NCU_VARIANTS:-A}; do
     "$OUT/ncu_detail_$v.txt" | grep -vE "^--$|^\s+Section|Warning|Metric Name" >> "$S"
 done
 stamp "ncu detail done"
-tar czf "$FINAL_OUT/logs.tgz" -C "$FINAL_OUT" logs && rm -rf "$FINAL_OUT/logs"
+pack_logs

@@ -4,12 +4,7 @@
 # (default: all), and `wkv bench` on the 7B shape at the issue's depths in $MODES (default w4kv4 w4 fp16).
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... tests/tools/device_session_check.sh
 set -uo pipefail
-FINAL_OUT=$OUT
-mkdir -p "$FINAL_OUT/logs"
-OUT=$FINAL_OUT/logs
-S=$FINAL_OUT/summary.txt
-T0=$(date +%s)
-stamp() { echo "[$(( $(date +%s) - T0 )) s] $*" >> "$S"; }
+source "$(dirname "$0")/device_out.sh"
 source "$(dirname "$0")/device_build_and_test.sh" >> "$S" 2>&1
 stamp "built and tested"
 SKIP_BUILD=1 SKIP_TESTS=1 NO_BENCH=1 bash "$(dirname "$0")/device_gpu_check.sh" >> "$S" 2>&1
@@ -18,4 +13,4 @@ SKIP_BUILD=1 SKIP_TESTS=1 MODES="${MODES:-w4kv4 w4 fp16}" REPEATS=${REPEATS:-2} 
   bash "$(dirname "$0")/device_cuda_backend.sh" > "$OUT/benches.txt" 2>&1
 grep -vE "^depth .* run [0-9]+:" "$OUT/benches.txt" >> "$S"
 stamp "benches done"
-tar czf "$FINAL_OUT/logs.tgz" -C "$FINAL_OUT" logs && rm -rf "$FINAL_OUT/logs"
+pack_logs
