@@ -16,6 +16,10 @@ std::unique_ptr<SessionState> make_cuda_session_state(const Model&, const Sessio
   throw Error(ErrorCode::unsupported, "this build has no CUDA backend");
 }
 bool cuda_device_memory(std::string*, int64_t*, int64_t*) { return false; }
+bool cuda_copy_bandwidth(double*, std::string* why) {
+  if (why) *why = "this build has no CUDA backend";
+  return false;
+}
 
 namespace calib {
 bool cuda_calibration_available(std::string* why) {

@@ -1,5 +1,7 @@
 #include "wkv/bench.h"
 
+#include "cuda_backend.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -91,6 +93,23 @@ double measure_host_copy_bandwidth() {
     std::swap(a, b);
   }
   return median(rates);
+}
+
+double measure_copy_bandwidth(const Model& model, std::string* source) {
+  if (model.backend() == BackendKind::cuda) {
+    double bw = 0;
+    std::string why;
+    if (cuda_copy_bandwidth(&bw, &why)) {
+      std::string name;
+      cuda_device_memory(&name, nullptr, nullptr);
+      if (source) *source = "device " + name;
+      return bw;
+    }
+    if (source) *source = "host (the GPU copy could not be measured: " + why + ")";
+    return measure_host_copy_bandwidth();
+  }
+  if (source) *source = "host";
+  return measure_host_copy_bandwidth();
 }
 
 }  // namespace wkv

@@ -25,4 +25,8 @@ std::unique_ptr<SessionState> make_cuda_session_state(const Model& model, const 
 // Device name and memory (cudaMemGetInfo), for stats; false without a device.
 bool cuda_device_memory(std::string* name, int64_t* used, int64_t* total);
 
+// The device's measured copy bandwidth (bytes read + written per second, a 512 MiB cudaMemcpy); false
+// without a device or when the measurement fails (`why` says what happened).
+bool cuda_copy_bandwidth(double* bytes_per_second, std::string* why);
+
 }  // namespace wkv

@@ -28,20 +28,23 @@ int cmd_bench(const Args& a) {
   }
   if (a.has("--verbose")) o.log = [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
   const MemoryStats w = model->weight_memory();
-  const double host_bw = measure_host_copy_bandwidth();
+  std::string bw_source;
+  const double copy_bw = measure_copy_bandwidth(*model, &bw_source);
   std::printf("model %s | mode %s | backend %s (%d threads) | weights %s (%s, FP16 %s) | KV %s\n",
               model->info().name.c_str(), quant_mode_name(model->mode()), backend_name(model->backend()),
               model->n_threads(), w.weight_format.c_str(), human_bytes(double(w.weight_bytes)).c_str(),
               human_bytes(double(w.weight_bytes_fp16)).c_str(),
               quant_spec(model->mode()).kv4 ? "KV4" : "full precision");
-  std::printf("measured host copy bandwidth %.1f GB/s (read + write)\n\n", host_bw / 1e9);
-  std::printf("| %7s | %6s | %4s | %12s | %11s | %14s | %8s | %10s |\n", "depth", "prompt", "gen", "prefill t/s",
-              "decode t/s", "bytes/token", "GB/s", "KV MiB");
-  std::printf("|--------:|-------:|-----:|-------------:|------------:|---------------:|---------:|-----------:|\n");
+  std::printf("measured copy bandwidth %.1f GB/s (read + write; %s)\n\n", copy_bw / 1e9, bw_source.c_str());
+  std::printf("| %7s | %6s | %4s | %12s | %11s | %14s | %8s | %7s | %10s |\n", "depth", "prompt", "gen",
+              "prefill t/s", "decode t/s", "bytes/token", "GB/s", "% copy", "KV MiB");
+  std::printf(
+      "|--------:|-------:|-----:|-------------:|------------:|---------------:|---------:|--------:|-----------:|\n");
   for (const BenchRow& r : run_bench(model, o))
-    std::printf("| %7d | %6d | %4d | %12.1f | %11.2f | %14lld | %8.2f | %10.2f |\n", r.depth, o.prompt, o.gen,
-                r.prefill_tokens_per_second, r.decode_tokens_per_second,
-                static_cast<long long>(r.decode_bytes_per_token), r.decode_gb_per_second, r.kv_bytes / 1048576.0);
+    std::printf("| %7d | %6d | %4d | %12.1f | %11.2f | %14lld | %8.2f | %7.1f | %10.2f |\n", r.depth, o.prompt,
+                o.gen, r.prefill_tokens_per_second, r.decode_tokens_per_second,
+                static_cast<long long>(r.decode_bytes_per_token), r.decode_gb_per_second,
+                copy_bw > 0 ? 100.0 * r.decode_gb_per_second * 1e9 / copy_bw : 0.0, r.kv_bytes / 1048576.0);
   return 0;
 }
 

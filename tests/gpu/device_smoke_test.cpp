@@ -19,4 +19,16 @@ TEST(GpuDevice, KernelLaunchWritesEveryElement) {
   for (int i = 0; i < n; ++i) ASSERT_EQ(out[i], 0.5f * i) << i;
 }
 
+// The copy bandwidth `wkv bench` compares decode throughput with: a plausible figure for any CUDA GPU
+// (H200: ~4.3 TB/s read + write) and stable between two measurements.
+TEST(GpuDevice, CopyBandwidthIsMeasured) {
+  const auto info = wkv::kernels::query_device();
+  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  const double a = wkv::kernels::measure_device_copy_bandwidth(), b = wkv::kernels::measure_device_copy_bandwidth();
+  std::printf("device copy bandwidth %.1f / %.1f GB/s (read + write)\n", a / 1e9, b / 1e9);
+  EXPECT_GT(a, 50e9);
+  EXPECT_LT(a, 50e12);
+  EXPECT_NEAR(a / b, 1.0, 0.2);
+}
+
 }  // namespace

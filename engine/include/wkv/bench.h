@@ -39,4 +39,9 @@ std::vector<BenchRow> run_bench(std::shared_ptr<const Model> model, const BenchO
 // Host memory copy bandwidth (bytes read + written per second), measured with a large memcpy.
 double measure_host_copy_bandwidth();
 
+// The copy bandwidth of the memory a decode step of `model` streams: the GPU's device-to-device copy for
+// the CUDA backend, else the host's (bytes read + written per second). `source` says which was measured
+// (e.g. "device NVIDIA H200", or "host" with the reason the device could not be measured).
+double measure_copy_bandwidth(const Model& model, std::string* source);
+
 }  // namespace wkv

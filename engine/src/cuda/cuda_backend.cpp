@@ -612,6 +612,17 @@ bool cuda_device_memory(std::string* name, int64_t* used, int64_t* total) {
   return true;
 }
 
+bool cuda_copy_bandwidth(double* bytes_per_second, std::string* why) {
+  try {
+    *bytes_per_second = wk::measure_device_copy_bandwidth();
+    return true;
+  } catch (const std::exception& e) {
+    cudaGetLastError();
+    if (why) *why = e.what();
+    return false;
+  }
+}
+
 bool cuda_can_run(const ModelInfo& info, QuantMode mode, int kv_group, std::string* why) {
   const wk::DeviceInfo d = wk::query_device();
   auto no = [&](const std::string& reason) {

@@ -29,4 +29,10 @@ DeviceInfo query_device();
 // with file:line and the CUDA error string on failure.
 void smoke_fill(float* out, int n, float scale);
 
+// Device-to-device copy bandwidth in bytes moved (read + written) per second: the median of 5 timed
+// cudaMemcpy copies of `bytes` (CUDA events) after one warm-up copy, far beyond the L2. This is the
+// "measured copy bandwidth" that decode throughput is compared with. Throws std::runtime_error on CUDA
+// errors (including too little free memory for two buffers of `bytes`).
+double measure_device_copy_bandwidth(size_t bytes = size_t(512) << 20);
+
 }  // namespace wkv::kernels
