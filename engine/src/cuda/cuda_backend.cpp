@@ -534,6 +534,14 @@ class CudaSessionState final : public SessionState {
       return;
     }
     append();
+    wk::PrefillAttentionArgs a = prefill_args(T, P, q, k, v);
+    a.poq_block = !poq_ ? 0 : (token_level_poq_ ? 1 : T);
+    wk::attention_prefill(cache, a, stream_);
+  }
+
+  // The prefill attention's arguments common to both cache formats: T queries at positions pos0 … over
+  // their own full-precision k / v and the cache.
+  wk::PrefillAttentionArgs prefill_args(int T, const Positions& P, const float* q, const float* k, const float* v) {
     wk::PrefillAttentionArgs a;
     a.q = q;
     a.k_full = k;
@@ -542,8 +550,7 @@ class CudaSessionState final : public SessionState {
     a.n_heads = info_.n_heads;
     a.T = T;
     a.pos0 = P.pos0;
-    a.poq_block = !poq_ ? 0 : (token_level_poq_ ? 1 : T);
-    wk::attention_prefill(cache, a, stream_);
+    return a;
   }
 
   // FP16 KV (fp16, w4): the current keys are appended first and attention reads everything from the cache
@@ -566,15 +573,7 @@ class CudaSessionState final : public SessionState {
       return;
     }
     wk::kv16_append(cache, k, v, T, P.pos0, stream_);
-    wk::PrefillAttentionArgs a;
-    a.q = q;
-    a.k_full = k;
-    a.v_full = v;
-    a.out = att_.as<float>();
-    a.n_heads = info_.n_heads;
-    a.T = T;
-    a.pos0 = P.pos0;
-    wk::attention_prefill_kv16(cache, a, stream_);
+    wk::attention_prefill_kv16(cache, prefill_args(T, P, q, k, v), stream_);
   }
 
   const ModelInfo& info_;
