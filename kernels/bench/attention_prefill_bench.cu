@@ -86,43 +86,25 @@ int main() {
     std::printf("device: %s (%d SMs, L2 %.0f MB)\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize / 1e6);
     const size_t kvdim = size_t(kHkv) * kD, qdim = size_t(kH) * kD;
     const int n_pages = kMaxTokens / kP;
-    std::vector<int32_t> table(n_pages);
-    std::iota(table.begin(), table.end(), 0);
-    std::shuffle(table.begin(), table.end(), std::mt19937(7));
-    int32_t* d_table = nullptr;
-    CUDA_CHECK(cudaMalloc(&d_table, sizeof(int32_t) * n_pages));
-    CUDA_CHECK(cudaMemcpy(d_table, table.data(), sizeof(int32_t) * n_pages, cudaMemcpyHostToDevice));
+    int32_t* d_table = wkv::bench::shuffled_page_table(n_pages).dev;
 
-    float *d_q, *d_k, *d_v, *d_out, *d_ref, *d_sm;
+    float *d_q, *d_k, *d_v, *d_out, *d_ref;
     CUDA_CHECK(cudaMalloc(&d_q, sizeof(float) * qdim * kMaxTokens));
     CUDA_CHECK(cudaMalloc(&d_k, sizeof(float) * kvdim * kMaxTokens));
     CUDA_CHECK(cudaMalloc(&d_v, sizeof(float) * kvdim * kMaxTokens));
     CUDA_CHECK(cudaMalloc(&d_out, sizeof(float) * qdim * kMaxTokens));
     CUDA_CHECK(cudaMalloc(&d_ref, sizeof(float) * qdim * kMaxTokens));
-    CUDA_CHECK(cudaMalloc(&d_sm, sizeof(float) * kvdim * 4));
     fill(d_q, qdim * kMaxTokens, 1, -1.0f, 1.0f);
     fill(d_k, kvdim * kMaxTokens, 2, -2.0f, 2.0f);
     fill(d_v, kvdim * kMaxTokens, 3, -1.0f, 1.0f);
-    fill(d_sm, kvdim, 11, -0.5f, 0.5f);
-    fill(d_sm + kvdim, kvdim, 12, 0.5f, 2.0f);
-    fill(d_sm + 2 * kvdim, kvdim, 13, -0.5f, 0.5f);
-    fill(d_sm + 3 * kvdim, kvdim, 14, 0.5f, 2.0f);
+    float* d_sm = wkv::bench::random_smoothing(kvdim);
 
     // KV4 cache of all 2048 tokens (the chunk is appended before attention, as the engine does).
     const size_t pool_bytes = size_t(n_pages) * kP * kHkv * wk::kv4_head_bytes(kD, kG);
-    wk::Kv4LayerCache c4;
-    CUDA_CHECK(cudaMalloc(&c4.k_pool, pool_bytes));
-    CUDA_CHECK(cudaMalloc(&c4.v_pool, pool_bytes));
-    c4.page_table = d_table;
-    c4.n_pages = n_pages;
-    c4.page_size = kP;
-    c4.n_kv_heads = kHkv;
-    c4.head_dim = kD;
-    c4.group = kG;
-    c4.k_delta = d_sm;
-    c4.k_scale = d_sm + kvdim;
-    c4.v_delta = d_sm + 2 * kvdim;
-    c4.v_scale = d_sm + 3 * kvdim;
+    uint8_t *k4 = nullptr, *v4 = nullptr;
+    CUDA_CHECK(cudaMalloc(&k4, pool_bytes));
+    CUDA_CHECK(cudaMalloc(&v4, pool_bytes));
+    const wk::Kv4LayerCache c4 = wkv::bench::kv4_view(k4, v4, d_table, n_pages, kP, kHkv, kD, kG, d_sm);
     wk::kv4_append(c4, d_k, d_v, kMaxTokens, 0);
     // FP16 cache of the same rows.
     wk::Kv16LayerCache c16;

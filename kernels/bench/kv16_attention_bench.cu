@@ -45,12 +45,9 @@ int main() {
     const size_t bytes_4k = size_t(4096) * kHkv * kD * 2 * 2;
     const int n_layers = int(std::max<size_t>(2, (3 * size_t(prop.l2CacheSize) + bytes_4k - 1) / bytes_4k));
 
-    std::vector<int32_t> table(n_pages);
-    std::iota(table.begin(), table.end(), 0);
-    std::shuffle(table.begin(), table.end(), std::mt19937(7));
-    int32_t* d_table = nullptr;
-    CUDA_CHECK(cudaMalloc(&d_table, sizeof(int32_t) * n_pages));
-    CUDA_CHECK(cudaMemcpy(d_table, table.data(), sizeof(int32_t) * n_pages, cudaMemcpyHostToDevice));
+    const wkv::bench::PageTable pages = wkv::bench::shuffled_page_table(n_pages);
+    const std::vector<int32_t>& table = pages.host;
+    int32_t* d_table = pages.dev;
 
     const size_t kvdim = size_t(kHkv) * kD;
     const int fill_chunk = 4096;

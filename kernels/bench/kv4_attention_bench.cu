@@ -56,20 +56,12 @@ int main() {
     const int n_layers = int(std::max<size_t>(2, (3 * size_t(prop.l2CacheSize) + bytes_4k - 1) / bytes_4k));
 
     // Shared shuffled page table (the layers differ in pools).
-    std::vector<int32_t> table(n_pages);
-    std::iota(table.begin(), table.end(), 0);
-    std::shuffle(table.begin(), table.end(), std::mt19937(7));
-    int32_t* d_table = nullptr;
-    CUDA_CHECK(cudaMalloc(&d_table, sizeof(int32_t) * n_pages));
-    CUDA_CHECK(cudaMemcpy(d_table, table.data(), sizeof(int32_t) * n_pages, cudaMemcpyHostToDevice));
+    const wkv::bench::PageTable pages = wkv::bench::shuffled_page_table(n_pages);
+    const std::vector<int32_t>& table = pages.host;
+    int32_t* d_table = pages.dev;
     // Smoothing (random, like a calibrated model).
     const size_t kvdim = size_t(kHkv) * kD;
-    float* d_sm = nullptr;
-    CUDA_CHECK(cudaMalloc(&d_sm, sizeof(float) * kvdim * 4));
-    fill(d_sm, kvdim, 11, -0.5f, 0.5f);
-    fill(d_sm + kvdim, kvdim, 12, 0.5f, 2.0f);
-    fill(d_sm + 2 * kvdim, kvdim, 13, -0.5f, 0.5f);
-    fill(d_sm + 3 * kvdim, kvdim, 14, 0.5f, 2.0f);
+    float* d_sm = wkv::bench::random_smoothing(kvdim);
 
     // Fill every layer's cache to max_ctx + 1 tokens through the append kernel, in chunks.
     const int fill_chunk = 4096;
@@ -81,18 +73,7 @@ int main() {
       CUDA_CHECK(cudaMalloc(&layers[l].k, pool_bytes));
       CUDA_CHECK(cudaMalloc(&layers[l].v, pool_bytes));
       auto& c = layers[l].view;
-      c.k_pool = layers[l].k;
-      c.v_pool = layers[l].v;
-      c.page_table = d_table;
-      c.n_pages = n_pages;
-      c.page_size = kP;
-      c.n_kv_heads = kHkv;
-      c.head_dim = kD;
-      c.group = kG;
-      c.k_delta = d_sm;
-      c.k_scale = d_sm + kvdim;
-      c.v_delta = d_sm + 2 * kvdim;
-      c.v_scale = d_sm + 3 * kvdim;
+      c = wkv::bench::kv4_view(layers[l].k, layers[l].v, d_table, n_pages, kP, kHkv, kD, kG, d_sm);
       for (int p0 = 0; p0 < max_ctx + 1; p0 += fill_chunk) {
         const int T = std::min(fill_chunk, max_ctx + 1 - p0);
         fill(d_k, kvdim * T, 1000 + l * 97 + p0, -2.0f, 2.0f);
