@@ -18,6 +18,7 @@
 #include <numeric>
 #include <random>
 
+#include "gpu_test_util.h"
 #include "half.h"
 #include "kv4_test_util.h"
 #include "wkv_kernels/attention_prefill.h"
@@ -116,8 +117,7 @@ void run_prefill_case(const PrefillCase& c, unsigned seed, Entry entry = Entry::
 }
 
 TEST(GpuAttentionPrefill, MatchesReferenceWithPoqBlocks) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   const unsigned seed = std::random_device{}();
   std::printf("seed %u\n", seed);
   unsigned i = 0;
@@ -138,8 +138,7 @@ TEST(GpuAttentionPrefill, MatchesReferenceWithPoqBlocks) {
 // pos0 > 0 behind a filled cache (tiles straddling the cache / chunk split), GQA group sizes 1 … 8, D 64 and
 // 128, G = D / 32 / 4 / 2 (one header per word and the per-pair header path), RTN and smoothed caches.
 TEST(GpuAttentionPrefill, TensorCorePathMatchesReference) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   const unsigned seed = std::random_device{}();
   std::printf("seed %u\n", seed);
   unsigned i = 0;
@@ -162,8 +161,7 @@ TEST(GpuAttentionPrefill, TensorCorePathMatchesReference) {
 // attention_prefill keeps the FP32 kernel (and its budget) for token-level / sub-chunk POQ and for pointers
 // the tensor-core kernel cannot vector-load.
 TEST(GpuAttentionPrefill, DispatchFallsBackToFp32) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   const unsigned seed = std::random_device{}();
   std::printf("seed %u\n", seed);
   run_prefill_case({8, 4, 128, 128, 40, 37, 1, true}, seed, Entry::kDispatch);
@@ -276,8 +274,7 @@ void run_kv16_case(const Kv16Case& c, unsigned seed) {
 }
 
 TEST(GpuAttentionPrefillKv16, MatchesReference) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   const unsigned seed = std::random_device{}();
   std::printf("seed %u\n", seed);
   unsigned i = 0;
@@ -294,8 +291,7 @@ TEST(GpuAttentionPrefillKv16, MatchesReference) {
 }
 
 TEST(GpuAttentionPrefillKv16, RejectsBadArguments) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   DeviceBuf<uint16_t> pool(size_t(4) * 2 * 16 * 64);
   DeviceBuf<int32_t> table(4);
   DeviceBuf<float> buf(size_t(64) * 4 * 64 + 4);
@@ -332,8 +328,7 @@ TEST(GpuAttentionPrefillKv16, RejectsBadArguments) {
 }
 
 TEST(GpuAttentionPrefill, RejectsBadArguments) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   std::mt19937 rng(1);
   HostKv4Cache host(rng, 2, 64, 64, 64, 64, false);
   DeviceKv4Cache dev(host);

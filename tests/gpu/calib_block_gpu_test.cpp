@@ -150,8 +150,7 @@ const Case kCases[] = {
 class CalibBlockGpu : public ::testing::Test {
  protected:
   void SetUp() override {
-    const auto info = wkv::kernels::query_device();
-    if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+    WKV_REQUIRE_GPU();
   }
 };
 

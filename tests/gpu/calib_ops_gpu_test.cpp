@@ -71,8 +71,7 @@ void expect_mostly_equal(const Vec& gpu, const Vec& cpu, double tol, double step
 class CalibOpsGpu : public ::testing::Test {
  protected:
   void SetUp() override {
-    const auto info = wkv::kernels::query_device();
-    if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+    WKV_REQUIRE_GPU();
   }
 };
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "calibrate.h"
+#include "gpu_test_util.h"
 #include "cuda/calib_cuda.h"
 #include "model_loader.h"
 #include "test_support.h"
@@ -29,8 +30,7 @@ const char* kText = "data/wikitext-2-raw/wiki.valid.raw";
 double rel_diff(double a, double b) { return std::fabs(a - b) / std::max(std::fabs(b), 1e-30); }
 
 TEST(CalibrateGpu, MatchesCpuAndLowersTheLoss) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   WKV_REQUIRE_SHARED(kModel);
   WKV_REQUIRE_SHARED(kText);
   wkv::LoadOptions lo;
@@ -117,8 +117,7 @@ TEST(CalibrateGpu, MatchesCpuAndLowersTheLoss) {
 }
 
 TEST(CalibrateGpu, CancellableAndValidated) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   WKV_REQUIRE_SHARED(kModel);
   wkv::LoadOptions lo;
   lo.mode = wkv::QuantMode::fp16;

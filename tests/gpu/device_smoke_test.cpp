@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "gpu_test_util.h"
 #include "wkv_kernels/device.h"
 
 namespace {
@@ -22,8 +23,7 @@ TEST(GpuDevice, KernelLaunchWritesEveryElement) {
 // The copy bandwidth `wkv bench` compares decode throughput with: a plausible figure for any CUDA GPU
 // (H200: ~4.3 TB/s read + write) and stable between two measurements.
 TEST(GpuDevice, CopyBandwidthIsMeasured) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   const double a = wkv::kernels::measure_device_copy_bandwidth(), b = wkv::kernels::measure_device_copy_bandwidth();
   std::printf("device copy bandwidth %.1f / %.1f GB/s (read + write)\n", a / 1e9, b / 1e9);
   EXPECT_GT(a, 50e9);

@@ -7,6 +7,7 @@
 #include <limits>
 #include <random>
 
+#include "gpu_test_util.h"
 #include "kv4_test_util.h"
 #include "wkv_kernels/device.h"
 #include "wkv_kernels/kv4_append.h"
@@ -62,8 +63,7 @@ void run_append_case(const AppendCase& c, unsigned seed) {
 }
 
 TEST(GpuKv4Append, BitExactAgainstReference) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   const unsigned seed = std::random_device{}();
   std::printf("seed %u\n", seed);
   const AppendCase cases[] = {
@@ -78,8 +78,7 @@ TEST(GpuKv4Append, BitExactAgainstReference) {
 // kv4_append_at (device position, captured once in a CUDA graph and replayed) writes the same bytes as
 // kv4_append at that position, and a device position outside [0, capacity) writes nothing.
 TEST(GpuKv4Append, DevicePositionMatchesHostPosition) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   const unsigned seed = std::random_device{}();
   std::printf("seed %u\n", seed);
   struct Case {
@@ -140,8 +139,7 @@ TEST(GpuKv4Append, DevicePositionMatchesHostPosition) {
 }
 
 TEST(GpuKv4Append, RejectsBadArguments) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   std::mt19937 rng(1);
   HostKv4Cache host(rng, 2, 64, 64, 64, 64, false);
   DeviceKv4Cache dev(host);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <random>
 
+#include "gpu_test_util.h"
 #include "kv4_test_util.h"
 #include "wkv_kernels/device.h"
 #include "wkv_kernels/kv4_decode_attention.h"
@@ -96,8 +97,7 @@ void run_decode_case(const DecodeCase& c, unsigned seed) {
 }
 
 TEST(GpuKv4DecodeAttention, MatchesReference) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   const unsigned seed = std::random_device{}();
   std::printf("seed %u\n", seed);
   const int shapes[][2] = {{2, 2}, {8, 4}, {32, 8}};
@@ -237,8 +237,7 @@ void run_graph_case(const GraphCase& c, unsigned seed) {
 }
 
 TEST(GpuKv4DecodeAttention, DeviceNCacheGraphReplay) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   const unsigned seed = std::random_device{}();
   std::printf("seed %u\n", seed);
   unsigned i = 0;
@@ -254,8 +253,7 @@ TEST(GpuKv4DecodeAttention, DeviceNCacheGraphReplay) {
 }
 
 TEST(GpuKv4DecodeAttention, RejectsBadArguments) {
-  const auto info = wkv::kernels::query_device();
-  if (!info.available) GTEST_SKIP() << "GPU test skipped: " << info.reason;
+  WKV_REQUIRE_GPU();
   std::mt19937 rng(1);
   HostKv4Cache host(rng, 2, 64, 64, 64, 64, false);
   DeviceKv4Cache dev(host);
