@@ -58,6 +58,7 @@
 #include "kernel_util.h"
 #include "quant_formats.h"
 #include "w4_gemv_bulk.h"
+#include "w4_gemv_lean.h"
 #include "w4_gemv_tc.h"
 #include "w4_gemv_variant.h"
 #include "wkv_kernels/elementwise.h"
@@ -591,10 +592,12 @@ detail::W4GemvVariant parse_variant_env() {
   if (s == "B" || s == "b") return detail::W4GemvVariant::half2;
   if (s == "C" || s == "c") return detail::W4GemvVariant::tc;
   if (s == "D" || s == "d") return detail::W4GemvVariant::bulk;
+  if (s == "E" || s == "e") return detail::W4GemvVariant::lean;
   require_arg(
       false,
       "WKV_W4_GEMV_VARIANT='" + s +
-          "': expected A (FP32 math), B (half2 math), C (tensor cores) or D (bulk copies + tensor cores)");
+          "': expected A (FP32 math), B (half2 math), C (tensor cores), D (bulk copies + tensor cores) or E (lean "
+                         "tensor cores)");
   return detail::W4GemvVariant::fp32;
 }
 
@@ -646,6 +649,16 @@ void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float
                           device_limits().sms, device_limits().smem_optin, stream);
     return;
   }  // D on a shape or device it cannot run: A below
+  const int lean_fit = w4_gemv_fast_path(w, x) && v == W4GemvVariant::lean
+                           ? w4_gemv_lean_max_batch(w, device_limits().smem_optin)
+                           : 0;
+  if (lean_fit > 0) {  // E: ≤ 4 batch rows per launch, split evenly
+    const int launches = (B + lean_fit - 1) / lean_fit, per = (B + launches - 1) / launches;
+    for (int b0 = 0; b0 < B; b0 += per)
+      w4_gemv_lean_launch(w, x + (size_t)b0 * w.cols, std::min(per, B - b0), y + (size_t)b0 * w.rows,
+                          device_limits().sms, stream);
+    return;
+  }  // E on a shape it cannot run: A below
   // Batch rows per launch: ≤ 8 and x of all of them in shared memory; B is split evenly (8 at a budget
   // of 5 runs as 4 + 4, not 5 + 3: same weight traffic, smaller kernels).
   int per_launch = kMaxBatch;

@@ -63,7 +63,6 @@ constexpr int kRowPad = 64;                              // bytes after each row
 constexpr int kSlotRowBytes = kStageCols / 2 + kRowPad;  // 1088
 constexpr int kSlotBytes = kTileRows * kSlotRowBytes;    // 17408
 constexpr int kMaxStages = 6;
-constexpr int kXPad = 64;  // bytes per batch row of x beyond hi and lo (lo starts 32 bytes after hi)
 static_assert(kStageCols == kWarps * kSliceCols, "a full stage gives every warp one slice");
 static_assert(kSlotRowBytes % 16 == 0, "bulk copies need 16-byte aligned destinations");
 
@@ -72,9 +71,7 @@ static_assert(kSlotRowBytes % 16 == 0, "bulk copies need 16-byte aligned destina
 constexpr size_t kRedFloats = 2 * kWarps * kBulkMaxBatch * kTileRows;
 constexpr size_t kSmallBytes = (kRedFloats + kWarps * kBulkMaxBatch + 2 * kBulkMaxBatch) * 4;
 
-__host__ __device__ __forceinline__ size_t x_bytes_per_batch(int cols) {
-  return (size_t)cols * 4 + kXPad;
-}
+__host__ __device__ __forceinline__ size_t x_bytes_per_batch(int cols) { return hilo_bytes_per_batch(cols); }
 
 size_t smem_bytes(int B, int cols, int stages) {
   return (size_t)stages * kSlotBytes + (size_t)B * x_bytes_per_batch(cols) + kSmallBytes + (size_t)stages * 8;
@@ -194,34 +191,6 @@ __device__ __forceinline__ void load_params(const BulkArgs& a, int t0, int i, in
   }
 }
 
-// x [B][cols] FP32 → shared hi / lo FP16 (layout at the top); xinv[b] = 2^-e_b. Two block barriers; every
-// thread of the block must call it.
-__device__ __forceinline__ void stage_x(const float* __restrict__ x, int cols, int B, uint8_t* xs,
-                                        float* wmax, float* xsc, float* xinv) {
-  const int tid = (int)threadIdx.x, cols8 = cols / 8;
-  x_row_scales<kThreads, kBulkMaxBatch>(x, cols, B, wmax, xsc, xinv);
-  for (int i = tid; i < B * cols8; i += kThreads) {
-    const int b = i / cols8, f = i - b * cols8, c = f >> 2, w = f & 3;
-    const float4 v0 = __ldg(reinterpret_cast<const float4*>(x) + 2 * i);
-    const float4 v1 = __ldg(reinterpret_cast<const float4*>(x) + 2 * i + 1);
-    const float sc = xsc[b];
-    const float v[8] = {v0.x * sc, v0.y * sc, v0.z * sc, v0.w * sc,
-                        v1.x * sc, v1.y * sc, v1.z * sc, v1.w * sc};
-    uint32_t hi[4], lo[4];
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const __half2 h = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
-      const float2 hf = __half22float2(h);
-      hi[k] = bits_of(h);
-      lo[k] = bits_of(__floats2half2_rn(v[2 * k] - hf.x, v[2 * k + 1] - hf.y));  // exact differences
-    }
-    uint8_t* xb = xs + (size_t)b * x_bytes_per_batch(cols);
-    const int slot = c * 4 + (w ^ ((c >> 1) & 1));
-    reinterpret_cast<uint4*>(xb)[slot] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
-    reinterpret_cast<uint4*>(xb + (size_t)cols * 2 + 32)[slot] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
-  }
-}
-
 template <bool kScaleAfter>
 __global__ void __launch_bounds__(kThreads, 1)
     w4_gemv_bulk_kernel(BulkArgs a, const float* __restrict__ x, float* __restrict__ y) {
@@ -248,7 +217,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int i = 0; i < min(a.S, nstages); ++i) issue_stage(a, t0, i, ring, bars, lane);
   uint32_t hz[2];
   load_params(a, t0, 0, warp, g, t, hz);
-  stage_x(x, a.cols, a.B, xs, wmax, xsc, xinv);
+  stage_x_hilo<kThreads, kBulkMaxBatch>(x, a.cols, a.B, xs, wmax, xsc, xinv);
   __syncthreads();
 
   const bool xlane = g < 2 * a.B;  // supplies B column g: batch row g / 2, hi (g even) or lo (g odd)

@@ -24,6 +24,9 @@
 //                bits), up to 4 batch rows per launch. group % 128 == 0 (exact weights):
 //                |y − ref| ≤ (2^-20 + (cols/16 + 64)·2^-22)·Σ|w'x| + 2^-36·max|x[b]|·Σ|w'|;
 //                otherwise the weights are rounded once as in C: C's bound. Devices before sm_90 run A.
+//   lean  ("E")  (w4_gemv_lean.cu) C's tensor-core math with D's hi + lo x, weights through registers in a
+//                loop cut to the fewest instructions per byte; cols % 128 == 0 and group = 128·2^k only
+//                (other shapes run A). D's bound for exact weights.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -32,12 +35,12 @@
 
 namespace wkv::kernels::detail {
 
-enum class W4GemvVariant { fp32, half2, tc, bulk };
+enum class W4GemvVariant { fp32, half2, tc, bulk, lean };
 
-// "A" / "B" / "C" / "D".
+// "A" / "B" / "C" / "D" / "E".
 const char* w4_gemv_variant_name(W4GemvVariant v);
 
-// The variant w4_gemv uses: WKV_W4_GEMV_VARIANT = A (fp32), B (half2), C (tc) or D (bulk), read once per
+// The variant w4_gemv uses: WKV_W4_GEMV_VARIANT = A (fp32), B (half2), C (tc), D (bulk) or E (lean), read once per
 // process; unset or empty means the default (A). Any other value throws wkv::Error(invalid_argument).
 W4GemvVariant w4_gemv_default_variant();
 

@@ -95,4 +95,39 @@ __device__ __forceinline__ void x_row_scales(const float* __restrict__ x, int co
   __syncthreads();
 }
 
+// x as two FP16 columns per batch row (variants D and E): hi = fp16(x̂), lo = fp16(x̂ − hi), x̂ = x·2^e_b
+// (x_row_scales), 22 significant bits together. Shared-memory layout per batch row b, at b·hilo_bytes_per_batch:
+// hi [cols] FP16, then 32 bytes further lo [cols]; 16-byte slot w (channels 8w … 8w + 7) of chunk c (32
+// channels) at c·4 + (w ^ ((c >> 1) & 1)), so that the 8 lanes of an LDS.128 phase reading chunks of 4
+// consecutive lanes t, hi and lo, hit 8 distinct 16-byte bank groups.
+__host__ __device__ __forceinline__ size_t hilo_bytes_per_batch(int cols) { return (size_t)cols * 4 + 64; }
+
+// x [B][cols] FP32 → the hi / lo layout above in xs; xsc / xinv / wmax as x_row_scales. Two block barriers
+// (inside x_row_scales); the caller needs one more before reading xs.
+template <int kThreads, int kMaxBatch>
+__device__ __forceinline__ void stage_x_hilo(const float* __restrict__ x, int cols, int B, uint8_t* xs, float* wmax,
+                                             float* xsc, float* xinv) {
+  const int tid = (int)threadIdx.x, cols8 = cols / 8;
+  x_row_scales<kThreads, kMaxBatch>(x, cols, B, wmax, xsc, xinv);
+  for (int i = tid; i < B * cols8; i += kThreads) {
+    const int b = i / cols8, f = i - b * cols8, c = f >> 2, w = f & 3;
+    const float4 v0 = __ldg(reinterpret_cast<const float4*>(x) + 2 * i);
+    const float4 v1 = __ldg(reinterpret_cast<const float4*>(x) + 2 * i + 1);
+    const float sc = xsc[b];
+    const float v[8] = {v0.x * sc, v0.y * sc, v0.z * sc, v0.w * sc, v1.x * sc, v1.y * sc, v1.z * sc, v1.w * sc};
+    uint32_t hi[4], lo[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const __half2 h = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
+      const float2 hf = __half22float2(h);
+      hi[k] = bits_of(h);
+      lo[k] = bits_of(__floats2half2_rn(v[2 * k] - hf.x, v[2 * k + 1] - hf.y));  // exact differences
+    }
+    uint8_t* xb = xs + (size_t)b * hilo_bytes_per_batch(cols);
+    const int slot = c * 4 + (w ^ ((c >> 1) & 1));
+    reinterpret_cast<uint4*>(xb)[slot] = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+    reinterpret_cast<uint4*>(xb + (size_t)cols * 2 + 32)[slot] = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+  }
+}
+
 }  // namespace wkv::kernels::detail

@@ -16,6 +16,7 @@
 //              longest chain; x̂ = x·2^e with one scale per batch row, Xrow_b·2^e ∈ [2^14, 2^15), so an
 //              FP16 subnormal x̂ is off by ≤ 2^-25·2^-e ≤ 2^-39·Xrow_b, Xrow_b = max |x[b]|, bound ×8);
 //              rel L2 of each y[b] ≤ 2e-3 (expected ~2–4e-4), checked when rows ≥ 32.
+//   E (lean):  cols % 128 == 0 and group = 128·2^k: D's exact-weight bound; other shapes run A: A's bounds.
 //   D (bulk):  group % 128 == 0: |y − ref| ≤ (2^-20 + (cols/16 + 64)·2^-22)·mag + 2^-36·Xrow_b·Σ_c |w'_c|
 //              (x as hi + lo FP16 halves: 22 significant bits, ≤ 2^-22 relative, bound ×4; accumulation
 //              and subnormals as C); rel L2 ≤ 2e-5. Other groups round the weight to FP16 as C: C's bounds.
@@ -42,7 +43,7 @@ using wkv::kernels::detail::W4GemvVariant;
 using wkv::test::DeviceBuffer;
 
 const std::vector<W4GemvVariant> kVariants = {W4GemvVariant::fp32, W4GemvVariant::half2, W4GemvVariant::tc,
-                                              W4GemvVariant::bulk};
+                                              W4GemvVariant::bulk, W4GemvVariant::lean};
 
 struct Case {
   int rows, cols, group;
@@ -135,7 +136,10 @@ void check_case(const Case& c, const std::vector<int>& batches, bool expect_fast
     // The generic path ignores the variant: it is FP32 either way.
     const bool half = expect_fast && v == W4GemvVariant::half2;
     const bool bulk = expect_fast && v == W4GemvVariant::bulk;
-    const bool exact_w = bulk && c.group % 128 == 0;  // D with exact weights: near-FP32
+    const int per = c.group / 128;
+    const bool lean = expect_fast && v == W4GemvVariant::lean && c.cols % 128 == 0 && c.group % 128 == 0 &&
+                      (per & (per - 1)) == 0;  // E runs this shape (otherwise A does)
+    const bool exact_w = (bulk && c.group % 128 == 0) || lean;  // D / E with exact weights: near-FP32
     const bool tc = (expect_fast && v == W4GemvVariant::tc) || (bulk && !exact_w);
     SCOPED_TRACE(std::string("variant ") + wkv::kernels::detail::w4_gemv_variant_name(v));
     for (int B : batches) {
@@ -244,6 +248,7 @@ TEST(W4Gemv, PublicEntryUsesTheConfiguredVariant) {
   const W4GemvVariant expected = (e == "B" || e == "b")   ? W4GemvVariant::half2
                                  : (e == "C" || e == "c") ? W4GemvVariant::tc
                                  : (e == "D" || e == "d") ? W4GemvVariant::bulk
+                                 : (e == "E" || e == "e") ? W4GemvVariant::lean
                                                           : W4GemvVariant::fp32;
   ASSERT_EQ(wkv::kernels::detail::w4_gemv_default_variant(), expected);
   std::mt19937 rng(wkv::test::fresh_seed());
