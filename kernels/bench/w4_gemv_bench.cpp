@@ -1,5 +1,6 @@
 // W4 GEMV benchmark on LLaMA-2-7B decode shapes (W4 g128), all fast-path variants (w4_gemv_variant.h):
-// A = FP32 math, B = half2 math, C = tensor cores, D = bulk copies + tensor cores, E = lean tensor cores. (The FP16 output head, 32000×4096, is gemv_f16's: not
+// A = FP32 math, B = half2 math, C = tensor cores, D = bulk copies + tensor cores, E = lean tensor cores,
+// F = packed layout + integer tensor cores (each weight copy also packed; sm_90 only, else F runs A). (The FP16 output head, 32000×4096, is gemv_f16's: not
 // benchmarked here.)
 //
 // For each shape: quantize a random W, validate every variant at B = 1 and B = 8 against
@@ -27,6 +28,7 @@
 
 #include "quant_formats.h"
 #include "w4_gemv_variant.h"
+#include "wkv_kernels/w4_gemv_packed.h"
 #include "wkv_kernels/device.h"
 #include "wkv_kernels/w4_gemv.h"
 
@@ -127,9 +129,9 @@ struct Shape {
   int rows, cols;
 };
 
-constexpr int kNumVariants = 5;
+constexpr int kNumVariants = 6;
 const W4GemvVariant kVariants[kNumVariants] = {W4GemvVariant::fp32, W4GemvVariant::half2, W4GemvVariant::tc,
-                                               W4GemvVariant::bulk, W4GemvVariant::lean};
+                                               W4GemvVariant::bulk, W4GemvVariant::lean, W4GemvVariant::packed};
 
 struct Result {
   double stream_us[kNumVariants] = {};  // B = 1, per variant
@@ -157,6 +159,19 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
     check(cudaMemcpy(z, dev[0].zeros, m.zeros.size() * 2, cudaMemcpyDeviceToDevice), "copy");
     dev[c].qweight = q, dev[c].scales = sc, dev[c].zeros = z;
   }
+  void* ws = nullptr;  // variant F: a packed copy of every weight copy, one workspace
+  if (wkv::kernels::w4_gemv_packed_supported(s.rows, s.cols, group)) {
+    check(cudaMalloc(&ws, wkv::kernels::w4_packed_workspace_bytes(s.rows)), "cudaMalloc");
+    check(cudaMemset(ws, 0, wkv::kernels::w4_packed_workspace_bytes(s.rows)), "memset");
+    for (auto& d : dev) {
+      void* rec = nullptr;
+      check(cudaMalloc(&rec, wkv::kernels::w4_packed_device_bytes(s.rows, s.cols)), "cudaMalloc");
+      wkv::kernels::w4_pack(d, rec, stream);
+      d.packed = rec;
+      d.packed_workspace = ws;
+    }
+    check(cudaStreamSynchronize(stream), "pack");
+  }
   std::normal_distribution<float> xd(0.0f, 1.0f);
   std::vector<float> x((size_t)8 * s.cols);
   for (auto& v : x) v = xd(rng);
@@ -180,6 +195,7 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
   for (W4GemvVariant v : kVariants) {
     const double budget = v == W4GemvVariant::fp32                                     ? 1e-5
                           : v == W4GemvVariant::bulk || v == W4GemvVariant::lean ? 2e-5
+                          : v == W4GemvVariant::packed                           ? 2e-6
                                                                                  : 2e-3;
     for (int B : {1, 8}) {
       check(cudaMemset(dy, 0xFF, (size_t)8 * s.rows * sizeof(float)), "poison");
@@ -211,7 +227,9 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
       if (B == 1) res.stream_us[vi] = us, res.graph_us[vi] = gus;
     }
   }
+  cudaFree(ws);
   for (auto& d : dev) {
+    cudaFree(const_cast<void*>(d.packed));
     cudaFree(const_cast<uint32_t*>(d.qweight));
     cudaFree(const_cast<uint16_t*>(d.scales));
     cudaFree(const_cast<uint16_t*>(d.zeros));

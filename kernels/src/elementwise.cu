@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kThreads) rmsnorm_kernel(const float* __restri
       if (c0 + threadIdx.x + k * kThreads < n) ss = fmaf(v[k], v[k], ss);
   }
   ss = block_sum(ss);
-  const float inv = __fdiv_rn(1.0f, sqrtf(__fadd_rn(__fdiv_rn(ss, (float)n), eps)));
+  const float inv = rms_inverse(ss, n, eps);
   if (n <= kThreads * kPer) {
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {
@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kThreads) add_rmsnorm_kernel(float* x, const f
     }
   }
   ss = block_sum(ss);
-  const float inv = __fdiv_rn(1.0f, sqrtf(__fadd_rn(__fdiv_rn(ss, (float)n), eps)));
+  const float inv = rms_inverse(ss, n, eps);
   if (n <= kThreads * kPer) {
 #pragma unroll
     for (int k = 0; k < kPer; ++k) {
@@ -181,8 +181,7 @@ __global__ void __launch_bounds__(kThreads) rope_at_kernel(float* __restrict__ x
 __global__ void swiglu_kernel(float* __restrict__ g, const float* __restrict__ u, int64_t n) {
   const int64_t stride = (int64_t)gridDim.x * kThreads;
   for (int64_t i = (int64_t)blockIdx.x * kThreads + threadIdx.x; i < n; i += stride) {
-    const float v = g[i];
-    g[i] = __fmul_rn(__fdiv_rn(v, __fadd_rn(1.0f, expf(-v))), u[i]);
+    g[i] = silu_mul(g[i], u[i]);
   }
 }
 

@@ -104,6 +104,16 @@ void allow_max_dynamic_smem(Kernel kernel) {
                                   device_limits().smem_optin - (int)attr.sharedSizeBytes));
 }
 
+// silu(g)·u with the exact operations of swiglu() (elementwise.cu), so fused and separate paths agree bitwise.
+__device__ __forceinline__ float silu_mul(float g, float u) {
+  return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
+}
+
+// 1 / sqrt(mean of squares + eps) with the operations of add_rmsnorm_f32 (elementwise.cu).
+__device__ __forceinline__ float rms_inverse(float sum_squares, int n, float eps) {
+  return __fdiv_rn(1.0f, sqrtf(__fadd_rn(__fdiv_rn(sum_squares, (float)n), eps)));
+}
+
 __device__ __forceinline__ __half2 half2_from_bits(uint32_t bits) {
   __half2 h;
   memcpy(&h, &bits, sizeof(h));

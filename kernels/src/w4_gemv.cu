@@ -63,6 +63,7 @@
 #include "w4_gemv_variant.h"
 #include "wkv_kernels/elementwise.h"
 #include "wkv_kernels/w4_gemv.h"
+#include "wkv_kernels/w4_gemv_packed.h"
 
 namespace wkv::kernels {
 
@@ -201,7 +202,7 @@ __device__ __forceinline__ void stage_x_add_rmsnorm(const PrologueArgs& p, int c
   if (lane == 0) part[warp] = ss;
   __syncthreads();
   const float total = warp_sum(lane < kFastWarps ? part[lane] : 0.0f);
-  const float inv = __fdiv_rn(1.0f, sqrtf(__fadd_rn(__fdiv_rn(total, (float)cols), p.eps)));
+  const float inv = rms_inverse(total, cols, p.eps);
   const float4* w4 = reinterpret_cast<const float4*>(p.weight);
 #pragma unroll
   for (int k = 0; k < kProMaxF4; ++k) {
@@ -217,11 +218,7 @@ __device__ __forceinline__ void stage_x_add_rmsnorm(const PrologueArgs& p, int c
   }
 }
 
-// x = silu(g) · u with swiglu()'s operations (same bits as the separate kernel) → shared.
-__device__ __forceinline__ float silu_mul(float g, float u) {
-  return __fmul_rn(__fdiv_rn(g, __fadd_rn(1.0f, expf(-g))), u);
-}
-
+// x = silu(g) · u with swiglu()'s operations (silu_mul: same bits as the separate kernel) → shared.
 __device__ __forceinline__ void stage_x_swiglu(const float* __restrict__ g, const float* __restrict__ u,
                                                int cols, float4* xs) {
   const int cols4 = cols / 4;
@@ -584,6 +581,12 @@ void dispatch_generic(const W4Args& a, const float* x, int B, float* y, cudaStre
   }
 }
 
+bool uses_packed(const W4DeviceWeights& w) { return w.packed && w.packed_workspace; }
+
+W4PackedView packed_view(const W4DeviceWeights& w) {
+  return {w.rows, w.cols, w.packed, w.packed_workspace};
+}
+
 detail::W4GemvVariant parse_variant_env() {
   const char* v = std::getenv("WKV_W4_GEMV_VARIANT");
   if (!v || !*v) return detail::W4GemvVariant::fp32;  // default: A (see the report in w4_gemv.h)
@@ -593,11 +596,12 @@ detail::W4GemvVariant parse_variant_env() {
   if (s == "C" || s == "c") return detail::W4GemvVariant::tc;
   if (s == "D" || s == "d") return detail::W4GemvVariant::bulk;
   if (s == "E" || s == "e") return detail::W4GemvVariant::lean;
+  if (s == "F" || s == "f") return detail::W4GemvVariant::packed;
   require_arg(
       false,
       "WKV_W4_GEMV_VARIANT='" + s +
-          "': expected A (FP32 math), B (half2 math), C (tensor cores), D (bulk copies + tensor cores) or E (lean "
-                         "tensor cores)");
+          "': expected A (FP32 math), B (half2 math), C (tensor cores), D (bulk copies + tensor cores) E (lean "
+                         "tensor cores) or F (packed layout, integer tensor cores)");
   return detail::W4GemvVariant::fp32;
 }
 
@@ -621,10 +625,12 @@ bool w4_gemv_fast_path(const W4DeviceWeights& w, const float* x) {
 namespace detail {
 
 const char* w4_gemv_variant_name(W4GemvVariant v) {
-  return v == W4GemvVariant::half2  ? "B"
-         : v == W4GemvVariant::tc   ? "C"
-         : v == W4GemvVariant::bulk ? "D"
-                                    : "A";
+  return v == W4GemvVariant::half2    ? "B"
+         : v == W4GemvVariant::tc     ? "C"
+         : v == W4GemvVariant::bulk   ? "D"
+         : v == W4GemvVariant::lean   ? "E"
+         : v == W4GemvVariant::packed ? "F"
+                                      : "A";
 }
 
 W4GemvVariant w4_gemv_default_variant() {
@@ -637,6 +643,10 @@ void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float
   validate_w4_device(w, "w4_gemv");
   require_arg(B >= 1, "w4_gemv: batch " + std::to_string(B) + " must be >= 1");
   require_arg(x && y, "w4_gemv: x and y must be non-null device pointers");
+  if (v == W4GemvVariant::packed && uses_packed(w) && aligned16(x)) {
+    w4_gemv_packed(packed_view(w), x, B, y, stream);
+    return;
+  }  // F without a packed copy: A below
   const bool half = v == W4GemvVariant::half2;
   const bool tc = v == W4GemvVariant::tc;
   const int bulk_fit = w4_gemv_fast_path(w, x) && v == W4GemvVariant::bulk
@@ -701,10 +711,28 @@ void w4_gemv(const W4DeviceWeights& w, const float* x, int B, float* y, cudaStre
   detail::w4_gemv_with_variant(w, x, B, y, detail::w4_gemv_default_variant(), stream);
 }
 
-bool w4_gemv_fuses_prologue(const W4DeviceWeights& w, bool add_rmsnorm) {
+namespace {
+
+// Variant F with a packed copy: the packed kernel with its own prologues.
+bool packed_selected(const W4DeviceWeights& w) {
+  return detail::w4_gemv_default_variant() == detail::W4GemvVariant::packed && uses_packed(w);
+}
+
+bool a_fuses_prologue(const W4DeviceWeights& w, bool add_rmsnorm) {
   return detail::w4_gemv_default_variant() == detail::W4GemvVariant::fp32 && w.cols % 32 == 0 &&
          w.group % 32 == 0 && w.cols <= (add_rmsnorm ? kProMaxCols : kFastMaxCols) && aligned16(w.qweight) &&
          (size_t)w.cols * 4 + 1024 <= (size_t)device_limits().smem_optin;  // + the prologue's static memory
+}
+
+}  // namespace
+
+bool w4_gemv_wants_packed(int rows, int cols, int group) {
+  return detail::w4_gemv_default_variant() == detail::W4GemvVariant::packed &&
+         w4_gemv_packed_supported(rows, cols, group);
+}
+
+bool w4_gemv_fuses_prologue(const W4DeviceWeights& w, bool add_rmsnorm) {
+  return packed_selected(w) || a_fuses_prologue(w, add_rmsnorm);
 }
 
 void w4_gemv_add_rmsnorm(const W4DeviceWeights& w, const float* res, const float* r, const float* norm_weight,
@@ -714,8 +742,12 @@ void w4_gemv_add_rmsnorm(const W4DeviceWeights& w, const float* res, const float
               "w4_gemv_add_rmsnorm: every pointer must be a non-null device pointer");
   require_arg(res_out != res && res_out != r, "w4_gemv_add_rmsnorm: res_out must not alias res or r");
   require_arg(std::isfinite(eps) && eps >= 0.0f, "w4_gemv_add_rmsnorm: eps must be finite and >= 0");
-  if (w4_gemv_fuses_prologue(w, true) && aligned16(res) && aligned16(r) && aligned16(norm_weight) &&
-      aligned16(res_out)) {
+  const bool aligned = aligned16(res) && aligned16(r) && aligned16(norm_weight) && aligned16(res_out);
+  if (packed_selected(w) && aligned) {
+    w4_gemv_packed_add_rmsnorm(packed_view(w), res, r, norm_weight, eps, res_out, y, stream);
+    return;
+  }
+  if (a_fuses_prologue(w, true) && aligned) {
     PrologueArgs p;
     p.res = res;
     p.r = r;
@@ -733,7 +765,11 @@ void w4_gemv_add_rmsnorm(const W4DeviceWeights& w, const float* res, const float
 void w4_gemv_swiglu(const W4DeviceWeights& w, float* g, const float* u, float* y, cudaStream_t stream) {
   validate_w4_device(w, "w4_gemv_swiglu");
   require_arg(g && u && y, "w4_gemv_swiglu: g, u and y must be non-null device pointers");
-  if (w4_gemv_fuses_prologue(w, false) && aligned16(g) && aligned16(u)) {
+  if (packed_selected(w) && aligned16(g) && aligned16(u)) {
+    w4_gemv_packed_swiglu(packed_view(w), g, u, y, stream);
+    return;
+  }
+  if (a_fuses_prologue(w, false) && aligned16(g) && aligned16(u)) {
     PrologueArgs p;
     p.u = u;
     launch_fast<1, 4, false, Prologue::swiglu>(fast_args(w), g, y, stream, p);

@@ -47,6 +47,7 @@
 
 #include "cuda_check.h"
 #include "kernel_util.h"
+#include "bulk_copy.cuh"
 #include "w4_gemv_bulk.h"
 #include "w4_mma.cuh"
 
@@ -86,60 +87,6 @@ struct BulkArgs {
   const uint16_t* scales;
   const uint16_t* zeros;
 };
-
-// ---- sm_90 asynchronous-copy primitives (PTX ISA: mbarrier, cp.async.bulk) --------------------------
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-__device__ __forceinline__ void mbar_init(uint32_t bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-#else
-  (void)bar;
-  __trap();
-#endif
-}
-
-// Arrives on the barrier and raises its transaction count by `bytes` (the copies that complete it).
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes) : "memory");
-#else
-  (void)bar, (void)bytes;
-  __trap();
-#endif
-}
-
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "{\n\t.reg .pred done;\n"
-      "WKV_BULK_WAIT:\n\t"
-      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
-      "@!done bra WKV_BULK_WAIT;\n}\n" ::"r"(bar),
-      "r"(parity)
-      : "memory");
-#else
-  (void)bar, (void)parity;
-  __trap();
-#endif
-}
-
-// Global → shared bulk copy of `bytes` (multiple of 16, both addresses 16-byte aligned), completing on bar.
-__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(dst),
-      "l"(src), "r"(bytes), "r"(bar)
-      : "memory");
-#else
-  (void)dst, (void)src, (void)bytes, (void)bar;
-  __trap();
-#endif
-}
 
 // ---- the kernel ---------------------------------------------------------------------------------------
 

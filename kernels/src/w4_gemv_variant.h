@@ -27,6 +27,9 @@
 //   lean  ("E")  (w4_gemv_lean.cu) C's tensor-core math with D's hi + lo x, weights through registers in a
 //                loop cut to the fewest instructions per byte; cols % 128 == 0 and group = 128·2^k only
 //                (other shapes run A). D's bound for exact weights.
+//   packed ("F") (w4_gemv_packed.cu, sm_90) the packed decode layout, 8-bit integer tensor cores against x as
+//                four 8-bit digits per group; needs the weights' packed copy and workspace (W4DeviceWeights::packed),
+//                else A runs. Bound in wkv_kernels/w4_gemv_packed.h.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -35,12 +38,12 @@
 
 namespace wkv::kernels::detail {
 
-enum class W4GemvVariant { fp32, half2, tc, bulk, lean };
+enum class W4GemvVariant { fp32, half2, tc, bulk, lean, packed };
 
-// "A" / "B" / "C" / "D" / "E".
+// "A" / "B" / "C" / "D" / "E" / "F".
 const char* w4_gemv_variant_name(W4GemvVariant v);
 
-// The variant w4_gemv uses: WKV_W4_GEMV_VARIANT = A (fp32), B (half2), C (tc), D (bulk) or E (lean), read once per
+// The variant w4_gemv uses: WKV_W4_GEMV_VARIANT = A (fp32), B (half2), C (tc), D (bulk), E (lean) or F (packed), read once per
 // process; unset or empty means the default (A). Any other value throws wkv::Error(invalid_argument).
 W4GemvVariant w4_gemv_default_variant();
 

@@ -21,7 +21,9 @@
 //                × 8 batch columns, x as FP16 (one power-of-two scale per batch row), FP32 accumulation;
 //                rel L2 vs FP64 ~2–4e-4; all of B = 1 … 8 in one launch while 8 FP16 rows of x fit
 //                (cols ≤ ~13900 on an H200), fewer beyond.
-//           The environment variable WKV_W4_GEMV_VARIANT = A | B | C (read once per process) selects the
+//             D, E  experimental sm_90 designs (w4_gemv_variant.h).
+//             F  the packed layout (wkv_kernels/w4_gemv_packed.h), used when the weights carry a packed copy.
+//           The environment variable WKV_W4_GEMV_VARIANT = A … F (read once per process) selects the
 //           variant; unset or empty = A. Any other value makes w4_gemv throw wkv::Error.
 //   generic anything else valid: one warp per row, one word (8 weights) per lane step. Correct but slower;
 //           FP32 math like A.
@@ -42,6 +44,11 @@ struct W4DeviceWeights {
   const uint32_t* qweight = nullptr;  // [rows][cols/8]
   const uint16_t* scales = nullptr;   // [rows][cols/group] FP16 bits
   const uint16_t* zeros = nullptr;    // [rows][cols/group] FP16 bits
+  // Optional, for variant F: the same weights in the packed decode layout and a workspace
+  // (wkv_kernels/w4_gemv_packed.h). When both are set and F is the selected variant, w4_gemv and the fused
+  // decode entry points below run the packed kernel; otherwise they are ignored.
+  const void* packed = nullptr;
+  void* packed_workspace = nullptr;
 };
 
 // Throws wkv::Error(invalid_argument) naming `what` unless w is a valid W4 shape with non-null arrays.
@@ -49,6 +56,10 @@ void validate_w4_device(const W4DeviceWeights& w, const char* what);
 
 // True when w4_gemv takes the fast path for these weights and this x pointer.
 bool w4_gemv_fast_path(const W4DeviceWeights& w, const float* x);
+
+// True when variant F is selected (WKV_W4_GEMV_VARIANT=F) and this device runs it for weights of this shape:
+// the caller should then keep a packed copy (w4_pack) and pass it with a workspace in W4DeviceWeights.
+bool w4_gemv_wants_packed(int rows, int cols, int group);
 
 // y[B][rows] = x[B][cols] · W'ᵀ.
 void w4_gemv(const W4DeviceWeights& w, const float* x, int B, float* y, cudaStream_t stream = 0);
@@ -66,9 +77,9 @@ void w4_gemv_add_rmsnorm(const W4DeviceWeights& w, const float* res, const float
 // y = W'·(silu(g) ⊙ u), bit-identical to swiglu() followed by w4_gemv(). g may be overwritten (the
 // unfused fallback runs swiglu in place).
 void w4_gemv_swiglu(const W4DeviceWeights& w, float* g, const float* u, float* y, cudaStream_t stream = 0);
-// True when the two above run as one kernel for these weights: W4 GEMV variant A (the default), a fast-path
-// shape, and for add_rmsnorm cols ≤ 8192 (the row is held in registers). 16-byte aligned vectors are also
-// required (cudaMalloc memory is).
+// True when the two above run as one kernel for these weights: variant F with a packed copy, or variant A (the
+// default) on a fast-path shape with, for add_rmsnorm, cols ≤ 8192 (the row is held in registers). 16-byte
+// aligned vectors are also required (cudaMalloc memory is).
 bool w4_gemv_fuses_prologue(const W4DeviceWeights& w, bool add_rmsnorm);
 
 }  // namespace wkv::kernels

@@ -1,0 +1,549 @@
+// W4 GEMV "F": packed records streamed by the copy engine, 8-bit integer tensor cores (sm_90).
+//
+// Why. Nsight Compute on the H200 (docs/kernel-notes.md) found every earlier variant limited by the work per
+// weight byte — A 11, C 8.7, D 14, E 8.5 thread-instructions per byte where an SM can issue ~7.8 at 4.3 TB/s —
+// and by the bytes a warp keeps in flight through registers. Here:
+//   * Memory: one producer thread per block hands the copy engine (cp.async.bulk) 17 KB chunks of the block's
+//     contiguous record range into a ring of up to 12 shared-memory slots, so ~100–200 KB per SM are in flight
+//     whatever the math does, for a few instructions per chunk.
+//   * Math: the packed layout (w4_packed_format.h) puts each lane's mma.m16n8k32 A fragments (8-bit codes
+//     q ∈ [0, 15]) in one 16-byte shared load per 16 weights; AND / SHIFT+AND extract them, with no conversions.
+//     x goes in as B: per 128-channel group x = 2^E·V, V an integer of ≤ 30 bits split into four signed 8-bit
+//     digits, one mma column each (columns 4b … 4b + 3 for batch row b, so 2 batch rows per mma). The tensor
+//     core sums q·digit exactly in int32; the epilogue forms Σ q·V·2^E in FP32 and subtracts z·Σ V·2^E, then
+//     scales by h. Per 1088-byte record and lane: 3 shared loads, 12 integer ops, 4 mma, ~14 FP32 ops: about
+//     1.8 instructions per weight byte (E: 8.5 measured).
+//
+// Work split. Records (16 rows × 128 channels) are tile-major, so block k of n = min(#SMs, records) takes the
+// contiguous records [R·k/n, R·(k+1)/n): balanced to one record. Consumer warp w (16 of them) takes record w of
+// every 16-record chunk and keeps one partial sum per row of its current tile; when the tile changes it stores
+// the partial to shared memory [tile][warp]. At the end the block sums the warps in order: rows of tiles inside
+// the block are written to y, rows of a tile shared with neighbouring blocks go to the workspace, where the last
+// block to arrive (an atomic counter per tile) sums the blocks' partials in block order. Deterministic.
+//
+// Lane (g, t) = (lane / 4, lane % 4): A rows g and g + 8; B column g = digit g % 4 of batch row g / 4 (lanes of
+// columns beyond 4·B read a zero block); D: rows g, g + 8 × columns 2t, 2t + 1, i.e. batch row t / 2 and digits
+// (0, 1) for even t, (2, 3) for odd t. The FP32 epilogue weights are per (group, t): even t (2^E, 2^(E+8),
+// 2^E·Σ V), odd t (2^(E+16), 2^(E+24), 0); the two lanes' partials are added when a tile is flushed.
+#include "wkv_kernels/w4_gemv_packed.h"
+
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "bulk_copy.cuh"
+#include "cuda_check.h"
+#include "kernel_util.h"
+#include "w4_packed_format.h"
+
+namespace wkv::kernels {
+
+namespace {
+
+using detail::bulk_copy;
+using detail::bulk_prefetch_l2;
+using detail::mbar_arrive;
+using detail::mbar_arrive_expect_tx;
+using detail::mbar_init;
+using detail::mbar_wait;
+using detail::smem_u32;
+
+constexpr int kConsumerWarps = 16;
+constexpr int kThreads = (kConsumerWarps + 1) * kWarpSize;  // + one producer warp
+constexpr int kWarps = kThreads / kWarpSize;
+constexpr int kChunkRecords = kConsumerWarps;  // one record per consumer warp per chunk
+constexpr int kRecordBytes = (int)sizeof(W4PackedRecord);
+constexpr int kChunkBytes = kChunkRecords * kRecordBytes;
+constexpr int kMaxSlots = 12;
+constexpr int kMaxBatch = 2;          // batch rows per launch: 4 digit columns each, 8 mma columns
+constexpr int kDigitColBytes = 144;   // one digit column of one group: 4 lanes t × 32 bytes + 16 (bank spread)
+constexpr int kZeroBytes = 128;       // what lanes of unused columns read
+constexpr int kMaxTileSlots = 32;     // (tiles a block touches) × B partial-sum rows in shared memory
+constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
+static_assert(kRecordBytes % 16 == 0 && kChunkBytes % 16 == 0, "bulk copies move multiples of 16 bytes");
+
+enum class Prologue { none, add_rmsnorm, swiglu };
+
+struct PrologueArgs {
+  const float* res = nullptr;     // add_rmsnorm: x = rmsnorm(res + r) ⊙ weight, res_out = res + r
+  const float* r = nullptr;
+  const float* weight = nullptr;
+  float eps = 0.0f;
+  float* res_out = nullptr;
+  const float* u = nullptr;       // swiglu: x = silu(gate) ⊙ u, gate is the kernel's x
+};
+
+// Host-computed launch plan: shared-memory offsets (bytes) and sizes.
+struct Plan {
+  int rows = 0, groups = 0, B = 0, records = 0, blocks = 0, slots = 0, max_tiles = 0;
+  uint32_t off_x = 0, off_zero = 0, off_cst = 0, off_red = 0, off_bar = 0;
+  size_t smem = 0;
+};
+
+struct Args {
+  Plan p;
+  const uint8_t* records;
+  float* partials;     // workspace: [blocks][2 sides][kMaxBatch][16]
+  unsigned* counters;  // workspace: [tiles]
+  int prefetch;        // 1: hint L2 with the block's records beyond the first ring fill
+};
+
+size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+Plan make_plan(int rows, int cols, int B, int sms, int smem_optin) {
+  Plan p;
+  p.rows = rows;
+  p.groups = cols / kW4PackedGroup;
+  p.B = B;
+  p.records = (int)w4_packed_records(rows, cols);
+  p.blocks = std::max(1, std::min(sms, p.records));
+  const int per_block = (p.records + p.blocks - 1) / p.blocks;
+  p.max_tiles = (per_block + p.groups - 1) / p.groups + 1;
+  size_t o = 0;
+  p.off_x = (uint32_t)o;
+  o += (size_t)p.groups * 4 * B * kDigitColBytes;
+  p.off_zero = (uint32_t)o;
+  o += kZeroBytes;
+  p.off_cst = (uint32_t)o;
+  o += (size_t)p.groups * 4 * sizeof(float4);
+  p.off_red = (uint32_t)o;
+  o += (size_t)p.max_tiles * kConsumerWarps * B * kW4PackedRows * sizeof(float);
+  o = align_up(o, 16);
+  p.off_bar = (uint32_t)o;
+  o += 2 * kMaxSlots * sizeof(uint64_t);
+  o = align_up(o, 128);
+  const size_t fixed = o + 1024;  // + static shared memory and slack
+  p.slots = fixed >= (size_t)smem_optin ? 0 : (int)std::min<size_t>(kMaxSlots, ((size_t)smem_optin - fixed) / kChunkBytes);
+  const int chunks = (per_block + kChunkRecords - 1) / kChunkRecords;
+  p.slots = std::min(p.slots, std::max(2, chunks));
+  p.smem = o + (size_t)p.slots * kChunkBytes;
+  if (p.max_tiles * B > kMaxTileSlots || p.slots < 2) p.slots = 0;  // unsupported
+  return p;
+}
+
+// The ring starts after the fixed part (128-byte aligned).
+__device__ __forceinline__ uint8_t* ring_of(uint8_t* sm, const Plan& p) {
+  return sm + ((p.off_bar + 2 * kMaxSlots * sizeof(uint64_t) + 127) / 128) * 128;
+}
+
+// ---- x staging: per (batch row, group) one warp turns 128 FP32 values into digits ------------------
+
+// Lane `lane` holds channels 4·lane … 4·lane + 3 of group `grp` of batch row b in v.
+__device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, const Plan& p, uint8_t* sm) {
+  const float vv[4] = {v.x, v.y, v.z, v.w};
+  bool bad = false;
+  float mx = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    bad |= !isfinite(vv[i]);
+    mx = fmaxf(mx, fabsf(vv[i]));
+  }
+  mx = warp_max(mx);
+  bad = __any_sync(0xFFFFFFFFu, bad);
+  int E = 0;
+  if (!bad && mx > 0.0f) {
+    int k = 0;
+    (void)frexpf(mx, &k);  // mx < 2^k
+    E = k - 29;            // |x|·2^-E < 2^29
+  }
+  uint32_t dw[4] = {0u, 0u, 0u, 0u};  // digit d of the lane's 4 channels, byte i = channel 4·lane + i
+  long long sum = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    int u = bad ? 0 : (int)rintf(ldexpf(vv[i], -E));
+    sum += u;
+#pragma unroll
+    for (int d = 0; d < 3; ++d) {
+      const int lo = ((u + 128) & 255) - 128;  // balanced digit in [−128, 127]
+      dw[d] |= (uint32_t)(lo & 255) << (8 * i);
+      u = (u - lo) >> 8;  // exact: u − lo is a multiple of 256
+    }
+    dw[3] |= (uint32_t)(u & 255) << (8 * i);  // |u| ≤ 32 here
+  }
+#pragma unroll
+  for (int off = kWarpSize / 2; off > 0; off >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+  // Channels 4·lane … of the group are k-step s = lane / 8 and, within it, B register 0 (k 4t …) of lane
+  // t = lane % 8 for lane % 8 < 4, else register 1 (k 16 + 4t …) of t = lane % 8 − 4.
+  const int s = lane >> 3, t = lane & 3, word = 2 * s + ((lane >> 2) & 1);
+  uint8_t* col = sm + p.off_x + ((size_t)grp * 4 * p.B + 4 * b) * kDigitColBytes + t * 32 + word * 4;
+#pragma unroll
+  for (int d = 0; d < 4; ++d) *reinterpret_cast<uint32_t*>(col + d * kDigitColBytes) = dw[d];
+  if (lane < 2) {
+    float4 c;
+    if (lane == 0) {
+      c = make_float4(ldexpf(1.0f, E), ldexpf(1.0f, E + 8), bad ? __int_as_float(0x7FC00000) : ldexpf((float)sum, E),
+                      0.0f);
+    } else {
+      c = make_float4(ldexpf(1.0f, E + 16), ldexpf(1.0f, E + 24), 0.0f, 0.0f);
+    }
+    reinterpret_cast<float4*>(sm + p.off_cst)[grp * 4 + 2 * b + lane] = c;
+  }
+}
+
+// Stages x of all batch rows (17 warps over the (b, group) items); the add_rmsnorm prologue first reduces the
+// row's sum of squares. Ends with the caller's block barrier.
+template <Prologue kPro>
+__device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__ x, const PrologueArgs& pro,
+                                        uint8_t* sm, float* part) {
+  const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int cols = p.groups * kW4PackedGroup;
+  float inv = 0.0f;
+  if constexpr (kPro == Prologue::add_rmsnorm) {
+    const float4* res4 = reinterpret_cast<const float4*>(pro.res);
+    const float4* r4 = reinterpret_cast<const float4*>(pro.r);
+    float ss = 0.0f;
+    for (int f = tid; f < cols / 4; f += kThreads) {
+      const float4 a = res4[f], b = r4[f];
+      const float4 v = make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
+      ss = fmaf(v.x, v.x, ss);
+      ss = fmaf(v.y, v.y, ss);
+      ss = fmaf(v.z, v.z, ss);
+      ss = fmaf(v.w, v.w, ss);
+      if (blockIdx.x == 0) reinterpret_cast<float4*>(pro.res_out)[f] = v;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) part[warp] = ss;
+    __syncthreads();
+    float total = 0.0f;
+    for (int w = 0; w < kWarps; ++w) total += part[w];
+    inv = rms_inverse(total, cols, pro.eps);
+  }
+  for (int item = warp; item < p.B * p.groups; item += kWarps) {
+    const int b = item / p.groups, grp = item - b * p.groups;
+    const size_t f = ((size_t)b * cols + (size_t)grp * kW4PackedGroup) / 4 + lane;
+    float4 v;
+    if constexpr (kPro == Prologue::add_rmsnorm) {
+      const float4 a = reinterpret_cast<const float4*>(pro.res)[f], r = reinterpret_cast<const float4*>(pro.r)[f];
+      const float4 w = reinterpret_cast<const float4*>(pro.weight)[f];
+      v = make_float4(__fmul_rn(__fmul_rn(__fadd_rn(a.x, r.x), inv), w.x), __fmul_rn(__fmul_rn(__fadd_rn(a.y, r.y), inv), w.y),
+                      __fmul_rn(__fmul_rn(__fadd_rn(a.z, r.z), inv), w.z), __fmul_rn(__fmul_rn(__fadd_rn(a.w, r.w), inv), w.w));
+    } else if constexpr (kPro == Prologue::swiglu) {
+      const float4 a = __ldg(reinterpret_cast<const float4*>(x) + f), u = __ldg(reinterpret_cast<const float4*>(pro.u) + f);
+      v = make_float4(silu_mul(a.x, u.x), silu_mul(a.y, u.y), silu_mul(a.z, u.z), silu_mul(a.w, u.w));
+    } else {
+      v = __ldg(reinterpret_cast<const float4*>(x) + f);
+    }
+    stage_group(v, b, grp, lane, p, sm);
+  }
+  // Zero block, the epilogue weights of the batch row a B = 1 launch does not have, the partial sums.
+  for (int i = tid; i < kZeroBytes / 4; i += kThreads) reinterpret_cast<uint32_t*>(sm + p.off_zero)[i] = 0u;
+  if (p.B == 1)
+    for (int i = tid; i < 2 * p.groups; i += kThreads)
+      reinterpret_cast<float4*>(sm + p.off_cst)[(i / 2) * 4 + 2 + (i & 1)] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  float* red = reinterpret_cast<float*>(sm + p.off_red);
+  for (int i = tid; i < p.max_tiles * kConsumerWarps * p.B * kW4PackedRows; i += kThreads) red[i] = 0.0f;
+}
+
+// ---- the main loop ------------------------------------------------------------------------------
+
+// D (int32, rows g / g + 8 × columns 2t, 2t + 1) += A (u8 codes) · B (s8 digits), m16n8k32.
+__device__ __forceinline__ void mma_u8s8(int (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+  (void)d, (void)a0, (void)a1, (void)a2, (void)a3, (void)b0, (void)b1;
+  __trap();
+#endif
+}
+
+// One k-step: words wa (row g) and wb (row g + 8) hold channels 4t … (low nibbles) and 16 + 4t … (high).
+__device__ __forceinline__ void mma_step(int (&d)[4], uint32_t wa, uint32_t wb, uint32_t b0, uint32_t b1) {
+  mma_u8s8(d, wa & kLowNibbles, wb & kLowNibbles, (wa >> 4) & kLowNibbles, (wb >> 4) & kLowNibbles, b0, b1);
+}
+
+// acc += this lane's share of one record (see the top of the file).
+__device__ __forceinline__ void record_math(const uint8_t* rec, const uint8_t* xcol, const float4& cs, int lane,
+                                            int g, float& acc0, float& acc1) {
+  const uint4 q0 = *reinterpret_cast<const uint4*>(rec + lane * 16);
+  const uint4 q1 = *reinterpret_cast<const uint4*>(rec + 512 + lane * 16);
+  const uint2 hz = *reinterpret_cast<const uint2*>(rec + 1024 + g * 8);
+  const uint4 b0 = *reinterpret_cast<const uint4*>(xcol);
+  const uint4 b1 = *reinterpret_cast<const uint4*>(xcol + 16);
+  int d[4] = {0, 0, 0, 0};
+  mma_step(d, q0.x, q0.y, b0.x, b0.y);  // channels 0 … 31 of the group
+  mma_step(d, q0.z, q0.w, b0.z, b0.w);  // 32 … 63
+  mma_step(d, q1.x, q1.y, b1.x, b1.y);  // 64 … 95
+  mma_step(d, q1.z, q1.w, b1.z, b1.w);  // 96 … 127
+  const float2 h = __half22float2(half2_from_bits(hz.x));  // rows g, g + 8
+  const float2 z = __half22float2(half2_from_bits(hz.y));
+  float v0 = fmaf((float)d[1], cs.y, (float)d[0] * cs.x);
+  float v1 = fmaf((float)d[3], cs.y, (float)d[2] * cs.x);
+  v0 = fmaf(-z.x, cs.z, v0);
+  v1 = fmaf(-z.y, cs.z, v1);
+  acc0 = fmaf(h.x, v0, acc0);
+  acc1 = fmaf(h.y, v1, acc1);
+}
+
+// Block of a record: the largest k with R·k / n ≤ rec.
+__device__ __forceinline__ int block_of(long long rec, int records, int blocks) {
+  return (int)(((rec + 1) * blocks + records - 1) / records) - 1;
+}
+__device__ __forceinline__ int first_record(int k, int records, int blocks) {
+  return (int)((long long)records * k / blocks);
+}
+
+template <Prologue kPro>
+__global__ void __launch_bounds__(kThreads, 1)
+    w4_gemv_packed_kernel(Args a, const float* __restrict__ x, float* __restrict__ y, PrologueArgs pro) {
+  extern __shared__ __align__(128) uint8_t sm[];
+  __shared__ float part[kWarps];
+  __shared__ int last_tile[2];
+  const Plan& p = a.p;
+  const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int g = lane >> 2, t = lane & 3;
+  const int rb = first_record((int)blockIdx.x, p.records, p.blocks);
+  const int re = first_record((int)blockIdx.x + 1, p.records, p.blocks);
+  const int nrec = re - rb, nchunks = (nrec + kChunkRecords - 1) / kChunkRecords;
+  uint64_t* full = reinterpret_cast<uint64_t*>(sm + p.off_bar);
+  uint64_t* empty = full + kMaxSlots;
+  uint8_t* ring = ring_of(sm, p);
+  const uint8_t* src = a.records + (size_t)rb * kRecordBytes;
+
+  if (tid == 0) {
+    for (int s = 0; s < p.slots; ++s) {
+      mbar_init(smem_u32(full + s), 1);
+      mbar_init(smem_u32(empty + s), kConsumerWarps);
+    }
+  }
+  __syncthreads();
+  const bool producer = warp == kConsumerWarps && lane == 0;
+  auto issue = [&](int c) {
+    const int slot = c % p.slots;
+    const uint32_t bytes = (uint32_t)min(kChunkRecords, nrec - c * kChunkRecords) * kRecordBytes;
+    mbar_arrive_expect_tx(smem_u32(full + slot), bytes);
+    bulk_copy(smem_u32(ring + (size_t)slot * kChunkBytes), src + (size_t)c * kChunkBytes, bytes, smem_u32(full + slot));
+  };
+  if (producer) {  // the first ring fill streams while x is staged
+    for (int c = 0; c < min(p.slots, nchunks); ++c) issue(c);
+    if (a.prefetch) {
+      for (size_t o = (size_t)p.slots * kChunkBytes; o < (size_t)nrec * kRecordBytes; o += 65536)
+        bulk_prefetch_l2(src + o, (uint32_t)min((size_t)65536, (size_t)nrec * kRecordBytes - o));
+    }
+  }
+  stage_x<kPro>(p, x, pro, sm, part);
+  __syncthreads();
+
+  const int t0 = rb / p.groups;  // the block's first tile
+  float* red = reinterpret_cast<float*>(sm + p.off_red);
+  if (warp == kConsumerWarps) {
+    if (producer) {
+      int slot = 0;
+      uint32_t parity = 0;
+      for (int c = p.slots; c < nchunks; ++c) {  // refill slot c % S once its 16 consumers released it
+        mbar_wait(smem_u32(empty + slot), parity);
+        issue(c);
+        if (++slot == p.slots) slot = 0, parity ^= 1u;
+      }
+    }
+  } else if (warp < nrec) {
+    // This lane's B column: digit g % 4 of batch row g / 4, or zeros.
+    const bool real = g < 4 * p.B;
+    const uint8_t* xbase = sm + (real ? p.off_x + g * kDigitColBytes : p.off_zero) + t * 32;
+    const size_t xstride = real ? (size_t)4 * p.B * kDigitColBytes : 0;
+    const float4* cst = reinterpret_cast<const float4*>(sm + p.off_cst) + t;
+    int tile = (rb + warp) / p.groups, grp = (rb + warp) - tile * p.groups, cur = tile;
+    float acc0 = 0.0f, acc1 = 0.0f;
+    auto flush = [&]() {  // rows g, g + 8 of tile `cur`, batch row t / 2: digits (0, 1) + (2, 3)
+      const float s0 = acc0 + __shfl_xor_sync(0xFFFFFFFFu, acc0, 1);
+      const float s1 = acc1 + __shfl_xor_sync(0xFFFFFFFFu, acc1, 1);
+      if ((t & 1) == 0 && (t >> 1) < p.B) {
+        float* r = red + (((size_t)(cur - t0) * kConsumerWarps + warp) * p.B + (t >> 1)) * kW4PackedRows;
+        r[g] = s0;
+        r[g + 8] = s1;
+      }
+      acc0 = acc1 = 0.0f;
+    };
+    int slot = 0;
+    uint32_t parity = 0;
+    for (int c = 0; c < nchunks; ++c) {
+      if (c * kChunkRecords + warp < nrec) {
+        if (tile != cur) {
+          flush();
+          cur = tile;
+        }
+        mbar_wait(smem_u32(full + slot), parity);
+        record_math(ring + (size_t)slot * kChunkBytes + (size_t)warp * kRecordBytes, xbase + grp * xstride,
+                    cst[grp * 4], lane, g, acc0, acc1);
+        grp += kChunkRecords;
+        while (grp >= p.groups) grp -= p.groups, ++tile;
+      }
+      __syncwarp();
+      if (lane == 0) mbar_arrive(smem_u32(empty + slot));
+      if (++slot == p.slots) slot = 0, parity ^= 1u;
+    }
+    flush();
+  }
+  __syncthreads();
+
+  // Sum the warps' partials per row (warp order). Rows of tiles inside [rb, re) go to y; rows of a tile that
+  // starts before rb or ends after re go to the workspace, side 0 (the block's first tile) or 1 (its last).
+  const int t_last = (re - 1) / p.groups;
+  const int ntiles = t_last - t0 + 1;
+  for (int i = tid; i < ntiles * p.B * kW4PackedRows; i += kThreads) {
+    const int tl = i / (p.B * kW4PackedRows), b = (i / kW4PackedRows) % p.B, r = i % kW4PackedRows;
+    float sum = 0.0f;
+    for (int w = 0; w < kConsumerWarps; ++w) sum += red[(((size_t)tl * kConsumerWarps + w) * p.B + b) * kW4PackedRows + r];
+    const int T = t0 + tl, row = T * kW4PackedRows + r;
+    const bool shared = T * p.groups < rb || (T + 1) * p.groups > re;
+    if (!shared) {
+      if (row < p.rows) y[(size_t)b * p.rows + row] = sum;
+    } else {
+      const int side = T == t0 ? 0 : 1;
+      a.partials[(((size_t)blockIdx.x * 2 + side) * kMaxBatch + b) * kW4PackedRows + r] = sum;
+    }
+  }
+  __threadfence();
+  __syncthreads();
+  if (tid < 2) {
+    const int T = tid == 0 ? t0 : t_last;
+    int done = -1;
+    const bool shared = T * p.groups < rb || (T + 1) * p.groups > re;
+    if (shared && (tid == 0 || t_last != t0)) {
+      const int k0 = block_of((long long)T * p.groups, p.records, p.blocks);
+      const int k1 = block_of(min((long long)(T + 1) * p.groups, (long long)p.records) - 1, p.records, p.blocks);
+      if (atomicAdd(a.counters + T, 1u) == (unsigned)(k1 - k0)) done = T;
+    }
+    last_tile[tid] = done;
+  }
+  __syncthreads();
+  for (int side = 0; side < 2; ++side) {
+    const int T = last_tile[side];
+    if (T < 0) continue;
+    __threadfence();
+    const int k0 = block_of((long long)T * p.groups, p.records, p.blocks);
+    const int k1 = block_of(min((long long)(T + 1) * p.groups, (long long)p.records) - 1, p.records, p.blocks);
+    if (tid < p.B * kW4PackedRows) {
+      const int b = tid / kW4PackedRows, r = tid % kW4PackedRows, row = T * kW4PackedRows + r;
+      float sum = 0.0f;
+      for (int k = k0; k <= k1; ++k) {
+        const int ks = first_record(k, p.records, p.blocks) / p.groups == T ? 0 : 1;
+        sum += __ldcg(a.partials + (((size_t)k * 2 + ks) * kMaxBatch + b) * kW4PackedRows + r);
+      }
+      if (row < p.rows) y[(size_t)b * p.rows + row] = sum;
+    }
+    if (tid == 0) a.counters[T] = 0u;
+  }
+}
+
+// ---- packing --------------------------------------------------------------------------------------
+
+// One block per record: threads 0 … 255 write the code words, 256 … 271 the FP16 parameter words.
+__global__ void w4_pack_kernel(W4DeviceWeights w, uint32_t* __restrict__ out) {
+  const int groups = w.cols / kW4PackedGroup;
+  const size_t rec = blockIdx.x;
+  const int tile = (int)(rec / groups), gi = (int)(rec % groups);
+  const int i = (int)threadIdx.x;
+  const int words_per_row = w.cols / kW4ChannelsPerWord;
+  uint32_t v = 0;
+  if (i < 256) {
+    const int j = (i / 128) * 4 + i % 4, L = (i % 128) / 4, s = j / 2, r = j % 2, g = L / 4, t = L % 4;
+    const int row = tile * kW4PackedRows + g + 8 * r;
+    if (row < w.rows) {
+      for (int b = 0; b < 4; ++b) {
+        const int c_lo = gi * kW4PackedGroup + 32 * s + 4 * t + b, c_hi = c_lo + 16;
+        const uint32_t lo = (uint32_t)w4_unpack(w.qweight[(size_t)row * words_per_row + c_lo / 8], c_lo % 8);
+        const uint32_t hi = (uint32_t)w4_unpack(w.qweight[(size_t)row * words_per_row + c_hi / 8], c_hi % 8);
+        v |= (lo | hi << 4) << (8 * b);
+      }
+    }
+  } else {
+    const int k = i - 256, g = k / 2;
+    const uint16_t* src = k % 2 == 0 ? w.scales : w.zeros;
+    for (int half = 0; half < 2; ++half) {
+      const int row = tile * kW4PackedRows + g + 8 * half;
+      if (row < w.rows) v |= (uint32_t)src[(size_t)row * groups + gi] << (16 * half);
+    }
+  }
+  out[rec * (kRecordBytes / 4) + i] = v;
+}
+
+int env_prefetch() {
+  static const int v = [] {
+    const char* e = std::getenv("WKV_W4_PACKED_PREFETCH");
+    return e && *e == '1' ? 1 : 0;
+  }();
+  return v;
+}
+
+template <Prologue kPro>
+void launch(const W4PackedView& w, const float* x, int B, float* y, const PrologueArgs& pro, cudaStream_t stream) {
+  const DeviceLimits& dl = device_limits();
+  require_arg(w4_gemv_packed_supported(w.rows, w.cols, 128) && w.records && w.workspace,
+              "w4_gemv_packed: " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
+                  " is not a supported packed matrix on this device, or records / workspace are null");
+  Args a{};
+  a.p = make_plan(w.rows, w.cols, B, dl.sms, dl.smem_optin);
+  require_arg(a.p.slots >= 2, "w4_gemv_packed: internal: no launch plan for batch " + std::to_string(B));
+  a.records = static_cast<const uint8_t*>(w.records);
+  a.counters = static_cast<unsigned*>(w.workspace);
+  a.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(w.workspace) +
+                                        align_up(sizeof(unsigned) * w4_packed_tiles(w.rows), 256));
+  a.prefetch = env_prefetch();
+  static const bool attr_set = (allow_max_dynamic_smem(w4_gemv_packed_kernel<kPro>), true);
+  (void)attr_set;
+  w4_gemv_packed_kernel<kPro><<<a.p.blocks, kThreads, a.p.smem, stream>>>(a, x, y, pro);
+  WKV_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+size_t w4_packed_device_bytes(int rows, int cols) { return w4_packed_bytes(rows, cols); }
+
+size_t w4_packed_workspace_bytes(int max_rows) {
+  return align_up(sizeof(unsigned) * w4_packed_tiles(std::max(1, max_rows)), 256) +
+         (size_t)device_limits().sms * 2 * kMaxBatch * kW4PackedRows * sizeof(float);
+}
+
+bool w4_gemv_packed_supported(int rows, int cols, int group) {
+  if (!w4_packable(rows, cols, group) || device_limits().compute_major < 9) return false;
+  return make_plan(rows, cols, 1, device_limits().sms, device_limits().smem_optin).slots >= 2;
+}
+
+void w4_pack(const W4DeviceWeights& w, void* records, cudaStream_t stream) {
+  validate_w4_device(w, "w4_pack");
+  require_arg(w4_packable(w.rows, w.cols, w.group) && records,
+              "w4_pack: W4 " + std::to_string(w.rows) + "x" + std::to_string(w.cols) + " group " +
+                  std::to_string(w.group) + " has no packed layout (needs group 128, cols % 128 == 0) or records is null");
+  const size_t n = w4_packed_records(w.rows, w.cols);
+  require_arg(n <= 0x7FFFFFFFu, "w4_pack: too many records");
+  w4_pack_kernel<<<(unsigned)n, 272, 0, stream>>>(w, static_cast<uint32_t*>(records));
+  WKV_CHECK_LAUNCH();
+}
+
+void w4_gemv_packed(const W4PackedView& w, const float* x, int B, float* y, cudaStream_t stream) {
+  require_arg(B >= 1 && x && y && aligned16(x), "w4_gemv_packed: batch must be >= 1, x (16-byte aligned) and y non-null");
+  const int launches = (B + kMaxBatch - 1) / kMaxBatch, per = (B + launches - 1) / launches;
+  for (int b0 = 0; b0 < B; b0 += per)
+    launch<Prologue::none>(w, x + (size_t)b0 * w.cols, std::min(per, B - b0), y + (size_t)b0 * w.rows, {}, stream);
+}
+
+void w4_gemv_packed_add_rmsnorm(const W4PackedView& w, const float* res, const float* r, const float* norm_weight,
+                                float eps, float* res_out, float* y, cudaStream_t stream) {
+  require_arg(res && r && norm_weight && res_out && y && aligned16(res) && aligned16(r) && aligned16(norm_weight) &&
+                  aligned16(res_out),
+              "w4_gemv_packed_add_rmsnorm: every pointer must be a non-null, 16-byte aligned device pointer");
+  require_arg(res_out != res && res_out != r, "w4_gemv_packed_add_rmsnorm: res_out must not alias res or r");
+  PrologueArgs p;
+  p.res = res;
+  p.r = r;
+  p.weight = norm_weight;
+  p.eps = eps;
+  p.res_out = res_out;
+  launch<Prologue::add_rmsnorm>(w, res, 1, y, p, stream);
+}
+
+void w4_gemv_packed_swiglu(const W4PackedView& w, const float* g, const float* u, float* y, cudaStream_t stream) {
+  require_arg(g && u && y && aligned16(g) && aligned16(u),
+              "w4_gemv_packed_swiglu: every pointer must be a non-null, 16-byte aligned device pointer");
+  PrologueArgs p;
+  p.u = u;
+  launch<Prologue::swiglu>(w, g, 1, y, p, stream);
+}
+
+}  // namespace wkv::kernels

@@ -1,0 +1,218 @@
+// W4 GEMV "F" (wkv_kernels/w4_gemv_packed.h) against independent references:
+//   * the device packer against w4_pack_ref (the layout spec, engine/src/w4_packed_format.h), byte for byte;
+//   * the GEMV against dequantize_w4_ref + an FP64 matvec. Budget per output element (mag = Σ|w'x|,
+//     X_g = max |x| of the 128-channel group, A_g = Σ_{c∈g} |q_c − z|·h):
+//       |y − ref| ≤ 2^-28·Σ_g X_g·A_g + 64·2^-24·mag
+//     (x as a 30-bit integer per group: ≤ 2^-30·2·X_g per channel after rounding, bound ×8; the integer dot
+//     products are exact, then ≤ 4 FP32 roundings per record and one per record in the running sum, bound
+//     ×~16 for the longest chain); rel L2 ≤ 2e-6 on the LLM-like data (expected ~1e-7);
+//   * the fused prologues against the separate kernels followed by the packed GEMV: SwiGLU bit-identical,
+//     add + RMSNorm with res_out bit-identical and y within the norm's last-ulp difference.
+// Shapes sweep rows that are not multiples of 16 (padded tiles), tiles split between blocks (cols 128 … 11008,
+// few and many records per block), B = 1 … 5 (2 per launch), with poisoned outputs and guard elements.
+#include "wkv_kernels/w4_gemv_packed.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "half.h"
+#include "quant_formats.h"
+#include "test_support.h"
+#include "w4_packed_format.h"
+#include "wkv/error.h"
+#include "wkv_kernels/elementwise.h"
+
+namespace {
+
+using wkv::test::DeviceBuffer;
+namespace wk = wkv::kernels;
+
+struct Packed {
+  DeviceBuffer<uint32_t> q;
+  DeviceBuffer<uint16_t> s, z;
+  DeviceBuffer<uint8_t> records;
+  DeviceBuffer<uint8_t> ws;
+  wk::W4PackedView view;
+  explicit Packed(const wkv::W4Matrix& m)
+      : q(m.qweight), s(m.scales), z(m.zeros), records(wk::w4_packed_device_bytes(m.rows, m.cols)),
+        ws(wk::w4_packed_workspace_bytes(m.rows)) {
+    wkv::test::cuda_ok(cudaMemset(ws.get(), 0, ws.size()), "workspace");
+    records.poison(0xAB);
+    wk::w4_pack(dense(m), records.get());
+    view = {m.rows, m.cols, records.get(), ws.get()};
+  }
+  wk::W4DeviceWeights dense(const wkv::W4Matrix& m) const {
+    return {m.rows, m.cols, m.group, q.get(), s.get(), z.get()};
+  }
+};
+
+wkv::W4Matrix random_w4(std::mt19937& rng, int rows, int cols) {
+  auto W = wkv::test::random_normal(rng, (size_t)rows * cols, 0.02f);
+  for (int r = 0; r < rows; r += 7) W[(size_t)r * cols + (r % cols)] *= 40.0f;  // outlier channels
+  return wkv::quantize_w4_ref(W.data(), rows, cols, 128);
+}
+
+bool device_runs_packed() { return wk::w4_gemv_packed_supported(64, 4096, 128); }
+
+TEST(W4GemvPacked, PackMatchesReferenceBytes) {
+  WKV_REQUIRE_GPU();
+  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  const uint32_t seed = wkv::test::fresh_seed();
+  std::mt19937 rng(seed);
+  for (auto [rows, cols] : {std::pair{1, 128}, {17, 256}, {48, 384}, {301, 4096}}) {
+    SCOPED_TRACE("seed " + std::to_string(seed) + " " + std::to_string(rows) + "x" + std::to_string(cols));
+    const wkv::W4Matrix m = random_w4(rng, rows, cols);
+    Packed p(m);
+    const std::vector<wkv::W4PackedRecord> ref = wkv::w4_pack_ref(m);
+    const std::vector<uint8_t> got = p.records.download();
+    ASSERT_EQ(got.size(), ref.size() * sizeof(wkv::W4PackedRecord));
+    ASSERT_EQ(std::memcmp(got.data(), ref.data(), got.size()), 0);
+  }
+}
+
+// Quantizes random weights, runs B = 1 … maxB, checks every output against the FP64 reference and the bound.
+void check_gemv(int rows, int cols, int maxB, bool outliers) {
+  const uint32_t seed = wkv::test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed) + " rows " + std::to_string(rows) + " cols " + std::to_string(cols));
+  std::mt19937 rng(seed);
+  const wkv::W4Matrix m = random_w4(rng, rows, cols);
+  auto x = wkv::test::random_normal(rng, (size_t)maxB * cols, 1.0f);
+  if (outliers) {
+    for (size_t i = 0; i < x.size(); i += 53) x[i] *= 3.0e4f;
+    for (size_t i = 5; i < x.size(); i += 211) x[i] *= 1.0e-6f;
+  }
+  const std::vector<float> Wd = wkv::dequantize_w4_ref(m);
+  const int groups = cols / 128;
+  Packed p(m);
+  DeviceBuffer<float> dx(x);
+  for (int B = 1; B <= maxB; ++B) {
+    SCOPED_TRACE("B " + std::to_string(B));
+    const size_t guard = 64;
+    DeviceBuffer<float> dy((size_t)B * rows + guard);
+    dy.poison(0xFF);
+    wk::w4_gemv_packed(p.view, dx.get(), B, dy.get());
+    const auto y = dy.download();
+    for (size_t i = (size_t)B * rows; i < y.size(); ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &y[i], 4);
+      ASSERT_EQ(bits, 0xFFFFFFFFu) << "write past the end at " << i;
+    }
+    // A second run must give the same bits (the cross-block sums run in block order).
+    DeviceBuffer<float> dy2((size_t)B * rows);
+    wk::w4_gemv_packed(p.view, dx.get(), B, dy2.get());
+    const auto y2 = dy2.download();
+    ASSERT_EQ(std::memcmp(y.data(), y2.data(), y2.size() * 4), 0) << "not deterministic";
+    for (int b = 0; b < B; ++b) {
+      const float* xb = x.data() + (size_t)b * cols;
+      double num = 0, den = 0;
+      for (int r = 0; r < rows; ++r) {
+        double s = 0, mag = 0, fixed = 0;
+        for (int gi = 0; gi < groups; ++gi) {
+          double xm = 0, a = 0;
+          for (int c = gi * 128; c < gi * 128 + 128; ++c) {
+            const double w = Wd[(size_t)r * cols + c];
+            s += w * xb[c];
+            mag += std::fabs(w * xb[c]);
+            xm = std::max(xm, (double)std::fabs(xb[c]));
+            a += std::fabs(w);  // |q − z|·h = |w'|
+          }
+          fixed += xm * a;
+        }
+        const float got = y[(size_t)b * rows + r];
+        ASSERT_TRUE(std::isfinite(got)) << "output not written: b " << b << " row " << r;
+        const double bound = 0x1p-28 * fixed + 64.0 * 0x1p-24 * mag + 1e-30;
+        ASSERT_LE(std::fabs(got - s), bound) << "b " << b << " row " << r << " y " << got << " ref " << s;
+        num += (got - s) * (got - s);
+        den += s * s;
+      }
+      if (rows >= 32 && !outliers) {
+        EXPECT_LE(std::sqrt(num / den), 2e-6) << "rel L2, b " << b;
+      }
+    }
+  }
+}
+
+TEST(W4GemvPacked, ShapeSweepAgainstFp64) {
+  WKV_REQUIRE_GPU();
+  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  // Few records (blocks share tiles, some blocks sit inside one tile), rows off the 16-row tile grid,
+  // many records per block (tiles split at both ends of a block's range).
+  for (int rows : {1, 15, 37, 1000})
+    for (int cols : {128, 384, 4096}) check_gemv(rows, cols, 3, false);
+  check_gemv(4096, 11008, 2, false);
+  check_gemv(22016, 4096, 1, false);
+  check_gemv(333, 2048, 5, true);
+}
+
+TEST(W4GemvPacked, NonFiniteInputPoisonsItsRows) {
+  WKV_REQUIRE_GPU();
+  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  std::mt19937 rng(7);
+  const wkv::W4Matrix m = random_w4(rng, 40, 512);
+  Packed p(m);
+  auto x = wkv::test::random_normal(rng, 512, 1.0f);
+  x[300] = std::nanf("");
+  DeviceBuffer<float> dx(x), dy(40);
+  wk::w4_gemv_packed(p.view, dx.get(), 1, dy.get());
+  for (float v : dy.download()) EXPECT_TRUE(std::isnan(v));
+}
+
+TEST(W4GemvPacked, FusedProloguesMatchSeparateKernels) {
+  WKV_REQUIRE_GPU();
+  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  const uint32_t seed = wkv::test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  for (auto [rows, cols] : {std::pair{4096 + 16 * 3, 4096}, {96, 11008}, {50, 384}}) {
+    SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols));
+    const wkv::W4Matrix m = random_w4(rng, rows, cols);
+    Packed p(m);
+    const auto res = wkv::test::random_normal(rng, cols, 1.0f), r = wkv::test::random_normal(rng, cols, 0.5f);
+    const auto nw = wkv::test::uniform(rng, cols, 0.5f, 1.5f);
+    DeviceBuffer<float> dres(res), dr(r), dnw(nw), dout(cols), dy(rows), dsum(cols), dxin(cols), dref(rows);
+    wk::w4_gemv_packed_add_rmsnorm(p.view, dres.get(), dr.get(), dnw.get(), 1e-5f, dout.get(), dy.get());
+    // Separate: res + r, rmsnorm, GEMV.
+    wkv::test::cuda_ok(cudaMemcpy(dsum.get(), dres.get(), cols * 4, cudaMemcpyDeviceToDevice), "copy");
+    wk::add_rmsnorm_f32(dsum.get(), dr.get(), dnw.get(), 1, cols, 1e-5f, dxin.get());
+    wk::w4_gemv_packed(p.view, dxin.get(), 1, dref.get());
+    const auto out = dout.download(), sum = dsum.download(), y = dy.download(), yref = dref.download();
+    ASSERT_EQ(std::memcmp(out.data(), sum.data(), cols * 4), 0) << "res_out differs from res + r";
+    double num = 0, den = 0;
+    for (int i = 0; i < rows; ++i) num += (y[i] - yref[i]) * (double)(y[i] - yref[i]), den += (double)yref[i] * yref[i];
+    EXPECT_LE(std::sqrt(num / den), 1e-6) << "add + rmsnorm prologue";  // norm's sum order: ≤ 1 ulp of x
+
+    // SwiGLU: x bit-identical, so y too.
+    const auto gate = wkv::test::random_normal(rng, cols, 2.0f), up = wkv::test::random_normal(rng, cols, 1.0f);
+    DeviceBuffer<float> dg(gate), du(up), dg2(gate), dys(rows), dys2(rows);
+    wk::w4_gemv_packed_swiglu(p.view, dg.get(), du.get(), dys.get());
+    wk::swiglu(dg2.get(), du.get(), cols);
+    wk::w4_gemv_packed(p.view, dg2.get(), 1, dys2.get());
+    const auto a = dys.download(), b = dys2.download();
+    ASSERT_EQ(std::memcmp(a.data(), b.data(), rows * 4), 0) << "swiglu prologue";
+  }
+}
+
+TEST(W4GemvPacked, RefusesShapesWithoutPackedLayout) {
+  WKV_REQUIRE_GPU();
+  EXPECT_FALSE(wk::w4_gemv_packed_supported(64, 4096, 64));
+  EXPECT_FALSE(wk::w4_gemv_packed_supported(64, 4160, 128));  // 4160 % 128 != 0
+  std::mt19937 rng(3);
+  auto W = wkv::test::random_normal(rng, 16 * 256, 0.02f);
+  const wkv::W4Matrix m = wkv::quantize_w4_ref(W.data(), 16, 256, 64);
+  DeviceBuffer<uint32_t> q(m.qweight);
+  DeviceBuffer<uint16_t> s(m.scales), z(m.zeros);
+  DeviceBuffer<uint8_t> out(1 << 16);
+  try {
+    wk::w4_pack({m.rows, m.cols, m.group, q.get(), s.get(), z.get()}, out.get());
+    FAIL() << "w4_pack accepted group 64";
+  } catch (const wkv::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("group 64"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
