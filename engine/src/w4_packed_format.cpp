@@ -29,7 +29,7 @@ std::vector<W4PackedRecord> w4_pack_ref(const W4Matrix& m) {
         const size_t p = (size_t)row * m.groups_per_row() + gi;
         const int g = rt % 8, shift = rt < 8 ? 0 : 16;
         rec.hz[2 * g] |= (uint32_t)m.scales[p] << shift;
-        rec.hz[2 * g + 1] |= (uint32_t)m.zeros[p] << shift;
+        rec.hz[2 * g + 1] |= w4_packed_zero_bits(m.zeros[p]) << shift;
       }
     }
   }
@@ -49,7 +49,7 @@ W4GroupParams w4_packed_params(const std::vector<W4PackedRecord>& p, int cols, i
   const int rt = row % kW4PackedRows, g = rt % 8, shift = rt < 8 ? 0 : 16;
   W4GroupParams gp;
   gp.scale = (uint16_t)(rec.hz[2 * g] >> shift);
-  gp.zero = (uint16_t)(rec.hz[2 * g + 1] >> shift);
+  gp.zero = float_to_fp16((float)(int16_t)(uint16_t)(rec.hz[2 * g + 1] >> shift));
   return gp;
 }
 

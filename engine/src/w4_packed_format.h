@@ -23,8 +23,9 @@
 //                   So  word & 0x0F0F0F0F        = the A-fragment register for channels 32s + 4t …,
 //                       (word >> 4) & 0x0F0F0F0F = the one for channels 32s + 16 + 4t …: one or two
 //                   instructions per 8 weights, no conversions (the mma multiplies the 8-bit codes exactly).
-//   hz[16] uint32   per g = 0 … 7: hz[2g] = h(row g) | h(row g + 8) << 16, hz[2g + 1] = z(row g) | z(row g + 8) << 16
-//                   (the FP16 bits of quant_formats.h, unchanged).
+//   hz[16] uint32   per g = 0 … 7: hz[2g] = h(row g) | h(row g + 8) << 16 (the FP16 bits of quant_formats.h),
+//                   hz[2g + 1] = z(row g) | z(row g + 8) << 16 as int16 (z is an integer in [−1024, 1024]: the
+//                   kernel starts its integer accumulators at −z·Σ x-digits without a conversion).
 #pragma once
 
 #include <cstddef>
@@ -63,12 +64,17 @@ WKV_HD int w4_packed_word_index(int rt, int c) {
 }
 WKV_HD int w4_packed_nibble_shift(int c) { return 8 * (c % 4) + 4 * ((c % 32) / 16); }
 
+// The int16 bits stored for a zero point given as FP16 bits (an integer-valued FP16, quant_formats.h).
+WKV_HD uint32_t w4_packed_zero_bits(uint16_t fp16_zero) {
+  return (uint32_t)(uint16_t)(int16_t)fp16_to_float(fp16_zero);
+}
+
 // Packs m (validated; w4_packable must hold). Throws wkv::Error(invalid_argument) otherwise.
 std::vector<W4PackedRecord> w4_pack_ref(const W4Matrix& m);
 
 // Code of (row, channel) read back from packed records of a rows × cols matrix.
 int w4_packed_code(const std::vector<W4PackedRecord>& p, int cols, int row, int c);
-// Scale / zero FP16 bits of (row, group) read back from packed records.
+// Scale / zero of (row, group) read back from packed records, both as FP16 bits (as in W4Matrix).
 W4GroupParams w4_packed_params(const std::vector<W4PackedRecord>& p, int cols, int row, int group_index);
 
 }  // namespace wkv

@@ -227,6 +227,27 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
       if (B == 1) res.stream_us[vi] = us, res.graph_us[vi] = gus;
     }
   }
+  if (ws) {  // F, one cold launch: where the time goes (per-block phase timestamps)
+    const int sms = wkv::kernels::query_device().multiprocessors;
+    unsigned long long* tr = nullptr;
+    check(cudaMalloc(&tr, sizeof(unsigned long long) * 6 * sms), "cudaMalloc");
+    const wkv::kernels::W4PackedView pv{s.rows, s.cols, dev[copies - 1].packed, ws};
+    const int nb = wkv::kernels::detail::w4_gemv_packed_trace(pv, dx, dy, tr, stream);
+    std::vector<unsigned long long> t((size_t)6 * nb);
+    check(cudaStreamSynchronize(stream), "trace");
+    check(cudaMemcpy(t.data(), tr, t.size() * 8, cudaMemcpyDeviceToHost), "download");
+    unsigned long long t0 = ~0ull;
+    for (int b = 0; b < nb; ++b) t0 = std::min(t0, t[(size_t)b * 6]);
+    std::printf("    F phases (us after the first block's start; median / max over %d blocks):", nb);
+    const char* names[6] = {"start", "x staged", "first record", "loop done", "reduced", "end"};
+    for (int p = 0; p < 6; ++p) {
+      std::vector<double> v(nb);
+      for (int b = 0; b < nb; ++b) v[b] = (t[(size_t)b * 6 + p] - t0) / 1000.0;
+      std::sort(v.begin(), v.end());
+      std::printf(" %s %.2f/%.2f%s", names[p], v[nb / 2], v[nb - 1], p < 5 ? "," : "\n");
+    }
+    cudaFree(tr);
+  }
   cudaFree(ws);
   for (auto& d : dev) {
     cudaFree(const_cast<void*>(d.packed));

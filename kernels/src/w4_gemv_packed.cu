@@ -9,10 +9,10 @@
 //   * Math: the packed layout (w4_packed_format.h) puts each lane's mma.m16n8k32 A fragments (8-bit codes
 //     q ∈ [0, 15]) in one 16-byte shared load per 16 weights; AND / SHIFT+AND extract them, with no conversions.
 //     x goes in as B: per 128-channel group x = 2^E·V, V an integer of ≤ 30 bits split into four signed 8-bit
-//     digits, one mma column each (columns 4b … 4b + 3 for batch row b, so 2 batch rows per mma). The tensor
-//     core sums q·digit exactly in int32; the epilogue forms Σ q·V·2^E in FP32 and subtracts z·Σ V·2^E, then
-//     scales by h. Per 1088-byte record and lane: 3 shared loads, 12 integer ops, 4 mma, ~14 FP32 ops: about
-//     1.8 instructions per weight byte (E: 8.5 measured).
+//     digits, one mma column each (columns 4b … 4b + 3 for batch row b, so 2 batch rows per mma). The int32
+//     accumulators start at −z·Σ digit, so the tensor core leaves Σ (q − z)·digit exactly; the epilogue weighs
+//     the digits by 2^(E + 8d) in FP32 and scales by h. Per 1088-byte record and lane: 5 shared loads,
+//     ~18 integer ops, 4 mma, ~10 FP32 ops: about 1.8 instructions per weight byte (E: 8.5 measured).
 //
 // Work split. Records (16 rows × 128 channels) are tile-major, so block k of n = min(#SMs, records) takes the
 // contiguous records [R·k/n, R·(k+1)/n): balanced to one record. Consumer warp w (16 of them) takes record w of
@@ -23,8 +23,9 @@
 //
 // Lane (g, t) = (lane / 4, lane % 4): A rows g and g + 8; B column g = digit g % 4 of batch row g / 4 (lanes of
 // columns beyond 4·B read a zero block); D: rows g, g + 8 × columns 2t, 2t + 1, i.e. batch row t / 2 and digits
-// (0, 1) for even t, (2, 3) for odd t. The FP32 epilogue weights are per (group, t): even t (2^E, 2^(E+8),
-// 2^E·Σ V), odd t (2^(E+16), 2^(E+24), 0); the two lanes' partials are added when a tile is flushed.
+// (0, 1) for even t, (2, 3) for odd t. The epilogue constants are per (group, t): even t (2^E, 2^(E+8),
+// Σ digit 0, Σ digit 1), odd t (2^(E+16), 2^(E+24), Σ digit 2, Σ digit 3); the two lanes' partials are added
+// when a tile is flushed.
 #include "wkv_kernels/w4_gemv_packed.h"
 
 #include <cuda_fp16.h>
@@ -37,6 +38,7 @@
 #include "bulk_copy.cuh"
 #include "cuda_check.h"
 #include "kernel_util.h"
+#include "w4_gemv_variant.h"
 #include "w4_packed_format.h"
 
 namespace wkv::kernels {
@@ -86,10 +88,22 @@ struct Plan {
 struct Args {
   Plan p;
   const uint8_t* records;
-  float* partials;     // workspace: [blocks][2 sides][kMaxBatch][16]
-  unsigned* counters;  // workspace: [tiles]
+  float* partials;     // workspace: [blocks][2 sides][kMaxBatch][16], at its start
+  unsigned* counters;  // workspace: [tiles], after the partials
   int prefetch;        // 1: hint L2 with the block's records beyond the first ring fill
+  unsigned long long* trace;  // profiling (w4_gemv_packed_trace): [blocks][kTracePoints] %globaltimer, or null
 };
+
+// Phase timestamps of one block, for the benchmark's breakdown of where a launch spends its time.
+constexpr int kTracePoints = 6;  // start, x staged, first record in, loop done, warps reduced, end
+
+__device__ __forceinline__ void trace_point(const Args& a, int point) {
+  if (a.trace) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    a.trace[(size_t)blockIdx.x * kTracePoints + point] = t;
+  }
+}
 
 size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
@@ -150,35 +164,35 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
     E = k - 29;            // |x|·2^-E < 2^29
   }
   uint32_t dw[4] = {0u, 0u, 0u, 0u};  // digit d of the lane's 4 channels, byte i = channel 4·lane + i
-  long long sum = 0;
+  int dsum[4] = {0, 0, 0, 0};          // Σ of digit d over the lane's channels
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
     int u = bad ? 0 : (int)rintf(ldexpf(vv[i], -E));
-    sum += u;
 #pragma unroll
     for (int d = 0; d < 3; ++d) {
       const int lo = ((u + 128) & 255) - 128;  // balanced digit in [−128, 127]
       dw[d] |= (uint32_t)(lo & 255) << (8 * i);
+      dsum[d] += lo;
       u = (u - lo) >> 8;  // exact: u − lo is a multiple of 256
     }
     dw[3] |= (uint32_t)(u & 255) << (8 * i);  // |u| ≤ 32 here
+    dsum[3] += u;
   }
 #pragma unroll
-  for (int off = kWarpSize / 2; off > 0; off >>= 1) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, off);
+  for (int d = 0; d < 4; ++d)
+#pragma unroll
+    for (int off = kWarpSize / 2; off > 0; off >>= 1) dsum[d] += __shfl_xor_sync(0xFFFFFFFFu, dsum[d], off);
   // Channels 4·lane … of the group are k-step s = lane / 8 and, within it, B register 0 (k 4t …) of lane
   // t = lane % 8 for lane % 8 < 4, else register 1 (k 16 + 4t …) of t = lane % 8 − 4.
   const int s = lane >> 3, t = lane & 3, word = 2 * s + ((lane >> 2) & 1);
   uint8_t* col = sm + p.off_x + ((size_t)grp * 4 * p.B + 4 * b) * kDigitColBytes + t * 32 + word * 4;
 #pragma unroll
   for (int d = 0; d < 4; ++d) *reinterpret_cast<uint32_t*>(col + d * kDigitColBytes) = dw[d];
-  if (lane < 2) {
-    float4 c;
-    if (lane == 0) {
-      c = make_float4(ldexpf(1.0f, E), ldexpf(1.0f, E + 8), bad ? __int_as_float(0x7FC00000) : ldexpf((float)sum, E),
-                      0.0f);
-    } else {
-      c = make_float4(ldexpf(1.0f, E + 16), ldexpf(1.0f, E + 24), 0.0f, 0.0f);
-    }
+  if (lane < 2) {  // lane 0: digits 0, 1 (D columns 4b, 4b + 1), lane 1: digits 2, 3
+    const float nan = __int_as_float(0x7FC00000);
+    const int d0 = 2 * lane;
+    const float4 c = make_float4(bad ? nan : ldexpf(1.0f, E + 8 * d0), bad ? nan : ldexpf(1.0f, E + 8 * d0 + 8),
+                                 __int_as_float(dsum[d0]), __int_as_float(dsum[d0 + 1]));
     reinterpret_cast<float4*>(sm + p.off_cst)[grp * 4 + 2 * b + lane] = c;
   }
 }
@@ -257,7 +271,8 @@ __device__ __forceinline__ void mma_step(int (&d)[4], uint32_t wa, uint32_t wb, 
   mma_u8s8(d, wa & kLowNibbles, wb & kLowNibbles, (wa >> 4) & kLowNibbles, (wb >> 4) & kLowNibbles, b0, b1);
 }
 
-// acc += this lane's share of one record (see the top of the file).
+// acc += this lane's share of one record (see the top of the file). The zero point enters the integer
+// accumulators: D starts at −z·Σ digit (exact, |z·Σ| ≤ 1024·2^14), so D = Σ (q − z)·digit exactly.
 __device__ __forceinline__ void record_math(const uint8_t* rec, const uint8_t* xcol, const float4& cs, int lane,
                                             int g, float& acc0, float& acc1) {
   const uint4 q0 = *reinterpret_cast<const uint4*>(rec + lane * 16);
@@ -265,19 +280,16 @@ __device__ __forceinline__ void record_math(const uint8_t* rec, const uint8_t* x
   const uint2 hz = *reinterpret_cast<const uint2*>(rec + 1024 + g * 8);
   const uint4 b0 = *reinterpret_cast<const uint4*>(xcol);
   const uint4 b1 = *reinterpret_cast<const uint4*>(xcol + 16);
-  int d[4] = {0, 0, 0, 0};
+  const int za = (int)(int16_t)(hz.y & 0xFFFFu), zb = (int)hz.y >> 16;  // z of rows g, g + 8 (int16)
+  const int s0 = __float_as_int(cs.z), s1 = __float_as_int(cs.w);       // Σ digit of columns 2t, 2t + 1
+  int d[4] = {-za * s0, -za * s1, -zb * s0, -zb * s1};
   mma_step(d, q0.x, q0.y, b0.x, b0.y);  // channels 0 … 31 of the group
   mma_step(d, q0.z, q0.w, b0.z, b0.w);  // 32 … 63
   mma_step(d, q1.x, q1.y, b1.x, b1.y);  // 64 … 95
   mma_step(d, q1.z, q1.w, b1.z, b1.w);  // 96 … 127
   const float2 h = __half22float2(half2_from_bits(hz.x));  // rows g, g + 8
-  const float2 z = __half22float2(half2_from_bits(hz.y));
-  float v0 = fmaf((float)d[1], cs.y, (float)d[0] * cs.x);
-  float v1 = fmaf((float)d[3], cs.y, (float)d[2] * cs.x);
-  v0 = fmaf(-z.x, cs.z, v0);
-  v1 = fmaf(-z.y, cs.z, v1);
-  acc0 = fmaf(h.x, v0, acc0);
-  acc1 = fmaf(h.y, v1, acc1);
+  acc0 = fmaf(h.x, fmaf((float)d[1], cs.y, (float)d[0] * cs.x), acc0);
+  acc1 = fmaf(h.y, fmaf((float)d[3], cs.y, (float)d[2] * cs.x), acc1);
 }
 
 // Block of a record: the largest k with R·k / n ≤ rec.
@@ -306,6 +318,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint8_t* src = a.records + (size_t)rb * kRecordBytes;
 
   if (tid == 0) {
+    trace_point(a, 0);
     for (int s = 0; s < p.slots; ++s) {
       mbar_init(smem_u32(full + s), 1);
       mbar_init(smem_u32(empty + s), kConsumerWarps);
@@ -328,6 +341,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   stage_x<kPro>(p, x, pro, sm, part);
   __syncthreads();
+  if (tid == 0) trace_point(a, 1);
 
   const int t0 = rb / p.groups;  // the block's first tile
   float* red = reinterpret_cast<float*>(sm + p.off_red);
@@ -368,6 +382,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           cur = tile;
         }
         mbar_wait(smem_u32(full + slot), parity);
+        if (c == 0 && tid == 0) trace_point(a, 2);
         record_math(ring + (size_t)slot * kChunkBytes + (size_t)warp * kRecordBytes, xbase + grp * xstride,
                     cst[grp * 4], lane, g, acc0, acc1);
         grp += kChunkRecords;
@@ -378,8 +393,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (++slot == p.slots) slot = 0, parity ^= 1u;
     }
     flush();
+    if (tid == 0) trace_point(a, 3);
   }
   __syncthreads();
+  if (tid == 0) trace_point(a, 4);
 
   // Sum the warps' partials per row (warp order). Rows of tiles inside [rb, re) go to y; rows of a tile that
   // starts before rb or ends after re go to the workspace, side 0 (the block's first tile) or 1 (its last).
@@ -429,6 +446,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     if (tid == 0) a.counters[T] = 0u;
   }
+  if (tid == 0) trace_point(a, 5);
 }
 
 // ---- packing --------------------------------------------------------------------------------------
@@ -452,15 +470,22 @@ __global__ void w4_pack_kernel(W4DeviceWeights w, uint32_t* __restrict__ out) {
         v |= (lo | hi << 4) << (8 * b);
       }
     }
-  } else {
+  } else {  // hz[2g] = FP16 h of rows g, g + 8; hz[2g + 1] = int16 z of rows g, g + 8
     const int k = i - 256, g = k / 2;
-    const uint16_t* src = k % 2 == 0 ? w.scales : w.zeros;
     for (int half = 0; half < 2; ++half) {
       const int row = tile * kW4PackedRows + g + 8 * half;
-      if (row < w.rows) v |= (uint32_t)src[(size_t)row * groups + gi] << (16 * half);
+      if (row >= w.rows) continue;
+      const size_t o = (size_t)row * groups + gi;
+      const uint32_t bits = k % 2 == 0 ? w.scales[o] : w4_packed_zero_bits(w.zeros[o]);
+      v |= bits << (16 * half);
     }
   }
   out[rec * (kRecordBytes / 4) + i] = v;
+}
+
+// Workspace layout: partials [#SMs][2][kMaxBatch][16] floats, then counters [tiles] (see launch).
+size_t partials_bytes() {
+  return align_up((size_t)device_limits().sms * 2 * kMaxBatch * kW4PackedRows * sizeof(float), 256);
 }
 
 int env_prefetch() {
@@ -472,7 +497,8 @@ int env_prefetch() {
 }
 
 template <Prologue kPro>
-void launch(const W4PackedView& w, const float* x, int B, float* y, const PrologueArgs& pro, cudaStream_t stream) {
+void launch(const W4PackedView& w, const float* x, int B, float* y, const PrologueArgs& pro, cudaStream_t stream,
+            unsigned long long* trace = nullptr) {
   const DeviceLimits& dl = device_limits();
   require_arg(w4_gemv_packed_supported(w.rows, w.cols, 128) && w.records && w.workspace,
               "w4_gemv_packed: " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
@@ -481,10 +507,12 @@ void launch(const W4PackedView& w, const float* x, int B, float* y, const Prolog
   a.p = make_plan(w.rows, w.cols, B, dl.sms, dl.smem_optin);
   require_arg(a.p.slots >= 2, "w4_gemv_packed: internal: no launch plan for batch " + std::to_string(B));
   a.records = static_cast<const uint8_t*>(w.records);
-  a.counters = static_cast<unsigned*>(w.workspace);
-  a.partials = reinterpret_cast<float*>(static_cast<uint8_t*>(w.workspace) +
-                                        align_up(sizeof(unsigned) * w4_packed_tiles(w.rows), 256));
+  // Partials first (their size depends only on the device), then the counters: matrices of different sizes
+  // share one workspace, so neither region may move with the matrix.
+  a.partials = static_cast<float*>(w.workspace);
+  a.counters = reinterpret_cast<unsigned*>(static_cast<uint8_t*>(w.workspace) + partials_bytes());
   a.prefetch = env_prefetch();
+  a.trace = trace;
   static const bool attr_set = (allow_max_dynamic_smem(w4_gemv_packed_kernel<kPro>), true);
   (void)attr_set;
   w4_gemv_packed_kernel<kPro><<<a.p.blocks, kThreads, a.p.smem, stream>>>(a, x, y, pro);
@@ -496,8 +524,7 @@ void launch(const W4PackedView& w, const float* x, int B, float* y, const Prolog
 size_t w4_packed_device_bytes(int rows, int cols) { return w4_packed_bytes(rows, cols); }
 
 size_t w4_packed_workspace_bytes(int max_rows) {
-  return align_up(sizeof(unsigned) * w4_packed_tiles(std::max(1, max_rows)), 256) +
-         (size_t)device_limits().sms * 2 * kMaxBatch * kW4PackedRows * sizeof(float);
+  return partials_bytes() + sizeof(unsigned) * w4_packed_tiles(std::max(1, max_rows));
 }
 
 bool w4_gemv_packed_supported(int rows, int cols, int group) {
@@ -522,6 +549,16 @@ void w4_gemv_packed(const W4PackedView& w, const float* x, int B, float* y, cuda
   for (int b0 = 0; b0 < B; b0 += per)
     launch<Prologue::none>(w, x + (size_t)b0 * w.cols, std::min(per, B - b0), y + (size_t)b0 * w.rows, {}, stream);
 }
+
+namespace detail {
+
+int w4_gemv_packed_trace(const W4PackedView& w, const float* x, float* y, unsigned long long* trace,
+                         cudaStream_t stream) {
+  launch<Prologue::none>(w, x, 1, y, {}, stream, trace);
+  return make_plan(w.rows, w.cols, 1, device_limits().sms, device_limits().smem_optin).blocks;
+}
+
+}  // namespace detail
 
 void w4_gemv_packed_add_rmsnorm(const W4PackedView& w, const float* res, const float* r, const float* norm_weight,
                                 float eps, float* res_out, float* y, cudaStream_t stream) {

@@ -35,6 +35,7 @@
 #include <cuda_runtime.h>
 
 #include "wkv_kernels/w4_gemv.h"
+#include "wkv_kernels/w4_gemv_packed.h"
 
 namespace wkv::kernels::detail {
 
@@ -50,5 +51,11 @@ W4GemvVariant w4_gemv_default_variant();
 // w4_gemv with an explicit fast-path variant (the generic path, when taken, is the same for all).
 void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float* y, W4GemvVariant v,
                           cudaStream_t stream = 0);
+
+// Variant F once (B = 1) with per-block phase timestamps (%globaltimer, ns) written to trace
+// [blocks][6]: start, x staged, first record in, loop done, warps reduced, end. Returns the block count.
+// For the benchmark's breakdown; trace needs #SMs × 6 entries.
+int w4_gemv_packed_trace(const W4PackedView& w, const float* x, float* y, unsigned long long* trace,
+                         cudaStream_t stream = 0);
 
 }  // namespace wkv::kernels::detail

@@ -2,10 +2,10 @@
 //   * the device packer against w4_pack_ref (the layout spec, engine/src/w4_packed_format.h), byte for byte;
 //   * the GEMV against dequantize_w4_ref + an FP64 matvec. Budget per output element (mag = Σ|w'x|,
 //     X_g = max |x| of the 128-channel group, A_g = Σ_{c∈g} |q_c − z|·h):
-//       |y − ref| ≤ 2^-28·Σ_g X_g·A_g + 64·2^-24·mag
+//       |y − ref| ≤ 2^-28·Σ_g X_g·A_g + (cols/128 + 64)·2^-24·mag
 //     (x as a 30-bit integer per group: ≤ 2^-30·2·X_g per channel after rounding, bound ×8; the integer dot
-//     products are exact, then ≤ 4 FP32 roundings per record and one per record in the running sum, bound
-//     ×~16 for the longest chain); rel L2 ≤ 2e-6 on the LLM-like data (expected ~1e-7);
+//     products Σ (q − z)·digit are exact, then 3 FP32 roundings per record, one per record in the running sum
+//     and ≤ 16 + a few in the warp / block sums); rel L2 ≤ 2e-6 on the LLM-like data (expected ~1e-7);
 //   * the fused prologues against the separate kernels followed by the packed GEMV: SwiGLU bit-identical,
 //     add + RMSNorm with res_out bit-identical and y within the norm's last-ulp difference.
 // Shapes sweep rows that are not multiples of 16 (padded tiles), tiles split between blocks (cols 128 … 11008,
@@ -32,19 +32,25 @@ namespace {
 using wkv::test::DeviceBuffer;
 namespace wk = wkv::kernels;
 
+// One workspace for every matrix of the test program, as a session shares one between all its linears (each
+// launch must leave its counters at zero for the next).
+void* shared_workspace() {
+  static DeviceBuffer<uint8_t> ws(wk::w4_packed_workspace_bytes(32768));
+  static const bool zeroed = (wkv::test::cuda_ok(cudaMemset(ws.get(), 0, ws.size()), "workspace"), true);
+  (void)zeroed;
+  return ws.get();
+}
+
 struct Packed {
   DeviceBuffer<uint32_t> q;
   DeviceBuffer<uint16_t> s, z;
   DeviceBuffer<uint8_t> records;
-  DeviceBuffer<uint8_t> ws;
   wk::W4PackedView view;
   explicit Packed(const wkv::W4Matrix& m)
-      : q(m.qweight), s(m.scales), z(m.zeros), records(wk::w4_packed_device_bytes(m.rows, m.cols)),
-        ws(wk::w4_packed_workspace_bytes(m.rows)) {
-    wkv::test::cuda_ok(cudaMemset(ws.get(), 0, ws.size()), "workspace");
+      : q(m.qweight), s(m.scales), z(m.zeros), records(wk::w4_packed_device_bytes(m.rows, m.cols)) {
     records.poison(0xAB);
     wk::w4_pack(dense(m), records.get());
-    view = {m.rows, m.cols, records.get(), ws.get()};
+    view = {m.rows, m.cols, records.get(), shared_workspace()};
   }
   wk::W4DeviceWeights dense(const wkv::W4Matrix& m) const {
     return {m.rows, m.cols, m.group, q.get(), s.get(), z.get()};
@@ -125,7 +131,7 @@ void check_gemv(int rows, int cols, int maxB, bool outliers) {
         }
         const float got = y[(size_t)b * rows + r];
         ASSERT_TRUE(std::isfinite(got)) << "output not written: b " << b << " row " << r;
-        const double bound = 0x1p-28 * fixed + 64.0 * 0x1p-24 * mag + 1e-30;
+        const double bound = 0x1p-28 * fixed + (cols / 128.0 + 64.0) * 0x1p-24 * mag + 1e-30;
         ASSERT_LE(std::fabs(got - s), bound) << "b " << b << " row " << r << " y " << got << " ref " << s;
         num += (got - s) * (got - s);
         den += s * s;
@@ -144,6 +150,7 @@ TEST(W4GemvPacked, ShapeSweepAgainstFp64) {
   // many records per block (tiles split at both ends of a block's range).
   for (int rows : {1, 15, 37, 1000})
     for (int cols : {128, 384, 4096}) check_gemv(rows, cols, 3, false);
+  for (auto [rows, cols] : {std::pair{768, 256}, {256, 256}, {1536, 256}, {256, 768}}) check_gemv(rows, cols, 2, false);
   check_gemv(4096, 11008, 2, false);
   check_gemv(22016, 4096, 1, false);
   check_gemv(333, 2048, 5, true);
@@ -168,7 +175,8 @@ TEST(W4GemvPacked, FusedProloguesMatchSeparateKernels) {
   const uint32_t seed = wkv::test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
-  for (auto [rows, cols] : {std::pair{4096 + 16 * 3, 4096}, {96, 11008}, {50, 384}}) {
+  for (auto [rows, cols] :
+       {std::pair{4096 + 16 * 3, 4096}, {96, 11008}, {50, 384}, {768, 256}, {1536, 256}, {256, 768}}) {
     SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols));
     const wkv::W4Matrix m = random_w4(rng, rows, cols);
     Packed p(m);

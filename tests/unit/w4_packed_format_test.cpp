@@ -59,6 +59,7 @@ TEST(W4PackedFormat, WordBitOrderByHand) {
   m.qweight.assign(16 * 16, 0u);
   m.scales.assign(16, 0x3C00);
   m.zeros.assign(16, 0x4800);  // 8.0
+  m.zeros[1] = 0xC800;         // row 1: z = −8 → int16 0xFFF8
   uint8_t q[128];
   for (int c = 0; c < 128; ++c) q[c] = (uint8_t)((c * 7 + 3) % 16);
   for (int w = 0; w < 16; ++w) m.qweight[w] = w4_pack_word(q + 8 * w);  // row 0
@@ -74,8 +75,9 @@ TEST(W4PackedFormat, WordBitOrderByHand) {
   for (int b = 0; b < 4; ++b) want |= (uint32_t)(q[100 + b] | q[116 + b] << 4) << (8 * b);
   EXPECT_EQ(p[0].q[128 + 4 + 2], want);
   EXPECT_EQ(p[0].q[5], 0u);  // row 8 is all code 0
+  EXPECT_EQ(p[0].hz[3], 0xFFF8u | 8u << 16);  // z of rows 1 (−8) and 9
   EXPECT_EQ(p[0].hz[0], 0x3C00u | 0x4000u << 16);  // h of rows 0 and 8
-  EXPECT_EQ(p[0].hz[1], 0x4800u | 0x4800u << 16);  // z of rows 0 and 8
+  EXPECT_EQ(p[0].hz[1], 8u | 8u << 16);            // z of rows 0 and 8, as int16
 }
 
 TEST(W4PackedFormat, RefusesShapesWithoutLayout) {

@@ -3,9 +3,9 @@
 //
 // y[b][row] = Σ_c x[b][c]·w'(row, c), FP32 in and out, for B ≥ 1 (≤ 2 per launch, more run as several launches).
 // Accuracy: x is represented per 128-channel group as 2^E·V with V a 30-bit integer (|V| ≤ 2^29 at the group's
-// max |x|), split into four signed 8-bit digits; the integer dot products Σ q·digit are exact (int32), then
-// combined in FP32 and the zero point applied as z·Σ V. Per output element
-//   |y − ref| ≤ 2^-29·Σ_groups max|x_g|·Σ_{c∈g}|q_c − z|·h + 48·2^-24·Σ|w'x| (FP32 combination steps),
+// max |x|), split into four signed 8-bit digits; the integer dot products Σ (q − z)·digit are exact (int32),
+// then combined in FP32. Per output element
+//   |y − ref| ≤ 2^-29·Σ_groups max|x_g|·Σ_{c∈g}|q_c − z|·h + (cols/128 + 64)·2^-24·Σ|w'x|,
 // rel L2 ~1e-7 on LLM-like inputs (tests/gpu/w4_gemv_packed_test.cpp). NaN or Inf in a group of x makes the
 // rows' outputs NaN.
 //
