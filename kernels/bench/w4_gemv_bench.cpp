@@ -159,16 +159,13 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
     check(cudaMemcpy(z, dev[0].zeros, m.zeros.size() * 2, cudaMemcpyDeviceToDevice), "copy");
     dev[c].qweight = q, dev[c].scales = sc, dev[c].zeros = z;
   }
-  void* ws = nullptr;  // variant F: a packed copy of every weight copy, one workspace
-  if (wkv::kernels::w4_gemv_packed_supported(s.rows, s.cols, group)) {
-    check(cudaMalloc(&ws, wkv::kernels::w4_packed_workspace_bytes(s.rows)), "cudaMalloc");
-    check(cudaMemset(ws, 0, wkv::kernels::w4_packed_workspace_bytes(s.rows)), "memset");
+  const bool packed = wkv::kernels::w4_gemv_packed_supported(s.rows, s.cols, group);
+  if (packed) {  // variant F: a packed copy of every weight copy
     for (auto& d : dev) {
       void* rec = nullptr;
       check(cudaMalloc(&rec, wkv::kernels::w4_packed_device_bytes(s.rows, s.cols)), "cudaMalloc");
       wkv::kernels::w4_pack(d, rec, stream);
       d.packed = rec;
-      d.packed_workspace = ws;
     }
     check(cudaStreamSynchronize(stream), "pack");
   }
@@ -227,11 +224,11 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
       if (B == 1) res.stream_us[vi] = us, res.graph_us[vi] = gus;
     }
   }
-  if (ws) {  // F, one cold launch: where the time goes (per-block phase timestamps)
+  if (packed) {  // F, one cold launch: where the time goes (per-block phase timestamps)
     const int sms = wkv::kernels::query_device().multiprocessors;
     unsigned long long* tr = nullptr;
     check(cudaMalloc(&tr, sizeof(unsigned long long) * 6 * sms), "cudaMalloc");
-    const wkv::kernels::W4PackedView pv{s.rows, s.cols, dev[copies - 1].packed, ws};
+    const wkv::kernels::W4PackedView pv{s.rows, s.cols, dev[copies - 1].packed};
     const int nb = wkv::kernels::detail::w4_gemv_packed_trace(pv, dx, dy, tr, stream);
     std::vector<unsigned long long> t((size_t)6 * nb);
     check(cudaStreamSynchronize(stream), "trace");
@@ -248,7 +245,6 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
     }
     cudaFree(tr);
   }
-  cudaFree(ws);
   for (auto& d : dev) {
     cudaFree(const_cast<void*>(d.packed));
     cudaFree(const_cast<uint32_t*>(d.qweight));

@@ -14,12 +14,16 @@
 //     the digits by 2^(E + 8d) in FP32 and scales by h. Per 1088-byte record and lane: 5 shared loads,
 //     ~18 integer ops, 4 mma, ~10 FP32 ops: about 1.8 instructions per weight byte (E: 8.5 measured).
 //
-// Work split. Records (16 rows × 128 channels) are tile-major, so block k of n = min(#SMs, records) takes the
-// contiguous records [R·k/n, R·(k+1)/n): balanced to one record. Consumer warp w (16 of them) takes record w of
-// every 16-record chunk and keeps one partial sum per row of its current tile; when the tile changes it stores
-// the partial to shared memory [tile][warp]. At the end the block sums the warps in order: rows of tiles inside
-// the block are written to y, rows of a tile shared with neighbouring blocks go to the workspace, where the last
-// block to arrive (an atomic counter per tile) sums the blocks' partials in block order. Deterministic.
+// Work split. Records (16 rows × 128 channels) are tile-major, so block k of n = min(#SMs, tiles) takes the
+// contiguous tiles [T·k/n, T·(k+1)/n): whole tiles, so no row is shared between blocks (the imbalance is at most
+// one tile: 3–6% on the 7B shapes, against a cross-block reduction that measured ~3 µs per launch). Consumer warp
+// w (16 of them) takes record w of every 16-record chunk of the block's range and keeps one partial sum per row
+// of its current tile; when the tile changes it stores the partial to shared memory [tile][warp]. At the end
+// the block sums the warps in order and writes y. Deterministic.
+//
+// Order in a block: the producer starts two chunks, all warps stage x (each warp loads all of its groups of x
+// before converting them, one memory round trip: staging behind a full ring measured 4–10 µs), the producer
+// fills the rest of the ring, then the loop.
 //
 // Lane (g, t) = (lane / 4, lane % 4): A rows g and g + 8; B column g = digit g % 4 of batch row g / 4 (lanes of
 // columns beyond 4·B read a zero block); D: rows g, g + 8 × columns 2t, 2t + 1, i.e. batch row t / 2 and digits
@@ -80,7 +84,7 @@ struct PrologueArgs {
 
 // Host-computed launch plan: shared-memory offsets (bytes) and sizes.
 struct Plan {
-  int rows = 0, groups = 0, B = 0, records = 0, blocks = 0, slots = 0, max_tiles = 0;
+  int rows = 0, groups = 0, B = 0, tiles = 0, blocks = 0, slots = 0, max_tiles = 0;
   uint32_t off_x = 0, off_zero = 0, off_cst = 0, off_red = 0, off_bar = 0;
   size_t smem = 0;
 };
@@ -88,8 +92,6 @@ struct Plan {
 struct Args {
   Plan p;
   const uint8_t* records;
-  float* partials;     // workspace: [blocks][2 sides][kMaxBatch][16], at its start
-  unsigned* counters;  // workspace: [tiles], after the partials
   int prefetch;        // 1: hint L2 with the block's records beyond the first ring fill
   unsigned long long* trace;  // profiling (w4_gemv_packed_trace): [blocks][kTracePoints] %globaltimer, or null
 };
@@ -112,10 +114,10 @@ Plan make_plan(int rows, int cols, int B, int sms, int smem_optin) {
   p.rows = rows;
   p.groups = cols / kW4PackedGroup;
   p.B = B;
-  p.records = (int)w4_packed_records(rows, cols);
-  p.blocks = std::max(1, std::min(sms, p.records));
-  const int per_block = (p.records + p.blocks - 1) / p.blocks;
-  p.max_tiles = (per_block + p.groups - 1) / p.groups + 1;
+  p.tiles = (int)w4_packed_tiles(rows);
+  p.blocks = std::max(1, std::min(sms, p.tiles));
+  p.max_tiles = (p.tiles + p.blocks - 1) / p.blocks;
+  const int per_block = p.max_tiles * p.groups;  // records
   size_t o = 0;
   p.off_x = (uint32_t)o;
   o += (size_t)p.groups * 4 * B * kDigitColBytes;
@@ -145,6 +147,11 @@ __device__ __forceinline__ uint8_t* ring_of(uint8_t* sm, const Plan& p) {
 
 // ---- x staging: per (batch row, group) one warp turns 128 FP32 values into digits ------------------
 
+// v·2^e exactly (no rounding unless the result leaves the normal range): one multiply when 2^e is a normal float.
+__device__ __forceinline__ float scale_pow2(float v, int e) {
+  return e >= -126 && e <= 127 ? v * __int_as_float((127 + e) << 23) : ldexpf(v, e);
+}
+
 // Lane `lane` holds channels 4·lane … 4·lane + 3 of group `grp` of batch row b in v.
 __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, const Plan& p, uint8_t* sm) {
   const float vv[4] = {v.x, v.y, v.z, v.w};
@@ -167,7 +174,7 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
   int dsum[4] = {0, 0, 0, 0};          // Σ of digit d over the lane's channels
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    int u = bad ? 0 : (int)rintf(ldexpf(vv[i], -E));
+    int u = bad ? 0 : (int)rintf(scale_pow2(vv[i], -E));
 #pragma unroll
     for (int d = 0; d < 3; ++d) {
       const int lo = ((u + 128) & 255) - 128;  // balanced digit in [−128, 127]
@@ -191,7 +198,7 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
   if (lane < 2) {  // lane 0: digits 0, 1 (D columns 4b, 4b + 1), lane 1: digits 2, 3
     const float nan = __int_as_float(0x7FC00000);
     const int d0 = 2 * lane;
-    const float4 c = make_float4(bad ? nan : ldexpf(1.0f, E + 8 * d0), bad ? nan : ldexpf(1.0f, E + 8 * d0 + 8),
+    const float4 c = make_float4(bad ? nan : scale_pow2(1.0f, E + 8 * d0), bad ? nan : scale_pow2(1.0f, E + 8 * d0 + 8),
                                  __int_as_float(dsum[d0]), __int_as_float(dsum[d0 + 1]));
     reinterpret_cast<float4*>(sm + p.off_cst)[grp * 4 + 2 * b + lane] = c;
   }
@@ -209,6 +216,7 @@ __device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__
     const float4* res4 = reinterpret_cast<const float4*>(pro.res);
     const float4* r4 = reinterpret_cast<const float4*>(pro.r);
     float ss = 0.0f;
+#pragma unroll 4
     for (int f = tid; f < cols / 4; f += kThreads) {
       const float4 a = res4[f], b = r4[f];
       const float4 v = make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
@@ -225,22 +233,40 @@ __device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__
     for (int w = 0; w < kWarps; ++w) total += part[w];
     inv = rms_inverse(total, cols, pro.eps);
   }
-  for (int item = warp; item < p.B * p.groups; item += kWarps) {
-    const int b = item / p.groups, grp = item - b * p.groups;
-    const size_t f = ((size_t)b * cols + (size_t)grp * kW4PackedGroup) / 4 + lane;
-    float4 v;
-    if constexpr (kPro == Prologue::add_rmsnorm) {
-      const float4 a = reinterpret_cast<const float4*>(pro.res)[f], r = reinterpret_cast<const float4*>(pro.r)[f];
-      const float4 w = reinterpret_cast<const float4*>(pro.weight)[f];
-      v = make_float4(__fmul_rn(__fmul_rn(__fadd_rn(a.x, r.x), inv), w.x), __fmul_rn(__fmul_rn(__fadd_rn(a.y, r.y), inv), w.y),
-                      __fmul_rn(__fmul_rn(__fadd_rn(a.z, r.z), inv), w.z), __fmul_rn(__fmul_rn(__fadd_rn(a.w, r.w), inv), w.w));
-    } else if constexpr (kPro == Prologue::swiglu) {
-      const float4 a = __ldg(reinterpret_cast<const float4*>(x) + f), u = __ldg(reinterpret_cast<const float4*>(pro.u) + f);
-      v = make_float4(silu_mul(a.x, u.x), silu_mul(a.y, u.y), silu_mul(a.z, u.z), silu_mul(a.w, u.w));
-    } else {
-      v = __ldg(reinterpret_cast<const float4*>(x) + f);
+  // Each warp first loads (and for the prologues combines) all of its groups of x for this round, then converts
+  // them: one memory round trip per round instead of one per group.
+  constexpr int kRound = 6;  // groups per warp and round (7B: ≤ 6 for cols ≤ 13056, i.e. one round)
+  const int items = p.B * p.groups;
+  for (int base = warp; base < items; base += kWarps * kRound) {
+    float4 v[kRound];
+#pragma unroll
+    for (int k = 0; k < kRound; ++k) {
+      const int item = base + k * kWarps;
+      if (item >= items) break;
+      const int b = item / p.groups, grp = item - b * p.groups;
+      const size_t f = ((size_t)b * cols + (size_t)grp * kW4PackedGroup) / 4 + lane;
+      if constexpr (kPro == Prologue::add_rmsnorm) {
+        const float4 a = reinterpret_cast<const float4*>(pro.res)[f], r = reinterpret_cast<const float4*>(pro.r)[f];
+        const float4 w = reinterpret_cast<const float4*>(pro.weight)[f];
+        v[k] = make_float4(__fmul_rn(__fmul_rn(__fadd_rn(a.x, r.x), inv), w.x),
+                           __fmul_rn(__fmul_rn(__fadd_rn(a.y, r.y), inv), w.y),
+                           __fmul_rn(__fmul_rn(__fadd_rn(a.z, r.z), inv), w.z),
+                           __fmul_rn(__fmul_rn(__fadd_rn(a.w, r.w), inv), w.w));
+      } else if constexpr (kPro == Prologue::swiglu) {
+        const float4 a = __ldg(reinterpret_cast<const float4*>(x) + f);
+        const float4 u = __ldg(reinterpret_cast<const float4*>(pro.u) + f);
+        v[k] = make_float4(silu_mul(a.x, u.x), silu_mul(a.y, u.y), silu_mul(a.z, u.z), silu_mul(a.w, u.w));
+      } else {
+        v[k] = __ldg(reinterpret_cast<const float4*>(x) + f);
+      }
     }
-    stage_group(v, b, grp, lane, p, sm);
+#pragma unroll
+    for (int k = 0; k < kRound; ++k) {
+      const int item = base + k * kWarps;
+      if (item >= items) break;
+      const int b = item / p.groups;
+      stage_group(v[k], b, item - b * p.groups, lane, p, sm);
+    }
   }
   // Zero block, the epilogue weights of the batch row a B = 1 launch does not have, the partial sums.
   for (int i = tid; i < kZeroBytes / 4; i += kThreads) reinterpret_cast<uint32_t*>(sm + p.off_zero)[i] = 0u;
@@ -292,26 +318,18 @@ __device__ __forceinline__ void record_math(const uint8_t* rec, const uint8_t* x
   acc1 = fmaf(h.y, fmaf((float)d[3], cs.y, (float)d[2] * cs.x), acc1);
 }
 
-// Block of a record: the largest k with R·k / n ≤ rec.
-__device__ __forceinline__ int block_of(long long rec, int records, int blocks) {
-  return (int)(((rec + 1) * blocks + records - 1) / records) - 1;
-}
-__device__ __forceinline__ int first_record(int k, int records, int blocks) {
-  return (int)((long long)records * k / blocks);
-}
-
 template <Prologue kPro>
 __global__ void __launch_bounds__(kThreads, 1)
     w4_gemv_packed_kernel(Args a, const float* __restrict__ x, float* __restrict__ y, PrologueArgs pro) {
   extern __shared__ __align__(128) uint8_t sm[];
   __shared__ float part[kWarps];
-  __shared__ int last_tile[2];
   const Plan& p = a.p;
   const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int g = lane >> 2, t = lane & 3;
-  const int rb = first_record((int)blockIdx.x, p.records, p.blocks);
-  const int re = first_record((int)blockIdx.x + 1, p.records, p.blocks);
-  const int nrec = re - rb, nchunks = (nrec + kChunkRecords - 1) / kChunkRecords;
+  const int t0 = (int)((long long)p.tiles * blockIdx.x / p.blocks);
+  const int t1 = (int)((long long)p.tiles * (blockIdx.x + 1) / p.blocks);
+  const int rb = t0 * p.groups, nrec = (t1 - t0) * p.groups;
+  const int nchunks = (nrec + kChunkRecords - 1) / kChunkRecords;
   uint64_t* full = reinterpret_cast<uint64_t*>(sm + p.off_bar);
   uint64_t* empty = full + kMaxSlots;
   uint8_t* ring = ring_of(sm, p);
@@ -332,18 +350,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     mbar_arrive_expect_tx(smem_u32(full + slot), bytes);
     bulk_copy(smem_u32(ring + (size_t)slot * kChunkBytes), src + (size_t)c * kChunkBytes, bytes, smem_u32(full + slot));
   };
-  if (producer) {  // the first ring fill streams while x is staged
-    for (int c = 0; c < min(p.slots, nchunks); ++c) issue(c);
-    if (a.prefetch) {
+  constexpr int kEarlyChunks = 2;  // in flight while x is staged, without queueing x's loads behind a full ring
+  if (producer)
+    for (int c = 0; c < min(kEarlyChunks, nchunks); ++c) issue(c);
+  stage_x<kPro>(p, x, pro, sm, part);
+  if (producer) {
+    for (int c = kEarlyChunks; c < min(p.slots, nchunks); ++c) issue(c);
+    if (a.prefetch)
       for (size_t o = (size_t)p.slots * kChunkBytes; o < (size_t)nrec * kRecordBytes; o += 65536)
         bulk_prefetch_l2(src + o, (uint32_t)min((size_t)65536, (size_t)nrec * kRecordBytes - o));
-    }
   }
-  stage_x<kPro>(p, x, pro, sm, part);
   __syncthreads();
   if (tid == 0) trace_point(a, 1);
 
-  const int t0 = rb / p.groups;  // the block's first tile
   float* red = reinterpret_cast<float*>(sm + p.off_red);
   if (warp == kConsumerWarps) {
     if (producer) {
@@ -361,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint8_t* xbase = sm + (real ? p.off_x + g * kDigitColBytes : p.off_zero) + t * 32;
     const size_t xstride = real ? (size_t)4 * p.B * kDigitColBytes : 0;
     const float4* cst = reinterpret_cast<const float4*>(sm + p.off_cst) + t;
-    int tile = (rb + warp) / p.groups, grp = (rb + warp) - tile * p.groups, cur = tile;
+    int tile = t0 + warp / p.groups, grp = warp % p.groups, cur = tile;
     float acc0 = 0.0f, acc1 = 0.0f;
     auto flush = [&]() {  // rows g, g + 8 of tile `cur`, batch row t / 2: digits (0, 1) + (2, 3)
       const float s0 = acc0 + __shfl_xor_sync(0xFFFFFFFFu, acc0, 1);
@@ -398,53 +417,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   __syncthreads();
   if (tid == 0) trace_point(a, 4);
 
-  // Sum the warps' partials per row (warp order). Rows of tiles inside [rb, re) go to y; rows of a tile that
-  // starts before rb or ends after re go to the workspace, side 0 (the block's first tile) or 1 (its last).
-  const int t_last = (re - 1) / p.groups;
-  const int ntiles = t_last - t0 + 1;
-  for (int i = tid; i < ntiles * p.B * kW4PackedRows; i += kThreads) {
+  // Sum the warps' partials per row, in warp order, and write y.
+  for (int i = tid; i < (t1 - t0) * p.B * kW4PackedRows; i += kThreads) {
     const int tl = i / (p.B * kW4PackedRows), b = (i / kW4PackedRows) % p.B, r = i % kW4PackedRows;
     float sum = 0.0f;
     for (int w = 0; w < kConsumerWarps; ++w) sum += red[(((size_t)tl * kConsumerWarps + w) * p.B + b) * kW4PackedRows + r];
-    const int T = t0 + tl, row = T * kW4PackedRows + r;
-    const bool shared = T * p.groups < rb || (T + 1) * p.groups > re;
-    if (!shared) {
-      if (row < p.rows) y[(size_t)b * p.rows + row] = sum;
-    } else {
-      const int side = T == t0 ? 0 : 1;
-      a.partials[(((size_t)blockIdx.x * 2 + side) * kMaxBatch + b) * kW4PackedRows + r] = sum;
-    }
-  }
-  __threadfence();
-  __syncthreads();
-  if (tid < 2) {
-    const int T = tid == 0 ? t0 : t_last;
-    int done = -1;
-    const bool shared = T * p.groups < rb || (T + 1) * p.groups > re;
-    if (shared && (tid == 0 || t_last != t0)) {
-      const int k0 = block_of((long long)T * p.groups, p.records, p.blocks);
-      const int k1 = block_of(min((long long)(T + 1) * p.groups, (long long)p.records) - 1, p.records, p.blocks);
-      if (atomicAdd(a.counters + T, 1u) == (unsigned)(k1 - k0)) done = T;
-    }
-    last_tile[tid] = done;
-  }
-  __syncthreads();
-  for (int side = 0; side < 2; ++side) {
-    const int T = last_tile[side];
-    if (T < 0) continue;
-    __threadfence();
-    const int k0 = block_of((long long)T * p.groups, p.records, p.blocks);
-    const int k1 = block_of(min((long long)(T + 1) * p.groups, (long long)p.records) - 1, p.records, p.blocks);
-    if (tid < p.B * kW4PackedRows) {
-      const int b = tid / kW4PackedRows, r = tid % kW4PackedRows, row = T * kW4PackedRows + r;
-      float sum = 0.0f;
-      for (int k = k0; k <= k1; ++k) {
-        const int ks = first_record(k, p.records, p.blocks) / p.groups == T ? 0 : 1;
-        sum += __ldcg(a.partials + (((size_t)k * 2 + ks) * kMaxBatch + b) * kW4PackedRows + r);
-      }
-      if (row < p.rows) y[(size_t)b * p.rows + row] = sum;
-    }
-    if (tid == 0) a.counters[T] = 0u;
+    const int row = (t0 + tl) * kW4PackedRows + r;
+    if (row < p.rows) y[(size_t)b * p.rows + row] = sum;
   }
   if (tid == 0) trace_point(a, 5);
 }
@@ -483,11 +462,6 @@ __global__ void w4_pack_kernel(W4DeviceWeights w, uint32_t* __restrict__ out) {
   out[rec * (kRecordBytes / 4) + i] = v;
 }
 
-// Workspace layout: partials [#SMs][2][kMaxBatch][16] floats, then counters [tiles] (see launch).
-size_t partials_bytes() {
-  return align_up((size_t)device_limits().sms * 2 * kMaxBatch * kW4PackedRows * sizeof(float), 256);
-}
-
 int env_prefetch() {
   static const int v = [] {
     const char* e = std::getenv("WKV_W4_PACKED_PREFETCH");
@@ -500,17 +474,13 @@ template <Prologue kPro>
 void launch(const W4PackedView& w, const float* x, int B, float* y, const PrologueArgs& pro, cudaStream_t stream,
             unsigned long long* trace = nullptr) {
   const DeviceLimits& dl = device_limits();
-  require_arg(w4_gemv_packed_supported(w.rows, w.cols, 128) && w.records && w.workspace,
+  require_arg(w4_gemv_packed_supported(w.rows, w.cols, 128) && w.records,
               "w4_gemv_packed: " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
-                  " is not a supported packed matrix on this device, or records / workspace are null");
+                  " is not a supported packed matrix on this device, or records is null");
   Args a{};
   a.p = make_plan(w.rows, w.cols, B, dl.sms, dl.smem_optin);
   require_arg(a.p.slots >= 2, "w4_gemv_packed: internal: no launch plan for batch " + std::to_string(B));
   a.records = static_cast<const uint8_t*>(w.records);
-  // Partials first (their size depends only on the device), then the counters: matrices of different sizes
-  // share one workspace, so neither region may move with the matrix.
-  a.partials = static_cast<float*>(w.workspace);
-  a.counters = reinterpret_cast<unsigned*>(static_cast<uint8_t*>(w.workspace) + partials_bytes());
   a.prefetch = env_prefetch();
   a.trace = trace;
   static const bool attr_set = (allow_max_dynamic_smem(w4_gemv_packed_kernel<kPro>), true);
@@ -522,10 +492,6 @@ void launch(const W4PackedView& w, const float* x, int B, float* y, const Prolog
 }  // namespace
 
 size_t w4_packed_device_bytes(int rows, int cols) { return w4_packed_bytes(rows, cols); }
-
-size_t w4_packed_workspace_bytes(int max_rows) {
-  return partials_bytes() + sizeof(unsigned) * w4_packed_tiles(std::max(1, max_rows));
-}
 
 bool w4_gemv_packed_supported(int rows, int cols, int group) {
   if (!w4_packable(rows, cols, group) || device_limits().compute_major < 9) return false;

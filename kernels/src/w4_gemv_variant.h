@@ -28,7 +28,7 @@
 //                loop cut to the fewest instructions per byte; cols % 128 == 0 and group = 128·2^k only
 //                (other shapes run A). D's bound for exact weights.
 //   packed ("F") (w4_gemv_packed.cu, sm_90) the packed decode layout, 8-bit integer tensor cores against x as
-//                four 8-bit digits per group; needs the weights' packed copy and workspace (W4DeviceWeights::packed),
+//                four 8-bit digits per group; needs the weights' packed copy (W4DeviceWeights::packed),
 //                else A runs. Bound in wkv_kernels/w4_gemv_packed.h.
 #pragma once
 

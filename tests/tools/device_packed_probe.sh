@@ -21,7 +21,7 @@ WKV_W4_GEMV_VARIANT=F timeout 200 $B/tests/cuda_backend_test > "$OUT/backend_F.l
 echo "== cuda_backend_test under F: exit $?" >> "$S"
 grep -E "^\[  (PASSED|FAILED) |mean rel L2|actual" "$OUT/backend_F.log" | head -30 >> "$S"
 stamp "tests done"
-for pf in 0 1; do
+for pf in ${PREFETCH:-0}; do
   WKV_W4_PACKED_PREFETCH=$pf timeout 150 $B/kernels/bench/wkv_kernel_bench_w4_gemv > "$OUT/bench_w4_gemv_pf$pf.log" 2>&1
   echo "== w4_gemv bench, prefetch $pf: exit $?" >> "$S"
   grep -E "^ +[AF] B=1 |F phases|^ +[AF]: |FAILED|^[a-z|]+ +[0-9]+ x" "$OUT/bench_w4_gemv_pf$pf.log" >> "$S"

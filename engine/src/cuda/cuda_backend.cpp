@@ -142,10 +142,7 @@ struct LinearView {
   const uint16_t* dense = nullptr;
   const void* packed = nullptr;  // whole linears only
   bool w4() const { return qweight != nullptr; }
-  // packed_ws: the session's workspace for the packed GEMV (used when `packed` is set).
-  wk::W4DeviceWeights w4_view(void* packed_ws = nullptr) const {
-    return {rows, cols, group, qweight, scales, zeros, packed_ws ? packed : nullptr, packed_ws};
-  }
+  wk::W4DeviceWeights w4_view() const { return {rows, cols, group, qweight, scales, zeros, packed}; }
 };
 
 LinearView view_of(const DeviceLinear& d, int row0, int rows) {
@@ -215,7 +212,6 @@ struct CudaWeights final : BackendWeights {
   DeviceBuffer final_norm;
   DeviceLinear lm_head;  // FP16
   size_t max_linear_elems = 0;
-  int max_packed_rows = 0;  // largest linear with a packed copy (0: none)
 };
 
 class CudaSessionState final : public SessionState {
@@ -278,10 +274,6 @@ class CudaSessionState final : public SessionState {
     ws_bytes_ = kv4_ ? wk::kv4_decode_workspace_bytes(info_.n_heads, D_, n_ctx_)
                      : wk::kv16_decode_workspace_bytes(info_.n_heads, D_, n_ctx_);
     workspace_ = DeviceBuffer(ws_bytes_, "attention workspace");
-    if (w_.max_packed_rows > 0) {  // the packed GEMV's cross-block workspace, zeroed once
-      packed_ws_ = DeviceBuffer(wk::w4_packed_workspace_bytes(w_.max_packed_rows), "packed GEMV workspace");
-      check(cudaMemset(packed_ws_.as<void>(), 0, packed_ws_.bytes()), "packed GEMV workspace");
-    }
     step_dev_ = DeviceBuffer(sizeof(int32_t) * 3, "decode step");
     step_host_ = PinnedBuffer(sizeof(int32_t) * 3, "decode step");
     logits_host_ = PinnedBuffer(sizeof(float) * size_t(info_.vocab_size), "logits");
@@ -464,26 +456,24 @@ class CudaSessionState final : public SessionState {
     for (int l = 0; l < info_.n_layers; ++l) {
       const DeviceLayer& L = w_.layers[l];
       if (l == 0) {
-        wk::w4_gemv(view_of(L.qkv).w4_view(packed_ws()), h, 1, qkv, stream_);
+        wk::w4_gemv(view_of(L.qkv).w4_view(), h, 1, qkv, stream_);
       } else {  // h = the previous layer's down projection
-        wk::w4_gemv_add_rmsnorm(view_of(L.qkv).w4_view(packed_ws()), xs[cur], h, L.attn_norm.as<float>(), info_.norm_eps,
+        wk::w4_gemv_add_rmsnorm(view_of(L.qkv).w4_view(), xs[cur], h, L.attn_norm.as<float>(), info_.norm_eps,
                                 xs[cur ^ 1], xin, qkv, stream_);
         cur ^= 1;
       }
       wk::rope_at(q, H + info_.n_kv_heads, D_, P.pos_dev(), info_.rope_theta, stream_);
       if (kv4_) attention_kv4(l, 1, P, q, k, v);
       else attention_kv16(l, 1, P, q, k, v);
-      wk::w4_gemv(view_of(L.wo).w4_view(packed_ws()), att, 1, h, stream_);
-      wk::w4_gemv_add_rmsnorm(view_of(L.gate_up).w4_view(packed_ws()), xs[cur], h, L.ffn_norm.as<float>(), info_.norm_eps,
+      wk::w4_gemv(view_of(L.wo).w4_view(), att, 1, h, stream_);
+      wk::w4_gemv_add_rmsnorm(view_of(L.gate_up).w4_view(), xs[cur], h, L.ffn_norm.as<float>(), info_.norm_eps,
                               xs[cur ^ 1], xin, g, stream_);
       cur ^= 1;
-      wk::w4_gemv_swiglu(view_of(L.w_down).w4_view(packed_ws()), g, u, h, stream_);
+      wk::w4_gemv_swiglu(view_of(L.w_down).w4_view(), g, u, h, stream_);
     }
     wk::add_rmsnorm_f32(xs[cur], h, w_.final_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
     linear(view_of(w_.lm_head), h, 1, logits_.as<float>());
   }
-
-  void* packed_ws() const { return packed_ws_.as<void>(); }
 
   void ensure_scratch(int T) {
     if (T <= scratch_tokens_) return;
@@ -603,7 +593,7 @@ class CudaSessionState final : public SessionState {
   size_t head_bytes_ = 0, ws_bytes_ = 0;
   cudaStream_t stream_ = nullptr;
   wk::CublasContext cublas_;
-  DeviceBuffer page_table_, workspace_, step_dev_, packed_ws_;
+  DeviceBuffer page_table_, workspace_, step_dev_;
   PinnedBuffer step_host_, logits_host_;
   std::vector<DeviceBuffer> k_pools_, v_pools_;
   std::vector<wk::Kv4LayerCache> caches_;
@@ -669,8 +659,6 @@ std::shared_ptr<BackendWeights> upload_cuda_weights(const Model& model) {
     d.w_down = upload_stacked({&L.w_down}, "linear weights (down)");
     for (const Linear* hl : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down})
       w->max_linear_elems = std::max(w->max_linear_elems, size_t(hl->out) * hl->in);
-    for (const DeviceLinear* dl : {&d.qkv, &d.wo, &d.gate_up, &d.w_down})
-      if (dl->packed.bytes()) w->max_packed_rows = std::max(w->max_packed_rows, dl->rows);
     if (!L.kv_smoothing.identity()) {
       d.k_delta = upload(L.kv_smoothing.k_delta, "KV smoothing");
       d.k_scale = upload(L.kv_smoothing.k_scale, "KV smoothing");

@@ -44,11 +44,10 @@ struct W4DeviceWeights {
   const uint32_t* qweight = nullptr;  // [rows][cols/8]
   const uint16_t* scales = nullptr;   // [rows][cols/group] FP16 bits
   const uint16_t* zeros = nullptr;    // [rows][cols/group] FP16 bits
-  // Optional, for variant F: the same weights in the packed decode layout and a workspace
-  // (wkv_kernels/w4_gemv_packed.h). When both are set and F is the selected variant, w4_gemv and the fused
-  // decode entry points below run the packed kernel; otherwise they are ignored.
+  // Optional, for variant F: the same weights in the packed decode layout (wkv_kernels/w4_gemv_packed.h).
+  // When set and F is the selected variant, w4_gemv and the fused decode entry points below run the packed
+  // kernel; otherwise it is ignored.
   const void* packed = nullptr;
-  void* packed_workspace = nullptr;
 };
 
 // Throws wkv::Error(invalid_argument) naming `what` unless w is a valid W4 shape with non-null arrays.
@@ -58,7 +57,7 @@ void validate_w4_device(const W4DeviceWeights& w, const char* what);
 bool w4_gemv_fast_path(const W4DeviceWeights& w, const float* x);
 
 // True when variant F is selected (WKV_W4_GEMV_VARIANT=F) and this device runs it for weights of this shape:
-// the caller should then keep a packed copy (w4_pack) and pass it with a workspace in W4DeviceWeights.
+// the caller should then keep a packed copy (w4_pack) and pass it in W4DeviceWeights::packed.
 bool w4_gemv_wants_packed(int rows, int cols, int group);
 
 // y[B][rows] = x[B][cols] · W'ᵀ.

@@ -11,10 +11,7 @@
 //
 // Requirements: w4_gemv_packed_supported (group 128, cols % 128 == 0, compute capability ≥ 9.0 for the bulk
 // copies, the staged x fitting in shared memory), x / y / residual vectors 16-byte aligned (cudaMalloc'd).
-// Every call needs a workspace of w4_packed_workspace_bytes(rows or more) bytes, zero-filled once when
-// allocated: rows whose tile is split between thread blocks meet there, the last block to finish sums them in
-// block order (deterministic) and resets its counter. One launch at a time may use a workspace (launches on one
-// stream are ordered, so a session owns one).
+// Results are deterministic (every row is summed by one thread block in a fixed order).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -29,13 +26,10 @@ struct W4PackedView {
   int rows = 0;
   int cols = 0;
   const void* records = nullptr;  // w4_packed_bytes(rows, cols) bytes, written by w4_pack
-  void* workspace = nullptr;      // w4_packed_workspace_bytes(≥ rows) bytes, zeroed once
 };
 
 // Bytes of the packed records of a rows × cols matrix.
 size_t w4_packed_device_bytes(int rows, int cols);
-// Bytes of the workspace for matrices of up to max_rows rows.
-size_t w4_packed_workspace_bytes(int max_rows);
 // True when this device runs the packed GEMV for weights of this shape (B = 1 at least).
 bool w4_gemv_packed_supported(int rows, int cols, int group);
 
