@@ -21,9 +21,9 @@
 // of its current tile; when the tile changes it stores the partial to shared memory [tile][warp]. At the end
 // the block sums the warps in order and writes y. Deterministic.
 //
-// Order in a block: the producer starts two chunks, all warps stage x (each warp loads all of its groups of x
-// before converting them, one memory round trip: staging behind a full ring measured 4–10 µs), the producer
-// fills the rest of the ring, then the loop.
+// Order in a block: the producer starts two chunks, every warp issues the loads of its groups of x, the producer
+// fills the rest of the ring while the warps convert x (staging behind a full ring measured 4–10 µs, x's loads
+// queued behind the copies), then the loop.
 //
 // Lane (g, t) = (lane / 4, lane % 4): A rows g and g + 8; B column g = digit g % 4 of batch row g / 4 (lanes of
 // columns beyond 4·B read a zero block); D: rows g, g + 8 × columns 2t, 2t + 1, i.e. batch row t / 2 and digits
@@ -155,21 +155,15 @@ __device__ __forceinline__ float scale_pow2(float v, int e) {
 // Lane `lane` holds channels 4·lane … 4·lane + 3 of group `grp` of batch row b in v.
 __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, const Plan& p, uint8_t* sm) {
   const float vv[4] = {v.x, v.y, v.z, v.w};
-  bool bad = false;
-  float mx = 0.0f;
+  // max |x| of the group as bits (non-negative floats order like their bit patterns; NaN and Inf sort above
+  // every finite value), one warp-reduce instruction.
+  uint32_t mb = 0;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    bad |= !isfinite(vv[i]);
-    mx = fmaxf(mx, fabsf(vv[i]));
-  }
-  mx = warp_max(mx);
-  bad = __any_sync(0xFFFFFFFFu, bad);
-  int E = 0;
-  if (!bad && mx > 0.0f) {
-    int k = 0;
-    (void)frexpf(mx, &k);  // mx < 2^k
-    E = k - 29;            // |x|·2^-E < 2^29
-  }
+  for (int i = 0; i < 4; ++i) mb = max(mb, __float_as_uint(vv[i]) & 0x7FFFFFFFu);
+  mb = __reduce_max_sync(0xFFFFFFFFu, mb);
+  const bool bad = mb >= 0x7F800000u;
+  // mx < 2^k with k = biased exponent − 126 (subnormals: 2^-125), E = k − 29 so that |x|·2^-E < 2^29.
+  const int E = bad || mb == 0 ? 0 : max((int)(mb >> 23), 1) - 126 - 29;
   uint32_t dw[4] = {0u, 0u, 0u, 0u};  // digit d of the lane's 4 channels, byte i = channel 4·lane + i
   int dsum[4] = {0, 0, 0, 0};          // Σ of digit d over the lane's channels
 #pragma unroll
@@ -186,9 +180,7 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
     dsum[3] += u;
   }
 #pragma unroll
-  for (int d = 0; d < 4; ++d)
-#pragma unroll
-    for (int off = kWarpSize / 2; off > 0; off >>= 1) dsum[d] += __shfl_xor_sync(0xFFFFFFFFu, dsum[d], off);
+  for (int d = 0; d < 4; ++d) dsum[d] = __reduce_add_sync(0xFFFFFFFFu, dsum[d]);
   // Channels 4·lane … of the group are k-step s = lane / 8 and, within it, B register 0 (k 4t …) of lane
   // t = lane % 8 for lane % 8 < 4, else register 1 (k 16 + 4t …) of t = lane % 8 − 4.
   const int s = lane >> 3, t = lane & 3, word = 2 * s + ((lane >> 2) & 1);
@@ -206,9 +198,11 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
 
 // Stages x of all batch rows (17 warps over the (b, group) items); the add_rmsnorm prologue first reduces the
 // row's sum of squares. Ends with the caller's block barrier.
-template <Prologue kPro>
+// after_loads() runs once, right after the first round's loads of x are issued (the producer then fills the
+// ring while the warps convert: x's loads are not queued behind the ring).
+template <Prologue kPro, class AfterLoads>
 __device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__ x, const PrologueArgs& pro,
-                                        uint8_t* sm, float* part) {
+                                        uint8_t* sm, float* part, AfterLoads after_loads) {
   const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int cols = p.groups * kW4PackedGroup;
   float inv = 0.0f;
@@ -242,7 +236,7 @@ __device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__
 #pragma unroll
     for (int k = 0; k < kRound; ++k) {
       const int item = base + k * kWarps;
-      if (item >= items) break;
+      if (item >= items) continue;
       const int b = item / p.groups, grp = item - b * p.groups;
       const size_t f = ((size_t)b * cols + (size_t)grp * kW4PackedGroup) / 4 + lane;
       if constexpr (kPro == Prologue::add_rmsnorm) {
@@ -260,14 +254,16 @@ __device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__
         v[k] = __ldg(reinterpret_cast<const float4*>(x) + f);
       }
     }
+    if (base == warp) after_loads();
 #pragma unroll
     for (int k = 0; k < kRound; ++k) {
       const int item = base + k * kWarps;
-      if (item >= items) break;
+      if (item >= items) continue;
       const int b = item / p.groups;
       stage_group(v[k], b, item - b * p.groups, lane, p, sm);
     }
   }
+  if (warp >= items) after_loads();  // warps without groups
   // Zero block, the epilogue weights of the batch row a B = 1 launch does not have, the partial sums.
   for (int i = tid; i < kZeroBytes / 4; i += kThreads) reinterpret_cast<uint32_t*>(sm + p.off_zero)[i] = 0u;
   if (p.B == 1)
@@ -353,13 +349,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kEarlyChunks = 2;  // in flight while x is staged, without queueing x's loads behind a full ring
   if (producer)
     for (int c = 0; c < min(kEarlyChunks, nchunks); ++c) issue(c);
-  stage_x<kPro>(p, x, pro, sm, part);
-  if (producer) {
+  stage_x<kPro>(p, x, pro, sm, part, [&]() {
+    if (!producer) return;
     for (int c = kEarlyChunks; c < min(p.slots, nchunks); ++c) issue(c);
     if (a.prefetch)
       for (size_t o = (size_t)p.slots * kChunkBytes; o < (size_t)nrec * kRecordBytes; o += 65536)
         bulk_prefetch_l2(src + o, (uint32_t)min((size_t)65536, (size_t)nrec * kRecordBytes - o));
-  }
+  });
   __syncthreads();
   if (tid == 0) trace_point(a, 1);
 

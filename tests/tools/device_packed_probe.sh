@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine (repo root): W4 GEMV variant F's tests (its own program, the CUDA backend under F), the
 # kernel bench with its per-block phase breakdown (with and without the L2 prefetch hint), `wkv bench` under F,
-# and a full Nsight Compute section set of F's first q|k|v launch of a decode step.
+# the per-kernel times of one decode step under F (ncu), and with NCU_FULL=1 the full Nsight Compute section set
+# of F's first q|k|v launch.
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... tests/tools/device_packed_probe.sh
 set -uo pipefail
 source "$(dirname "$0")/device_out.sh"
@@ -29,10 +30,15 @@ done
 stamp "kernel benches done"
 wait
 WKV_W4_GEMV_VARIANT=F timeout 150 $B/engine/wkv bench $WKVQ --mode w4kv4 --prompt-tokens 2048 --gen 128 \
-  --depth ${DEPTHS:-0,32768} --repeats 2 > "$OUT/bench_F.txt" 2>&1
+  --depth ${DEPTHS:-0,4096,16384,32768} --repeats 2 > "$OUT/bench_F.txt" 2>&1
 echo "== wkv bench under F: exit $?" >> "$S"
 grep -E "^\|" "$OUT/bench_F.txt" >> "$S"
-WKV_W4_GEMV_VARIANT=F WKV_CUDA_GRAPH=0 timeout 120 ncu --clock-control none --set full -k regex:w4_gemv_packed \
+WKV_W4_GEMV_VARIANT=F WKV_CUDA_GRAPH=0 timeout 120 ncu --clock-control none --cache-control none \
+  --metrics gpu__time_duration.sum --csv --page raw --log-file "$OUT/ncu_step_F.csv" $B/engine/wkv bench $WKVQ \
+  --mode w4kv4 --prompt-tokens 16 --gen 3 --depth 0 --repeats 1 > "$OUT/ncu_step_F.out" 2>&1
+echo "== ncu, one decode step under F: exit $?" >> "$S"
+python3 "$(dirname "$0")/ncu_kernel_summary.py" "$OUT/ncu_step_F.csv" >> "$S" 2>&1
+[ -n "${NCU_FULL:-}" ] && WKV_W4_GEMV_VARIANT=F WKV_CUDA_GRAPH=0 timeout 120 ncu --clock-control none --set full -k regex:w4_gemv_packed \
   --launch-skip 128 --launch-count 1 $B/engine/wkv bench $WKVQ --mode w4kv4 --prompt-tokens 16 --gen 2 --depth 0 \
   --repeats 1 > "$OUT/ncu_F_full.txt" 2>&1
 echo "== ncu --set full, F q|k|v: exit $?" >> "$S"
