@@ -37,6 +37,9 @@ struct SessionState {
 // Weights uploaded to a device, owned by the Model (see cuda_backend.h).
 struct BackendWeights {
   virtual ~BackendWeights() = default;
+  // Bytes the device holds for them (every copy, e.g. a W4 linear's packed decode layout beside its storage
+  // format), or −1 when the host-side figure applies.
+  virtual int64_t resident_bytes() const { return -1; }
 };
 
 std::unique_ptr<SessionState> make_cpu_session_state(const Model& model, const SessionOptions& options, int n_ctx);

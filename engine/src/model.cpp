@@ -68,6 +68,10 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   return std::make_shared<Model>(std::move(m.info), std::move(m.tokenizer), std::move(m.weights), resolved);
 }
 
-MemoryStats Model::weight_memory() const { return weight_memory_of(info_, *weights_, mode_); }
+MemoryStats Model::weight_memory() const {
+  MemoryStats s = weight_memory_of(info_, *weights_, mode_);
+  if (backend_weights_ && backend_weights_->resident_bytes() >= 0) s.backend_weight_bytes = backend_weights_->resident_bytes();
+  return s;
+}
 
 }  // namespace wkv

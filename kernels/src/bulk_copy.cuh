@@ -12,12 +12,21 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
 }
 
 // Initializes a barrier that completes a phase after `count` arrivals (and the expected transaction bytes).
+// Call mbar_init_fence() once after the last init (then a block barrier) before any thread or copy uses them.
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count = 1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
 #else
   (void)bar, (void)count;
+  __trap();
+#endif
+}
+
+// Makes the barrier inits visible to the copy engine (one fence for all of them: it costs hundreds of cycles).
+__device__ __forceinline__ void mbar_init_fence() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#else
   __trap();
 #endif
 }

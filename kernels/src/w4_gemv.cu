@@ -587,7 +587,7 @@ W4PackedView packed_view(const W4DeviceWeights& w) { return {w.rows, w.cols, w.p
 
 detail::W4GemvVariant parse_variant_env() {
   const char* v = std::getenv("WKV_W4_GEMV_VARIANT");
-  if (!v || !*v) return detail::W4GemvVariant::fp32;  // default: A (see the report in w4_gemv.h)
+  if (!v || !*v) return detail::W4GemvVariant::packed;  // default: F where it runs, else A (w4_gemv.h)
   const std::string s(v);
   if (s == "A" || s == "a") return detail::W4GemvVariant::fp32;
   if (s == "B" || s == "b") return detail::W4GemvVariant::half2;
@@ -641,10 +641,10 @@ void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float
   validate_w4_device(w, "w4_gemv");
   require_arg(B >= 1, "w4_gemv: batch " + std::to_string(B) + " must be >= 1");
   require_arg(x && y, "w4_gemv: x and y must be non-null device pointers");
-  if (v == W4GemvVariant::packed && uses_packed(w) && aligned16(x)) {
+  if (v == W4GemvVariant::packed && uses_packed(w) && aligned16(x) && B <= 2) {
     w4_gemv_packed(packed_view(w), x, B, y, stream);
     return;
-  }  // F without a packed copy: A below
+  }  // F without a packed copy, or for more batch rows than one launch takes: A below
   const bool half = v == W4GemvVariant::half2;
   const bool tc = v == W4GemvVariant::tc;
   const int bulk_fit = w4_gemv_fast_path(w, x) && v == W4GemvVariant::bulk
@@ -716,8 +716,11 @@ bool packed_selected(const W4DeviceWeights& w) {
   return detail::w4_gemv_default_variant() == detail::W4GemvVariant::packed && uses_packed(w);
 }
 
+// A's fused prologues: A selected, or F selected for weights without a packed copy (A runs for those).
 bool a_fuses_prologue(const W4DeviceWeights& w, bool add_rmsnorm) {
-  return detail::w4_gemv_default_variant() == detail::W4GemvVariant::fp32 && w.cols % 32 == 0 &&
+  const detail::W4GemvVariant v = detail::w4_gemv_default_variant();
+  const bool a_runs = v == detail::W4GemvVariant::fp32 || (v == detail::W4GemvVariant::packed && !uses_packed(w));
+  return a_runs && w.cols % 32 == 0 &&
          w.group % 32 == 0 && w.cols <= (add_rmsnorm ? kProMaxCols : kFastMaxCols) && aligned16(w.qweight) &&
          (size_t)w.cols * 4 + 1024 <= (size_t)device_limits().smem_optin;  // + the prologue's static memory
 }

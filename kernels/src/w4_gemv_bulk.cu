@@ -157,8 +157,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int t1 = (int)((long long)tiles * (blockIdx.x + 1) / gridDim.x);
   const int nstages = (t1 - t0) * a.nks;
 
-  if (tid == 0)
+  if (tid == 0) {
     for (int s = 0; s < a.S; ++s) mbar_init(smem_u32(bars + s));
+    mbar_init_fence();
+  }
   __syncthreads();
   if (warp == 0)
     for (int i = 0; i < min(a.S, nstages); ++i) issue_stage(a, t0, i, ring, bars, lane);

@@ -54,6 +54,7 @@ using detail::bulk_prefetch_l2;
 using detail::mbar_arrive;
 using detail::mbar_arrive_expect_tx;
 using detail::mbar_init;
+using detail::mbar_init_fence;
 using detail::mbar_wait;
 using detail::smem_u32;
 
@@ -164,23 +165,29 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
   const bool bad = mb >= 0x7F800000u;
   // mx < 2^k with k = biased exponent − 126 (subnormals: 2^-125), E = k − 29 so that |x|·2^-E < 2^29.
   const int E = bad || mb == 0 ? 0 : max((int)(mb >> 23), 1) - 126 - 29;
-  uint32_t dw[4] = {0u, 0u, 0u, 0u};  // digit d of the lane's 4 channels, byte i = channel 4·lane + i
-  int dsum[4] = {0, 0, 0, 0};          // Σ of digit d over the lane's channels
+  // V = rint(x·2^-E), |V| ≤ 2^29, in balanced base-256 digits: D0 = the low byte of V read as int8, V1 =
+  // (V + 128) >> 8 = (V − D0) / 256, D1 = the low byte of V1, …, D3 = V3 ∈ [−32, 32]. The packed digit words are
+  // byte gathers; Σ D_d = Σ V_d − 256·Σ V_(d+1) (wrapping int32 sums: the results are small).
+  int u[4][4];  // [digit level][channel]
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    int u = bad ? 0 : (int)rintf(scale_pow2(vv[i], -E));
+    u[0][i] = bad ? 0 : __float2int_rn(scale_pow2(vv[i], -E));
 #pragma unroll
-    for (int d = 0; d < 3; ++d) {
-      const int lo = ((u + 128) & 255) - 128;  // balanced digit in [−128, 127]
-      dw[d] |= (uint32_t)(lo & 255) << (8 * i);
-      dsum[d] += lo;
-      u = (u - lo) >> 8;  // exact: u − lo is a multiple of 256
-    }
-    dw[3] |= (uint32_t)(u & 255) << (8 * i);  // |u| ≤ 32 here
-    dsum[3] += u;
+    for (int d = 1; d < 4; ++d) u[d][i] = (u[d - 1][i] + 128) >> 8;
   }
+  uint32_t dw[4];
+  int sum[4];
 #pragma unroll
-  for (int d = 0; d < 4; ++d) dsum[d] = __reduce_add_sync(0xFFFFFFFFu, dsum[d]);
+  for (int d = 0; d < 4; ++d) {
+    dw[d] = __byte_perm(__byte_perm(u[d][0], u[d][1], 0x0040), __byte_perm(u[d][2], u[d][3], 0x0040), 0x5410);
+    sum[d] = (int)((uint32_t)u[d][0] + (uint32_t)u[d][1] + (uint32_t)u[d][2] + (uint32_t)u[d][3]);
+  }
+  int dsum[4];
+#pragma unroll
+  for (int d = 0; d < 4; ++d) {
+    const int own = d < 3 ? (int)((uint32_t)sum[d] - ((uint32_t)sum[d + 1] << 8)) : sum[3];
+    dsum[d] = __reduce_add_sync(0xFFFFFFFFu, own);
+  }
   // Channels 4·lane … of the group are k-step s = lane / 8 and, within it, B register 0 (k 4t …) of lane
   // t = lane % 8 for lane % 8 < 4, else register 1 (k 16 + 4t …) of t = lane % 8 − 4.
   const int s = lane >> 3, t = lane & 3, word = 2 * s + ((lane >> 2) & 1);
@@ -337,6 +344,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbar_init(smem_u32(full + s), 1);
       mbar_init(smem_u32(empty + s), kConsumerWarps);
     }
+    mbar_init_fence();
   }
   __syncthreads();
   const bool producer = warp == kConsumerWarps && lane == 0;

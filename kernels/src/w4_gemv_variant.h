@@ -45,7 +45,8 @@ enum class W4GemvVariant { fp32, half2, tc, bulk, lean, packed };
 const char* w4_gemv_variant_name(W4GemvVariant v);
 
 // The variant w4_gemv uses: WKV_W4_GEMV_VARIANT = A (fp32), B (half2), C (tc), D (bulk), E (lean) or F (packed), read once per
-// process; unset or empty means the default (A). Any other value throws wkv::Error(invalid_argument).
+// process; unset or empty means the default (F, which runs A where it cannot run). Any other value throws
+// wkv::Error(invalid_argument).
 W4GemvVariant w4_gemv_default_variant();
 
 // w4_gemv with an explicit fast-path variant (the generic path, when taken, is the same for all).

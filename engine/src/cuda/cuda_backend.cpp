@@ -212,6 +212,8 @@ struct CudaWeights final : BackendWeights {
   DeviceBuffer final_norm;
   DeviceLinear lm_head;  // FP16
   size_t max_linear_elems = 0;
+  int64_t device_bytes = 0;  // every buffer above
+  int64_t resident_bytes() const override { return device_bytes; }
 };
 
 class CudaSessionState final : public SessionState {
@@ -669,6 +671,15 @@ std::shared_ptr<BackendWeights> upload_cuda_weights(const Model& model) {
   }
   w->final_norm = upload(c.final_norm, "norm weights");
   w->lm_head = upload_stacked({&c.lm_head}, "output head");
+  auto lin_bytes = [](const DeviceLinear& d) {
+    return int64_t(d.qweight.bytes() + d.scales.bytes() + d.zeros.bytes() + d.packed.bytes() + d.dense.bytes());
+  };
+  w->device_bytes = int64_t(w->embed.bytes() + w->final_norm.bytes()) + lin_bytes(w->lm_head);
+  for (const DeviceLayer& L : w->layers) {
+    w->device_bytes += int64_t(L.attn_norm.bytes() + L.ffn_norm.bytes() + L.k_delta.bytes() + L.k_scale.bytes() +
+                               L.v_delta.bytes() + L.v_scale.bytes());
+    for (const DeviceLinear* d : {&L.qkv, &L.wo, &L.gate_up, &L.w_down}) w->device_bytes += lin_bytes(*d);
+  }
   return w;
 }
 

@@ -22,9 +22,11 @@
 //                rel L2 vs FP64 ~2–4e-4; all of B = 1 … 8 in one launch while 8 FP16 rows of x fit
 //                (cols ≤ ~13900 on an H200), fewer beyond.
 //             D, E  experimental sm_90 designs (w4_gemv_variant.h).
-//             F  the packed layout (wkv_kernels/w4_gemv_packed.h), used when the weights carry a packed copy.
+//             F  the packed layout (wkv_kernels/w4_gemv_packed.h), used when the weights carry a packed copy
+//                (the default: the caller packs when w4_gemv_wants_packed says so; without a packed copy, on
+//                devices before sm_90 or for more than 2 batch rows, A runs).
 //           The environment variable WKV_W4_GEMV_VARIANT = A … F (read once per process) selects the
-//           variant; unset or empty = A. Any other value makes w4_gemv throw wkv::Error.
+//           variant; unset or empty = F. Any other value makes w4_gemv throw wkv::Error.
 //   generic anything else valid: one warp per row, one word (8 weights) per lane step. Correct but slower;
 //           FP32 math like A.
 // Invalid shapes / null pointers throw wkv::Error(invalid_argument). The launch is asynchronous on
