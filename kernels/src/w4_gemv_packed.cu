@@ -280,6 +280,14 @@ __device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__
   for (int i = tid; i < p.max_tiles * kConsumerWarps * p.B * kW4PackedRows; i += kThreads) red[i] = 0.0f;
 }
 
+// Waits until the grids this one depends on have completed and their memory is visible (a no-op without
+// programmatic dependent launch).
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // ---- the main loop ------------------------------------------------------------------------------
 
 // D (int32, rows g / g + 8 × columns 2t, 2t + 1) += A (u8 codes) · B (s8 digits), m16n8k32.
@@ -357,6 +365,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kEarlyChunks = 2;  // in flight while x is staged, without queueing x's loads behind a full ring
   if (producer)
     for (int c = 0; c < min(kEarlyChunks, nchunks); ++c) issue(c);
+  // Launched with programmatic dependent launch (WKV_W4_PACKED_PDL=1), the block may start while the previous
+  // kernel finishes: everything above reads only weights; x and the residual stream are read after this wait.
+  grid_dependency_wait();
   stage_x<kPro>(p, x, pro, sm, part, [&]() {
     if (!producer) return;
     for (int c = kEarlyChunks; c < min(p.slots, nchunks); ++c) issue(c);
@@ -466,12 +477,11 @@ __global__ void w4_pack_kernel(W4DeviceWeights w, uint32_t* __restrict__ out) {
   out[rec * (kRecordBytes / 4) + i] = v;
 }
 
-int env_prefetch() {
-  static const int v = [] {
-    const char* e = std::getenv("WKV_W4_PACKED_PREFETCH");
-    return e && *e == '1' ? 1 : 0;
-  }();
-  return v;
+// Experiment switches, read once per process: WKV_W4_PACKED_PREFETCH=1 (L2 prefetch hints for the records beyond
+// the first ring fill), WKV_W4_PACKED_PDL=1 (programmatic dependent launch).
+bool env_flag(const char* name) {
+  const char* e = std::getenv(name);
+  return e && *e == '1';
 }
 
 template <Prologue kPro>
@@ -485,11 +495,25 @@ void launch(const W4PackedView& w, const float* x, int B, float* y, const Prolog
   a.p = make_plan(w.rows, w.cols, B, dl.sms, dl.smem_optin);
   require_arg(a.p.slots >= 2, "w4_gemv_packed: internal: no launch plan for batch " + std::to_string(B));
   a.records = static_cast<const uint8_t*>(w.records);
-  a.prefetch = env_prefetch();
+  static const int prefetch = env_flag("WKV_W4_PACKED_PREFETCH") ? 1 : 0;
+  a.prefetch = prefetch;
   a.trace = trace;
   static const bool attr_set = (allow_max_dynamic_smem(w4_gemv_packed_kernel<kPro>), true);
   (void)attr_set;
-  w4_gemv_packed_kernel<kPro><<<a.p.blocks, kThreads, a.p.smem, stream>>>(a, x, y, pro);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3((unsigned)a.p.blocks);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = a.p.smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  static const bool pdl = env_flag("WKV_W4_PACKED_PDL");
+  if (pdl) {
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+  }
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, w4_gemv_packed_kernel<kPro>, a, x, y, pro));
   WKV_CHECK_LAUNCH();
 }
 
