@@ -124,6 +124,12 @@ double rel_l2(const std::vector<float>& y, const std::vector<double>& ref) {
   return std::sqrt(num / den);
 }
 
+// WKV_BENCH_VARIANTS (e.g. "AF") limits the timed variants; unset: all.
+bool variant_selected(W4GemvVariant v) {
+  const char* e = std::getenv("WKV_BENCH_VARIANTS");
+  return !e || !*e || std::strchr(e, wkv::kernels::detail::w4_gemv_variant_name(v)[0]) != nullptr;
+}
+
 struct Shape {
   const char* name;
   int rows, cols;
@@ -212,6 +218,7 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
     const double bytes = (double)wbytes + 4.0 * B * (s.cols + s.rows);
     for (int vi = 0; vi < kNumVariants; ++vi) {
       const W4GemvVariant v = kVariants[vi];
+      if (!variant_selected(v)) continue;
       const auto launch = [&](int c, cudaStream_t st) {
         wkv::kernels::detail::w4_gemv_with_variant(dev[c], dx, B, dy, v, st);
       };
@@ -227,21 +234,21 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
   if (packed) {  // F, one cold launch: where the time goes (per-block phase timestamps)
     const int sms = wkv::kernels::query_device().multiprocessors;
     unsigned long long* tr = nullptr;
-    check(cudaMalloc(&tr, sizeof(unsigned long long) * 6 * sms), "cudaMalloc");
+    check(cudaMalloc(&tr, sizeof(unsigned long long) * 8 * sms), "cudaMalloc");
     const wkv::kernels::W4PackedView pv{s.rows, s.cols, dev[copies - 1].packed};
     const int nb = wkv::kernels::detail::w4_gemv_packed_trace(pv, dx, dy, tr, stream);
-    std::vector<unsigned long long> t((size_t)6 * nb);
+    std::vector<unsigned long long> t((size_t)8 * nb);
     check(cudaStreamSynchronize(stream), "trace");
     check(cudaMemcpy(t.data(), tr, t.size() * 8, cudaMemcpyDeviceToHost), "download");
     unsigned long long t0 = ~0ull;
-    for (int b = 0; b < nb; ++b) t0 = std::min(t0, t[(size_t)b * 6]);
+    for (int b = 0; b < nb; ++b) t0 = std::min(t0, t[(size_t)b * 8]);
     std::printf("    F phases (us after the first block's start; median / max over %d blocks):", nb);
-    const char* names[6] = {"start", "x staged", "first record", "loop done", "reduced", "end"};
-    for (int p = 0; p < 6; ++p) {
+    const char* names[8] = {"start", "barriers", "x in", "x staged", "first record", "loop done", "reduced", "end"};
+    for (int p = 0; p < 8; ++p) {
       std::vector<double> v(nb);
-      for (int b = 0; b < nb; ++b) v[b] = (t[(size_t)b * 6 + p] - t0) / 1000.0;
+      for (int b = 0; b < nb; ++b) v[b] = (t[(size_t)b * 8 + p] - t0) / 1000.0;
       std::sort(v.begin(), v.end());
-      std::printf(" %s %.2f/%.2f%s", names[p], v[nb / 2], v[nb - 1], p < 5 ? "," : "\n");
+      std::printf(" %s %.2f/%.2f%s", names[p], v[nb / 2], v[nb - 1], p < 7 ? "," : "\n");
     }
     cudaFree(tr);
   }

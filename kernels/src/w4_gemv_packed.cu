@@ -94,17 +94,21 @@ struct Args {
   Plan p;
   const uint8_t* records;
   int prefetch;        // 1: hint L2 with the block's records beyond the first ring fill
+  int early_chunks;    // chunks issued before x is staged (default 2, WKV_W4_PACKED_EARLY)
   unsigned long long* trace;  // profiling (w4_gemv_packed_trace): [blocks][kTracePoints] %globaltimer, or null
 };
 
 // Phase timestamps of one block, for the benchmark's breakdown of where a launch spends its time.
-constexpr int kTracePoints = 6;  // start, x staged, first record in, loop done, warps reduced, end
+// start, barriers ready, first x values in (warp 0), x staged, first record in, loop done, warps reduced, end
+constexpr int kTracePoints = 8;
 
-__device__ __forceinline__ void trace_point(const Args& a, int point) {
+// `dep`: a value the timestamp must wait for (the comparison reads it; it adds 0 ns unless dep is NaN).
+__device__ __forceinline__ void trace_point(const Args& a, int point, float dep = 0.0f) {
   if (a.trace) {
     unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    a.trace[(size_t)blockIdx.x * kTracePoints + point] = t;
+    const unsigned long long wait = dep != dep ? 1ull : 0ull;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t) : "l"(wait));
+    a.trace[(size_t)blockIdx.x * kTracePoints + point] = t + wait;
   }
 }
 
@@ -209,7 +213,7 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
 // ring while the warps convert: x's loads are not queued behind the ring).
 template <Prologue kPro, class AfterLoads>
 __device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__ x, const PrologueArgs& pro,
-                                        uint8_t* sm, float* part, AfterLoads after_loads) {
+                                        uint8_t* sm, float* part, const Args& a, AfterLoads after_loads) {
   const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int cols = p.groups * kW4PackedGroup;
   float inv = 0.0f;
@@ -262,6 +266,7 @@ __device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__
       }
     }
     if (base == warp) after_loads();
+    if (base == 0 && lane == 0) trace_point(a, 2, v[0].x);  // once the first value is in
 #pragma unroll
     for (int k = 0; k < kRound; ++k) {
       const int item = base + k * kWarps;
@@ -362,21 +367,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     mbar_arrive_expect_tx(smem_u32(full + slot), bytes);
     bulk_copy(smem_u32(ring + (size_t)slot * kChunkBytes), src + (size_t)c * kChunkBytes, bytes, smem_u32(full + slot));
   };
-  constexpr int kEarlyChunks = 2;  // in flight while x is staged, without queueing x's loads behind a full ring
+  // A few chunks in flight while x is staged (not the whole ring: x's loads would queue behind it).
+  const int early = min(a.early_chunks, p.slots);
   if (producer)
-    for (int c = 0; c < min(kEarlyChunks, nchunks); ++c) issue(c);
+    for (int c = 0; c < min(early, nchunks); ++c) issue(c);
+  if (tid == 0) trace_point(a, 1);
   // Launched with programmatic dependent launch (WKV_W4_PACKED_PDL=1), the block may start while the previous
   // kernel finishes: everything above reads only weights; x and the residual stream are read after this wait.
   grid_dependency_wait();
-  stage_x<kPro>(p, x, pro, sm, part, [&]() {
+  stage_x<kPro>(p, x, pro, sm, part, a, [&]() {
     if (!producer) return;
-    for (int c = kEarlyChunks; c < min(p.slots, nchunks); ++c) issue(c);
+    for (int c = early; c < min(p.slots, nchunks); ++c) issue(c);
     if (a.prefetch)
       for (size_t o = (size_t)p.slots * kChunkBytes; o < (size_t)nrec * kRecordBytes; o += 65536)
         bulk_prefetch_l2(src + o, (uint32_t)min((size_t)65536, (size_t)nrec * kRecordBytes - o));
   });
   __syncthreads();
-  if (tid == 0) trace_point(a, 1);
+  if (tid == 0) trace_point(a, 3);
 
   float* red = reinterpret_cast<float*>(sm + p.off_red);
   if (warp == kConsumerWarps) {
@@ -416,7 +423,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           cur = tile;
         }
         mbar_wait(smem_u32(full + slot), parity);
-        if (c == 0 && tid == 0) trace_point(a, 2);
+        if (c == 0 && tid == 0) trace_point(a, 4);
         record_math(ring + (size_t)slot * kChunkBytes + (size_t)warp * kRecordBytes, xbase + grp * xstride,
                     cst[grp * 4], lane, g, acc0, acc1);
         grp += kChunkRecords;
@@ -427,10 +434,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (++slot == p.slots) slot = 0, parity ^= 1u;
     }
     flush();
-    if (tid == 0) trace_point(a, 3);
+    if (tid == 0) trace_point(a, 5);
   }
   __syncthreads();
-  if (tid == 0) trace_point(a, 4);
+  if (tid == 0) trace_point(a, 6);
 
   // Sum the warps' partials per row, in warp order, and write y.
   for (int i = tid; i < (t1 - t0) * p.B * kW4PackedRows; i += kThreads) {
@@ -440,7 +447,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int row = (t0 + tl) * kW4PackedRows + r;
     if (row < p.rows) y[(size_t)b * p.rows + row] = sum;
   }
-  if (tid == 0) trace_point(a, 5);
+  if (tid == 0) trace_point(a, 7);
 }
 
 // ---- packing --------------------------------------------------------------------------------------
@@ -478,7 +485,8 @@ __global__ void w4_pack_kernel(W4DeviceWeights w, uint32_t* __restrict__ out) {
 }
 
 // Experiment switches, read once per process: WKV_W4_PACKED_PREFETCH=1 (L2 prefetch hints for the records beyond
-// the first ring fill), WKV_W4_PACKED_PDL=1 (programmatic dependent launch).
+// the first ring fill), WKV_W4_PACKED_PDL=1 (programmatic dependent launch), WKV_W4_PACKED_EARLY=n (chunks
+// issued before x is staged, default 2).
 bool env_flag(const char* name) {
   const char* e = std::getenv(name);
   return e && *e == '1';
@@ -495,6 +503,11 @@ void launch(const W4PackedView& w, const float* x, int B, float* y, const Prolog
   a.p = make_plan(w.rows, w.cols, B, dl.sms, dl.smem_optin);
   require_arg(a.p.slots >= 2, "w4_gemv_packed: internal: no launch plan for batch " + std::to_string(B));
   a.records = static_cast<const uint8_t*>(w.records);
+  static const int early = [] {
+    const char* e = std::getenv("WKV_W4_PACKED_EARLY");
+    return e && *e ? std::max(0, std::atoi(e)) : 2;
+  }();
+  a.early_chunks = early;
   static const int prefetch = env_flag("WKV_W4_PACKED_PREFETCH") ? 1 : 0;
   a.prefetch = prefetch;
   a.trace = trace;

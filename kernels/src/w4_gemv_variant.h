@@ -54,8 +54,8 @@ void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float
                           cudaStream_t stream = 0);
 
 // Variant F once (B = 1) with per-block phase timestamps (%globaltimer, ns) written to trace
-// [blocks][6]: start, x staged, first record in, loop done, warps reduced, end. Returns the block count.
-// For the benchmark's breakdown; trace needs #SMs × 6 entries.
+// [blocks][8]: start, barriers ready, first x values in (warp 0), x staged, first record in, loop done, warps
+// reduced, end. Returns the block count. For the benchmark's breakdown; trace needs #SMs × 8 entries.
 int w4_gemv_packed_trace(const W4PackedView& w, const float* x, float* y, unsigned long long* trace,
                          cudaStream_t stream = 0);
 

@@ -21,6 +21,7 @@
 //              (x as hi + lo FP16 halves: 22 significant bits, ≤ 2^-22 relative, bound ×4; accumulation
 //              and subnormals as C); rel L2 ≤ 2e-5. Other groups round the weight to FP16 as C: C's bounds.
 #include "wkv_kernels/w4_gemv.h"
+#include "wkv_kernels/w4_gemv_packed.h"
 
 #include <gtest/gtest.h>
 
@@ -240,16 +241,18 @@ TEST(W4Gemv, GenericPathShapes) {
   check_case({3, 33024, 128}, {1, 2}, false);  // cols beyond the fast path's shared-memory limit
 }
 
-// The public entry point runs the variant WKV_W4_GEMV_VARIANT names (A when unset), bit for bit.
+// The public entry point runs the variant WKV_W4_GEMV_VARIANT names (F when unset), bit for bit; F runs the
+// packed kernel when the weights carry a packed copy and A when they do not.
 TEST(W4Gemv, PublicEntryUsesTheConfiguredVariant) {
   WKV_REQUIRE_GPU();
   const char* env = std::getenv("WKV_W4_GEMV_VARIANT");
   const std::string e = env ? env : "";
-  const W4GemvVariant expected = (e == "B" || e == "b")   ? W4GemvVariant::half2
+  const W4GemvVariant expected = (e == "A" || e == "a")   ? W4GemvVariant::fp32
+                                 : (e == "B" || e == "b") ? W4GemvVariant::half2
                                  : (e == "C" || e == "c") ? W4GemvVariant::tc
                                  : (e == "D" || e == "d") ? W4GemvVariant::bulk
                                  : (e == "E" || e == "e") ? W4GemvVariant::lean
-                                                          : W4GemvVariant::fp32;
+                                                          : W4GemvVariant::packed;
   ASSERT_EQ(wkv::kernels::detail::w4_gemv_default_variant(), expected);
   std::mt19937 rng(wkv::test::fresh_seed());
   const Case c{300, 4096, 128};
@@ -264,6 +267,18 @@ TEST(W4Gemv, PublicEntryUsesTheConfiguredVariant) {
   wkv::kernels::detail::w4_gemv_with_variant(dev.view(m), dx.get(), 2, y2.get(), expected);
   const auto a = y1.download(), b = y2.download();
   ASSERT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  if (expected != W4GemvVariant::packed || !wkv::kernels::w4_gemv_packed_supported(c.rows, c.cols, c.group)) return;
+  // With a packed copy the public entry point is the packed kernel (B ≤ 2 per call).
+  DeviceBuffer<uint8_t> rec(wkv::kernels::w4_packed_device_bytes(c.rows, c.cols));
+  wkv::kernels::w4_pack(dev.view(m), rec.get());
+  auto pv = dev.view(m);
+  pv.packed = rec.get();
+  y1.poison(0xFF);
+  y2.poison(0xFF);
+  wkv::kernels::w4_gemv(pv, dx.get(), 2, y1.get());
+  wkv::kernels::w4_gemv_packed({c.rows, c.cols, rec.get()}, dx.get(), 2, y2.get());
+  const auto pa = y1.download(), pb = y2.download();
+  ASSERT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
 }
 
 TEST(W4Gemv, RejectsInvalidArguments) {
