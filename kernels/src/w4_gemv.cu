@@ -55,6 +55,7 @@
 #include <string>
 
 #include "cuda_check.h"
+#include "gemv_prologue.h"
 #include "kernel_util.h"
 #include "quant_formats.h"
 #include "w4_gemv_bulk.h"
@@ -68,6 +69,9 @@
 namespace wkv::kernels {
 
 namespace {
+
+using detail::Prologue;
+using detail::PrologueArgs;
 
 constexpr int kBlockThreads = 128;  // generic path: 4 warps, one row each
 constexpr int kWarpsPerBlock = kBlockThreads / kWarpSize;
@@ -157,17 +161,6 @@ __device__ __forceinline__ void stage_x_fp32(const float* __restrict__ x, int co
 }
 
 // ---- fused decode prologues (variant A, B = 1): the input is computed while the first weights stream ----
-
-enum class Prologue { none, add_rmsnorm, swiglu };
-
-struct PrologueArgs {
-  const float* res = nullptr;     // add_rmsnorm: residual stream x
-  const float* r = nullptr;       //   the linear output added to it
-  const float* weight = nullptr;  //   the norm's weight
-  float eps = 0.0f;
-  float* res_out = nullptr;  //   x + r, written by block 0 (never aliases res or r)
-  const float* u = nullptr;  // swiglu: up (the kernel's x argument is gate)
-};
 
 constexpr int kProMaxF4 = 4;  // add_rmsnorm keeps ≤ 4 float4 per thread in registers: cols ≤ 8192
 constexpr int kProMaxCols = kProMaxF4 * 4 * kFastThreads;
@@ -749,13 +742,8 @@ void w4_gemv_add_rmsnorm(const W4DeviceWeights& w, const float* res, const float
     return;
   }
   if (a_fuses_prologue(w, true) && aligned) {
-    PrologueArgs p;
-    p.res = res;
-    p.r = r;
-    p.weight = norm_weight;
-    p.eps = eps;
-    p.res_out = res_out;
-    launch_fast<1, 4, false, Prologue::add_rmsnorm>(fast_args(w), res, y, stream, p);
+    launch_fast<1, 4, false, Prologue::add_rmsnorm>(fast_args(w), res, y, stream,
+                                                    detail::add_rmsnorm_prologue(res, r, norm_weight, eps, res_out));
     return;
   }
   CUDA_CHECK(cudaMemcpyAsync(res_out, res, sizeof(float) * (size_t)w.cols, cudaMemcpyDeviceToDevice, stream));
@@ -771,9 +759,7 @@ void w4_gemv_swiglu(const W4DeviceWeights& w, float* g, const float* u, float* y
     return;
   }
   if (a_fuses_prologue(w, false) && aligned16(g) && aligned16(u)) {
-    PrologueArgs p;
-    p.u = u;
-    launch_fast<1, 4, false, Prologue::swiglu>(fast_args(w), g, y, stream, p);
+    launch_fast<1, 4, false, Prologue::swiglu>(fast_args(w), g, y, stream, detail::swiglu_prologue(u));
     return;
   }
   swiglu(g, u, w.cols, stream);

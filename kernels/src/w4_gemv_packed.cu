@@ -41,6 +41,7 @@
 
 #include "bulk_copy.cuh"
 #include "cuda_check.h"
+#include "gemv_prologue.h"
 #include "kernel_util.h"
 #include "w4_gemv_variant.h"
 #include "w4_packed_format.h"
@@ -50,6 +51,8 @@ namespace wkv::kernels {
 namespace {
 
 using detail::bulk_copy;
+using detail::Prologue;
+using detail::PrologueArgs;
 using detail::bulk_prefetch_l2;
 using detail::mbar_arrive;
 using detail::mbar_arrive_expect_tx;
@@ -71,17 +74,6 @@ constexpr int kZeroBytes = 128;       // what lanes of unused columns read
 constexpr int kMaxTileSlots = 32;     // (tiles a block touches) × B partial-sum rows in shared memory
 constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
 static_assert(kRecordBytes % 16 == 0 && kChunkBytes % 16 == 0, "bulk copies move multiples of 16 bytes");
-
-enum class Prologue { none, add_rmsnorm, swiglu };
-
-struct PrologueArgs {
-  const float* res = nullptr;     // add_rmsnorm: x = rmsnorm(res + r) ⊙ weight, res_out = res + r
-  const float* r = nullptr;
-  const float* weight = nullptr;
-  float eps = 0.0f;
-  float* res_out = nullptr;
-  const float* u = nullptr;       // swiglu: x = silu(gate) ⊙ u, gate is the kernel's x
-};
 
 // Host-computed launch plan: shared-memory offsets (bytes) and sizes.
 struct Plan {
@@ -573,21 +565,13 @@ void w4_gemv_packed_add_rmsnorm(const W4PackedView& w, const float* res, const f
                   aligned16(res_out),
               "w4_gemv_packed_add_rmsnorm: every pointer must be a non-null, 16-byte aligned device pointer");
   require_arg(res_out != res && res_out != r, "w4_gemv_packed_add_rmsnorm: res_out must not alias res or r");
-  PrologueArgs p;
-  p.res = res;
-  p.r = r;
-  p.weight = norm_weight;
-  p.eps = eps;
-  p.res_out = res_out;
-  launch<Prologue::add_rmsnorm>(w, res, 1, y, p, stream);
+  launch<Prologue::add_rmsnorm>(w, res, 1, y, detail::add_rmsnorm_prologue(res, r, norm_weight, eps, res_out), stream);
 }
 
 void w4_gemv_packed_swiglu(const W4PackedView& w, const float* g, const float* u, float* y, cudaStream_t stream) {
   require_arg(g && u && y && aligned16(g) && aligned16(u),
               "w4_gemv_packed_swiglu: every pointer must be a non-null, 16-byte aligned device pointer");
-  PrologueArgs p;
-  p.u = u;
-  launch<Prologue::swiglu>(w, g, 1, y, p, stream);
+  launch<Prologue::swiglu>(w, g, 1, y, detail::swiglu_prologue(u), stream);
 }
 
 }  // namespace wkv::kernels
