@@ -10,6 +10,7 @@
 #include "kernel_util.h"
 #include "quant_formats.h"
 #include "wkv_kernels/w4_dequant.h"
+#include "wkv_kernels/w4_gemv_packed.h"
 
 namespace wkv::kernels {
 
@@ -47,6 +48,10 @@ __global__ void __launch_bounds__(kThreads) w4_dequant_kernel(int rows, int cols
 void w4_dequant_f16(const W4DeviceWeights& w, uint16_t* out, cudaStream_t stream) {
   validate_w4_device(w, "w4_dequant_f16");
   require_arg(out != nullptr && aligned16(out), "w4_dequant_f16: out must be a 16-byte aligned device pointer");
+  if (!w.qweight) {  // packed-only weights (validate_w4_device: then packed is set)
+    w4_dequant_f16_packed({w.rows, w.cols, w.packed}, out, stream);
+    return;
+  }
   const size_t words = (size_t)w.rows * (w.cols / kW4ChannelsPerWord);
   const size_t blocks = (words + kThreads - 1) / kThreads;
   require_arg(blocks <= 0x7FFFFFFFu, "w4_dequant_f16: matrix too large for one launch");

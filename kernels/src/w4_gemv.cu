@@ -605,7 +605,8 @@ void validate_w4_device(const W4DeviceWeights& w, const char* what) {
   require_arg(w.group >= 8 && w.group % 8 == 0 && w.cols % w.group == 0,
               n + ": W4 group " + std::to_string(w.group) + " must be a multiple of 8 dividing cols " +
                   std::to_string(w.cols));
-  require_arg(w.qweight && w.scales && w.zeros, n + ": W4 qweight / scales / zeros must be non-null");
+  require_arg((w.qweight && w.scales && w.zeros) || (w.packed && !w.qweight && !w.scales && !w.zeros),
+              n + ": W4 qweight / scales / zeros must be non-null (or all null with a packed copy)");
 }
 
 bool w4_gemv_fast_path(const W4DeviceWeights& w, const float* x) {
@@ -634,7 +635,9 @@ void w4_gemv_with_variant(const W4DeviceWeights& w, const float* x, int B, float
   validate_w4_device(w, "w4_gemv");
   require_arg(B >= 1, "w4_gemv: batch " + std::to_string(B) + " must be >= 1");
   require_arg(x && y, "w4_gemv: x and y must be non-null device pointers");
-  if (v == W4GemvVariant::packed && uses_packed(w) && aligned16(x) && B <= 2) {
+  // F: ≤ 2 batch rows per launch, so more rows re-read the weights; A takes up to 8 in one launch when the
+  // storage format is there too. Packed-only weights always run F.
+  if ((v == W4GemvVariant::packed && uses_packed(w) && aligned16(x) && B <= 2) || !w.qweight) {
     w4_gemv_packed(packed_view(w), x, B, y, stream);
     return;
   }  // F without a packed copy, or for more batch rows than one launch takes: A below

@@ -477,6 +477,36 @@ __global__ void w4_pack_kernel(W4DeviceWeights w, uint32_t* __restrict__ out) {
   out[rec * (kRecordBytes / 4) + i] = v;
 }
 
+// Dense FP16 from packed records: thread i writes channels 8k … 8k + 7 of one row (16 bytes), read from the two
+// code words that hold them (each 4 consecutive channels are one word's low or high nibbles).
+__global__ void w4_dequant_packed_kernel(int rows, int groups, const W4PackedRecord* __restrict__ rec,
+                                         uint4* __restrict__ out) {
+  const int per_row = groups * kW4PackedGroup / 8;
+  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (size_t)rows * per_row) return;
+  const int row = (int)(i / per_row), k = (int)(i % per_row), gi = k / (kW4PackedGroup / 8);
+  const int rt = row % kW4PackedRows, c0 = (k * 8) % kW4PackedGroup;
+  const W4PackedRecord& r = rec[(size_t)(row / kW4PackedRows) * groups + gi];
+  const int shift = rt < 8 ? 0 : 16;
+  const float h = __half2float(__ushort_as_half((unsigned short)(r.hz[2 * (rt % 8)] >> shift)));
+  const float z = (float)(int16_t)(uint16_t)(r.hz[2 * (rt % 8) + 1] >> shift);
+  uint32_t packed[4];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int c = c0 + 4 * half;
+    const uint32_t word = r.q[w4_packed_word_index(rt, c)];
+    const int base = w4_packed_nibble_shift(c);  // c % 4 == 0: channel c + b at base + 8b
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const float lo = ((float)((word >> (base + 16 * j)) & 0xFu) - z) * h;
+      const float hi = ((float)((word >> (base + 16 * j + 8)) & 0xFu) - z) * h;
+      packed[2 * half + j] = (uint32_t)__half_as_ushort(__float2half_rn(lo)) |
+                             ((uint32_t)__half_as_ushort(__float2half_rn(hi)) << 16);
+    }
+  }
+  out[i] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+}
+
 // Experiment switches, read once per process: WKV_W4_PACKED_PREFETCH=1 (L2 prefetch hints for the records beyond
 // the first ring fill), WKV_W4_PACKED_PDL=1 (programmatic dependent launch), WKV_W4_PACKED_EARLY=n (chunks
 // issued before x is staged, default 2).
@@ -526,6 +556,30 @@ void launch(const W4PackedView& w, const float* x, int B, float* y, const Prolog
 }  // namespace
 
 size_t w4_packed_device_bytes(int rows, int cols) { return w4_packed_bytes(rows, cols); }
+
+W4PackedView w4_packed_rows(const W4PackedView& w, int row0, int rows) {
+  require_arg(row0 >= 0 && row0 % kW4PackedRows == 0 && rows >= 1 && row0 + rows <= w.rows && w.records,
+              "w4_packed_rows: rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) +
+                  ") must start on a 16-row tile inside the " + std::to_string(w.rows) + " rows");
+  W4PackedView v = w;
+  v.rows = rows;
+  v.records = static_cast<const uint8_t*>(w.records) +
+              (size_t)(row0 / kW4PackedRows) * (w.cols / kW4PackedGroup) * sizeof(W4PackedRecord);
+  return v;
+}
+
+void w4_dequant_f16_packed(const W4PackedView& w, uint16_t* out, cudaStream_t stream) {
+  require_arg(w.records && w.rows >= 1 && w.cols >= kW4PackedGroup && w.cols % kW4PackedGroup == 0 && out &&
+                  aligned16(out),
+              "w4_dequant_f16_packed: needs packed records of a rows x (multiple of 128) matrix and a 16-byte "
+              "aligned output");
+  const size_t n = (size_t)w.rows * (w.cols / 8);
+  const size_t blocks = (n + 255) / 256;
+  require_arg(blocks <= 0x7FFFFFFFu, "w4_dequant_f16_packed: matrix too large for one launch");
+  w4_dequant_packed_kernel<<<(unsigned)blocks, 256, 0, stream>>>(
+      w.rows, w.cols / kW4PackedGroup, static_cast<const W4PackedRecord*>(w.records), reinterpret_cast<uint4*>(out));
+  WKV_CHECK_LAUNCH();
+}
 
 bool w4_gemv_packed_supported(int rows, int cols, int group) {
   if (!w4_packable(rows, cols, group) || device_limits().compute_major < 9) return false;

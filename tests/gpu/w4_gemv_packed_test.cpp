@@ -16,6 +16,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "w4_packed_format.h"
 #include "wkv/error.h"
 #include "wkv_kernels/elementwise.h"
+#include "wkv_kernels/w4_dequant.h"
 
 namespace {
 
@@ -192,6 +194,64 @@ TEST(W4GemvPacked, FusedProloguesMatchSeparateKernels) {
     wk::w4_gemv_packed(p.view, dg2.get(), 1, dys2.get());
     const auto a = dys.download(), b = dys2.download();
     ASSERT_EQ(std::memcmp(a.data(), b.data(), rows * 4), 0) << "swiglu prologue";
+  }
+}
+
+// Packed-only weights (no storage-format copy): prefill's dequantization and the row views read the packed
+// records; the dense FP16 must be bit-identical to w4_dequant_f16 of the storage format, row views included.
+TEST(W4GemvPacked, DequantFromPackedMatchesStorageFormatBits) {
+  WKV_REQUIRE_GPU();
+  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  const uint32_t seed = wkv::test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  for (auto [rows, cols, row0, nrows] :
+       {std::tuple{37, 256, 0, 37}, {768, 256, 256, 256}, {96, 1024, 16, 75}, {4096 + 32, 4096, 4096, 32}}) {
+    SCOPED_TRACE(std::to_string(rows) + "x" + std::to_string(cols) + " rows " + std::to_string(row0) + "+" +
+                 std::to_string(nrows));
+    const wkv::W4Matrix m = random_w4(rng, rows, cols);
+    Packed p(m);
+    DeviceBuffer<uint16_t> a((size_t)nrows * cols), b((size_t)nrows * cols);
+    a.poison(0x11);
+    b.poison(0x22);
+    wk::W4DeviceWeights sub = p.dense(m);
+    sub.rows = nrows;
+    sub.qweight += (size_t)row0 * cols / 8;
+    sub.scales += (size_t)row0 * cols / 128;
+    sub.zeros += (size_t)row0 * cols / 128;
+    wk::w4_dequant_f16(sub, a.get());
+    wk::w4_dequant_f16_packed(wk::w4_packed_rows(p.view, row0, nrows), b.get());
+    const auto da = a.download(), db = b.download();
+    ASSERT_EQ(std::memcmp(da.data(), db.data(), da.size() * 2), 0);
+    // The same through the public entry point with packed-only weights.
+    const wk::W4DeviceWeights only{nrows, cols, 128, nullptr, nullptr, nullptr,
+                                   wk::w4_packed_rows(p.view, row0, nrows).records};
+    b.poison(0x33);
+    wk::w4_dequant_f16(only, b.get());
+    const auto dc = b.download();
+    ASSERT_EQ(std::memcmp(da.data(), dc.data(), da.size() * 2), 0);
+  }
+  EXPECT_THROW(wk::w4_packed_rows({64, 256, reinterpret_cast<void*>(256)}, 8, 16), wkv::Error);  // not a tile
+}
+
+// w4_gemv with packed-only weights runs F for every batch size (≤ 2 rows per launch), bit-identical to
+// w4_gemv_packed.
+TEST(W4GemvPacked, PublicEntryWithPackedOnlyWeights) {
+  WKV_REQUIRE_GPU();
+  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  std::mt19937 rng(wkv::test::fresh_seed());
+  const wkv::W4Matrix m = random_w4(rng, 300, 1024);
+  Packed p(m);
+  const auto x = wkv::test::random_normal(rng, (size_t)5 * 1024, 1.0f);
+  DeviceBuffer<float> dx(x), y1((size_t)5 * 300), y2((size_t)5 * 300);
+  const wk::W4DeviceWeights only{300, 1024, 128, nullptr, nullptr, nullptr, p.records.get()};
+  for (int B : {1, 2, 3, 5}) {
+    y1.poison(0xFF);
+    y2.poison(0xFF);
+    wk::w4_gemv(only, dx.get(), B, y1.get());
+    wk::w4_gemv_packed(p.view, dx.get(), B, y2.get());
+    const auto a = y1.download(), b = y2.download();
+    ASSERT_EQ(std::memcmp(a.data(), b.data(), (size_t)B * 300 * 4), 0) << "B " << B;
   }
 }
 

@@ -141,7 +141,7 @@ struct LinearView {
   const uint16_t* zeros = nullptr;
   const uint16_t* dense = nullptr;
   const void* packed = nullptr;  // whole linears only
-  bool w4() const { return qweight != nullptr; }
+  bool w4() const { return qweight != nullptr || packed != nullptr; }
   wk::W4DeviceWeights w4_view() const { return {rows, cols, group, qweight, scales, zeros, packed}; }
 };
 
@@ -155,12 +155,23 @@ LinearView view_of(const DeviceLinear& d, int row0, int rows) {
     v.scales = d.scales.as<uint16_t>() + size_t(row0) * d.cols / d.group;
     v.zeros = d.zeros.as<uint16_t>() + size_t(row0) * d.cols / d.group;
     if (row0 == 0 && rows == d.rows && d.packed.bytes()) v.packed = d.packed.as<void>();
+  } else if (d.packed.bytes()) {  // packed-only: whole tiles of the packed records (row0 % 16 == 0)
+    v.packed = wk::w4_packed_rows({d.rows, d.cols, d.packed.as<void>()}, row0, rows).records;
   } else {
     v.dense = d.dense.as<uint16_t>() + size_t(row0) * d.cols;
   }
   return v;
 }
 LinearView view_of(const DeviceLinear& d) { return view_of(d, 0, d.rows); }
+
+// WKV_KEEP_W4_STORAGE=1 keeps the storage-format copy of W4 linears beside the packed one (A/B timing).
+bool keep_w4_storage() {
+  static const bool keep = [] {
+    const char* e = std::getenv("WKV_KEEP_W4_STORAGE");
+    return e && std::string(e) == "1";
+  }();
+  return keep;
+}
 
 // Uploads linears with the same input size and format, stacked in the given order.
 DeviceLinear upload_stacked(std::initializer_list<const Linear*> parts, const char* what) {
@@ -189,10 +200,23 @@ DeviceLinear upload_stacked(std::initializer_list<const Linear*> parts, const ch
     d.qweight = upload(qw, what);
     d.scales = upload(sc, what);
     d.zeros = upload(ze, what);
-    if (wk::w4_gemv_wants_packed(d.rows, d.cols, d.group)) {  // GEMV variant F: a second, packed copy
+    if (wk::w4_gemv_wants_packed(d.rows, d.cols, d.group)) {  // GEMV variant F: the packed decode layout
       d.packed = DeviceBuffer(wk::w4_packed_device_bytes(d.rows, d.cols), what);
       wk::w4_pack(view_of(d).w4_view(), d.packed.as<void>(), 0);
       check(cudaDeviceSynchronize(), what);
+      // Every part starting on a 16-row tile (the prefill's row views are then whole tiles of the records):
+      // the packed copy serves every use, so the storage format is dropped (half the device memory).
+      bool tile_aligned = true;
+      int row0 = 0;
+      for (const Linear* l : parts) {
+        tile_aligned = tile_aligned && row0 % 16 == 0;
+        row0 += l->out;
+      }
+      if (tile_aligned && !keep_w4_storage()) {
+        d.qweight = DeviceBuffer();
+        d.scales = DeviceBuffer();
+        d.zeros = DeviceBuffer();
+      }
     }
   } else {
     d.dense = upload(dense, what);
@@ -235,7 +259,7 @@ class CudaSessionState final : public SessionState {
     fuse_decode_ = !(f && std::string(f) == "0");
     for (const DeviceLayer& L : w_.layers)
       for (const DeviceLinear* lin : {&L.qkv, &L.wo, &L.gate_up, &L.w_down})
-        fuse_decode_ = fuse_decode_ && lin->qweight.bytes() && !lin->act4;
+        fuse_decode_ = fuse_decode_ && (lin->qweight.bytes() || lin->packed.bytes()) && !lin->act4;
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "stream");
     const int pages = (n_ctx_ + kPage - 1) / kPage;
     std::vector<int32_t> table(pages);

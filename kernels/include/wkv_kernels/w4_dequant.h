@@ -2,7 +2,9 @@
 //
 // out[row][c] = fp16((q − z)·h), round-to-nearest-even. (q − z)·h is exact in FP32 (an 11-bit integer
 // times an 11-bit significand), so every element is bit-identical to
-// wkv::float_to_fp16(dequantize_w4_ref(m)[row][c]). Any valid W4 shape; out must hold rows·cols
+// wkv::float_to_fp16(dequantize_w4_ref(m)[row][c]). Weights given only as a packed copy (qweight, scales
+// and zeros null, W4DeviceWeights::packed set) are read from there (w4_dequant_f16_packed, same bits).
+// Any valid W4 shape; out must hold rows·cols
 // FP16 values and be 16-byte aligned (cudaMalloc memory is).
 #pragma once
 

@@ -48,7 +48,8 @@ struct W4DeviceWeights {
   const uint16_t* zeros = nullptr;    // [rows][cols/group] FP16 bits
   // Optional, for variant F: the same weights in the packed decode layout (wkv_kernels/w4_gemv_packed.h).
   // When set and F is the selected variant, w4_gemv and the fused decode entry points below run the packed
-  // kernel; otherwise it is ignored.
+  // kernel; otherwise it is ignored. With qweight, scales and zeros all null the packed copy is the only one
+  // ("packed-only"): every entry point then runs F (group 128, sm_90).
   const void* packed = nullptr;
 };
 

@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "wkv_kernels/w4_gemv.h"
 
@@ -27,6 +28,14 @@ struct W4PackedView {
   int cols = 0;
   const void* records = nullptr;  // w4_packed_bytes(rows, cols) bytes, written by w4_pack
 };
+
+// Rows [row0, row0 + rows) of a packed matrix as a matrix of its own (row0 % 16 == 0: whole tiles). The last
+// tile may hold rows beyond the view; they are computed and never written.
+W4PackedView w4_packed_rows(const W4PackedView& w, int row0, int rows);
+
+// Dense FP16 [rows][cols] from packed records, bit-identical to w4_dequant_f16 of the same weights
+// (fp16((q − z)·h), the product exact in FP32). out 16-byte aligned.
+void w4_dequant_f16_packed(const W4PackedView& w, uint16_t* out, cudaStream_t stream = 0);
 
 // Bytes of the packed records of a rows × cols matrix.
 size_t w4_packed_device_bytes(int rows, int cols);
