@@ -21,9 +21,10 @@
 // of its current tile; when the tile changes it stores the partial to shared memory [tile][warp]. At the end
 // the block sums the warps in order and writes y. Deterministic.
 //
-// Order in a block: the producer starts two chunks, every warp issues the loads of its groups of x, the producer
-// fills the rest of the ring while the warps convert x (staging behind a full ring measured 4–10 µs, x's loads
-// queued behind the copies), then the loop.
+// Order in a block: the 16 consumer warps issue the loads of their groups of x while the producer initializes
+// the ring's barriers; then the producer fills the ring while the consumers convert x and meet at a named
+// barrier of their own (staging behind a full ring measured 4–10 µs: x's loads queued behind the copies; with
+// the producer warp among the stagers the block barrier also waited for its copy issue), then the loop.
 //
 // Lane (g, t) = (lane / 4, lane % 4): A rows g and g + 8; B column g = digit g % 4 of batch row g / 4 (lanes of
 // columns beyond 4·B read a zero block); D: rows g, g + 8 × columns 2t, 2t + 1, i.e. batch row t / 2 and digits
@@ -86,7 +87,6 @@ struct Args {
   Plan p;
   const uint8_t* records;
   int prefetch;        // 1: hint L2 with the block's records beyond the first ring fill
-  int early_chunks;    // chunks issued before x is staged (default 2, WKV_W4_PACKED_EARLY)
   unsigned long long* trace;  // profiling (w4_gemv_packed_trace): [blocks][kTracePoints] %globaltimer, or null
 };
 
@@ -199,22 +199,55 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
   }
 }
 
-// Stages x of all batch rows (17 warps over the (b, group) items); the add_rmsnorm prologue first reduces the
-// row's sum of squares. Ends with the caller's block barrier.
-// after_loads() runs once, right after the first round's loads of x are issued (the producer then fills the
-// ring while the warps convert: x's loads are not queued behind the ring).
-template <Prologue kPro, class AfterLoads>
-__device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__ x, const PrologueArgs& pro,
-                                        uint8_t* sm, float* part, const Args& a, AfterLoads after_loads) {
+// ---- x staging, by the 16 consumer warps only (the producer warp fills the ring meanwhile) --------
+
+constexpr int kRound = 6;  // groups per warp kept in registers between load and conversion (7B: all of them)
+
+// Consumer warps meet without the producer warp (named barrier 1; 0 is __syncthreads).
+__device__ __forceinline__ void consumer_sync() {
+  asm volatile("bar.sync 1, %0;" ::"n"(kConsumerWarps * kWarpSize) : "memory");
+}
+
+struct XRound {
+  float4 v[kRound];  // lane's 4 channels of groups warp, warp + 16, … (first round)
+  float inv = 0.0f;  // add_rmsnorm: 1 / rms
+};
+
+// The lane's 4 channels of item (batch row, group), through the prologue.
+template <Prologue kPro>
+__device__ __forceinline__ float4 x_item(const Plan& p, const float* __restrict__ x, const PrologueArgs& pro,
+                                         float inv, int item, int lane) {
+  const int cols = p.groups * kW4PackedGroup, b = item / p.groups, grp = item - b * p.groups;
+  const size_t f = ((size_t)b * cols + (size_t)grp * kW4PackedGroup) / 4 + lane;
+  if constexpr (kPro == Prologue::add_rmsnorm) {
+    const float4 rs = reinterpret_cast<const float4*>(pro.res)[f], rr = reinterpret_cast<const float4*>(pro.r)[f];
+    const float4 w = reinterpret_cast<const float4*>(pro.weight)[f];
+    return make_float4(__fmul_rn(__fmul_rn(__fadd_rn(rs.x, rr.x), inv), w.x),
+                       __fmul_rn(__fmul_rn(__fadd_rn(rs.y, rr.y), inv), w.y),
+                       __fmul_rn(__fmul_rn(__fadd_rn(rs.z, rr.z), inv), w.z),
+                       __fmul_rn(__fmul_rn(__fadd_rn(rs.w, rr.w), inv), w.w));
+  } else if constexpr (kPro == Prologue::swiglu) {
+    const float4 gt = __ldg(reinterpret_cast<const float4*>(x) + f);
+    const float4 up = __ldg(reinterpret_cast<const float4*>(pro.u) + f);
+    return make_float4(silu_mul(gt.x, up.x), silu_mul(gt.y, up.y), silu_mul(gt.z, up.z), silu_mul(gt.w, up.w));
+  } else {
+    return __ldg(reinterpret_cast<const float4*>(x) + f);
+  }
+}
+
+// Consumers: the add_rmsnorm prologue's sum of squares (one consumer barrier), then the loads of the warp's
+// first round of groups, left in flight in `r` (the caller's block barrier comes next).
+template <Prologue kPro>
+__device__ __forceinline__ void stage_x_load(const Plan& p, const float* __restrict__ x, const PrologueArgs& pro,
+                                             float* part, XRound& r) {
   const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int cols = p.groups * kW4PackedGroup;
-  float inv = 0.0f;
   if constexpr (kPro == Prologue::add_rmsnorm) {
     const float4* res4 = reinterpret_cast<const float4*>(pro.res);
     const float4* r4 = reinterpret_cast<const float4*>(pro.r);
     float ss = 0.0f;
 #pragma unroll 4
-    for (int f = tid; f < cols / 4; f += kThreads) {
+    for (int f = tid; f < cols / 4; f += kConsumerWarps * kWarpSize) {
       const float4 rs = res4[f], rr = r4[f];
       const float4 v =
           make_float4(__fadd_rn(rs.x, rr.x), __fadd_rn(rs.y, rr.y), __fadd_rn(rs.z, rr.z), __fadd_rn(rs.w, rr.w));
@@ -226,56 +259,48 @@ __device__ __forceinline__ void stage_x(const Plan& p, const float* __restrict__
     }
     ss = warp_sum(ss);
     if (lane == 0) part[warp] = ss;
-    __syncthreads();
+    consumer_sync();
     float total = 0.0f;
-    for (int w = 0; w < kWarps; ++w) total += part[w];
-    inv = rms_inverse(total, cols, pro.eps);
+    for (int w = 0; w < kConsumerWarps; ++w) total += part[w];
+    r.inv = rms_inverse(total, cols, pro.eps);
   }
-  // Each warp first loads (and for the prologues combines) all of its groups of x for this round, then converts
-  // them: one memory round trip per round instead of one per group.
-  constexpr int kRound = 6;  // groups per warp and round (7B: ≤ 6 for cols ≤ 13056, i.e. one round)
   const int items = p.B * p.groups;
-  for (int base = warp; base < items; base += kWarps * kRound) {
-    float4 v[kRound];
 #pragma unroll
-    for (int k = 0; k < kRound; ++k) {
-      const int item = base + k * kWarps;
-      if (item >= items) continue;
-      const int b = item / p.groups, grp = item - b * p.groups;
-      const size_t f = ((size_t)b * cols + (size_t)grp * kW4PackedGroup) / 4 + lane;
-      if constexpr (kPro == Prologue::add_rmsnorm) {
-        const float4 rs = reinterpret_cast<const float4*>(pro.res)[f], rr = reinterpret_cast<const float4*>(pro.r)[f];
-        const float4 w = reinterpret_cast<const float4*>(pro.weight)[f];
-        v[k] = make_float4(__fmul_rn(__fmul_rn(__fadd_rn(rs.x, rr.x), inv), w.x),
-                           __fmul_rn(__fmul_rn(__fadd_rn(rs.y, rr.y), inv), w.y),
-                           __fmul_rn(__fmul_rn(__fadd_rn(rs.z, rr.z), inv), w.z),
-                           __fmul_rn(__fmul_rn(__fadd_rn(rs.w, rr.w), inv), w.w));
-      } else if constexpr (kPro == Prologue::swiglu) {
-        const float4 gt = __ldg(reinterpret_cast<const float4*>(x) + f);
-        const float4 up = __ldg(reinterpret_cast<const float4*>(pro.u) + f);
-        v[k] = make_float4(silu_mul(gt.x, up.x), silu_mul(gt.y, up.y), silu_mul(gt.z, up.z), silu_mul(gt.w, up.w));
-      } else {
-        v[k] = __ldg(reinterpret_cast<const float4*>(x) + f);
-      }
-    }
-    if (base == warp) after_loads();
-    if (base == 0 && lane == 0) trace_point(a, 2, v[0].x);  // once the first value is in
+  for (int k = 0; k < kRound; ++k) {
+    const int item = warp + k * kConsumerWarps;
+    if (item < items) r.v[k] = x_item<kPro>(p, x, pro, r.inv, item, lane);
+  }
+}
+
+// Consumers: converts the first round from `r`, loads and converts any further rounds (cols > 16·6·128), zeroes
+// the partial sums; ends with a consumer barrier.
+template <Prologue kPro>
+__device__ __forceinline__ void stage_x_convert(const Plan& p, const float* __restrict__ x, const PrologueArgs& pro,
+                                                uint8_t* sm, const Args& a, XRound& r) {
+  const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int items = p.B * p.groups;
+  if (warp == 0 && lane == 0) trace_point(a, 2, r.v[0].x);  // once the first value is in
 #pragma unroll
-    for (int k = 0; k < kRound; ++k) {
-      const int item = base + k * kWarps;
-      if (item >= items) continue;
+  for (int k = 0; k < kRound; ++k) {
+    const int item = warp + k * kConsumerWarps;
+    if (item < items) {
       const int b = item / p.groups;
-      stage_group(v[k], b, item - b * p.groups, lane, p, sm);
+      stage_group(r.v[k], b, item - b * p.groups, lane, p, sm);
     }
   }
-  if (warp >= items) after_loads();  // warps without groups
+  for (int item = warp + kRound * kConsumerWarps; item < items; item += kConsumerWarps) {
+    const int b = item / p.groups;
+    stage_group(x_item<kPro>(p, x, pro, r.inv, item, lane), b, item - b * p.groups, lane, p, sm);
+  }
+  constexpr int kN = kConsumerWarps * kWarpSize;
   // Zero block, the epilogue weights of the batch row a B = 1 launch does not have, the partial sums.
-  for (int i = tid; i < kZeroBytes / 4; i += kThreads) reinterpret_cast<uint32_t*>(sm + p.off_zero)[i] = 0u;
+  for (int i = tid; i < kZeroBytes / 4; i += kN) reinterpret_cast<uint32_t*>(sm + p.off_zero)[i] = 0u;
   if (p.B == 1)
-    for (int i = tid; i < 2 * p.groups; i += kThreads)
+    for (int i = tid; i < 2 * p.groups; i += kN)
       reinterpret_cast<float4*>(sm + p.off_cst)[(i / 2) * 4 + 2 + (i & 1)] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   float* red = reinterpret_cast<float*>(sm + p.off_red);
-  for (int i = tid; i < p.max_tiles * kConsumerWarps * p.B * kW4PackedRows; i += kThreads) red[i] = 0.0f;
+  for (int i = tid; i < p.max_tiles * kConsumerWarps * p.B * kW4PackedRows; i += kN) red[i] = 0.0f;
+  consumer_sync();
 }
 
 // Waits until the grids this one depends on have completed and their memory is visible (a no-op without
@@ -344,38 +369,38 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint8_t* ring = ring_of(sm, p);
   const uint8_t* src = a.records + (size_t)rb * kRecordBytes;
 
-  if (tid == 0) {
-    trace_point(a, 0);
+  if (tid == 0) trace_point(a, 0);
+  const bool producer_warp = warp == kConsumerWarps, producer = producer_warp && lane == 0;
+  // Launched with programmatic dependent launch (WKV_W4_PACKED_PDL=1), the block may start while the previous
+  // kernel finishes: x and the residual stream are read after this wait.
+  grid_dependency_wait();
+  // 1. Consumers issue x's loads (nothing else is in flight yet, so they are not queued behind weights) while
+  //    the producer sets up the ring's barriers.
+  XRound xr;
+  if (!producer_warp) stage_x_load<kPro>(p, x, pro, part, xr);
+  if (producer) {
     for (int s = 0; s < p.slots; ++s) {
       mbar_init(smem_u32(full + s), 1);
       mbar_init(smem_u32(empty + s), kConsumerWarps);
     }
     mbar_init_fence();
   }
-  __syncthreads();
-  const bool producer = warp == kConsumerWarps && lane == 0;
+  __syncthreads();  // the barriers are visible to every warp
+  if (tid == 0) trace_point(a, 1);
   auto issue = [&](int c) {
     const int slot = c % p.slots;
     const uint32_t bytes = (uint32_t)min(kChunkRecords, nrec - c * kChunkRecords) * kRecordBytes;
     mbar_arrive_expect_tx(smem_u32(full + slot), bytes);
     bulk_copy(smem_u32(ring + (size_t)slot * kChunkBytes), src + (size_t)c * kChunkBytes, bytes, smem_u32(full + slot));
   };
-  // A few chunks in flight while x is staged (not the whole ring: x's loads would queue behind it).
-  const int early = min(a.early_chunks, p.slots);
-  if (producer)
-    for (int c = 0; c < min(early, nchunks); ++c) issue(c);
-  if (tid == 0) trace_point(a, 1);
-  // Launched with programmatic dependent launch (WKV_W4_PACKED_PDL=1), the block may start while the previous
-  // kernel finishes: everything above reads only weights; x and the residual stream are read after this wait.
-  grid_dependency_wait();
-  stage_x<kPro>(p, x, pro, sm, part, a, [&]() {
-    if (!producer) return;
-    for (int c = early; c < min(p.slots, nchunks); ++c) issue(c);
+  // 2. The producer fills the ring while the consumers convert x (they meet at a consumer-only barrier).
+  if (producer) {
+    for (int c = 0; c < min(p.slots, nchunks); ++c) issue(c);
     if (a.prefetch)
       for (size_t o = (size_t)p.slots * kChunkBytes; o < (size_t)nrec * kRecordBytes; o += 65536)
         bulk_prefetch_l2(src + o, (uint32_t)min((size_t)65536, (size_t)nrec * kRecordBytes - o));
-  });
-  __syncthreads();
+  }
+  if (!producer_warp) stage_x_convert<kPro>(p, x, pro, sm, a, xr);
   if (tid == 0) trace_point(a, 3);
 
   float* red = reinterpret_cast<float*>(sm + p.off_red);
@@ -508,8 +533,7 @@ __global__ void w4_dequant_packed_kernel(int rows, int groups, const W4PackedRec
 }
 
 // Experiment switches, read once per process: WKV_W4_PACKED_PREFETCH=1 (L2 prefetch hints for the records beyond
-// the first ring fill), WKV_W4_PACKED_PDL=1 (programmatic dependent launch), WKV_W4_PACKED_EARLY=n (chunks
-// issued before x is staged, default 2).
+// the first ring fill), WKV_W4_PACKED_PDL=1 (programmatic dependent launch).
 bool env_flag(const char* name) {
   const char* e = std::getenv(name);
   return e && *e == '1';
@@ -526,11 +550,6 @@ void launch(const W4PackedView& w, const float* x, int B, float* y, const Prolog
   a.p = make_plan(w.rows, w.cols, B, dl.sms, dl.smem_optin);
   require_arg(a.p.slots >= 2, "w4_gemv_packed: internal: no launch plan for batch " + std::to_string(B));
   a.records = static_cast<const uint8_t*>(w.records);
-  static const int early = [] {
-    const char* e = std::getenv("WKV_W4_PACKED_EARLY");
-    return e && *e ? std::max(0, std::atoi(e)) : 2;
-  }();
-  a.early_chunks = early;
   static const int prefetch = env_flag("WKV_W4_PACKED_PREFETCH") ? 1 : 0;
   a.prefetch = prefetch;
   a.trace = trace;
