@@ -3,7 +3,7 @@
 // Why. Nsight Compute on the H200 (docs/kernel-notes.md) found every earlier variant limited by the work per
 // weight byte — A 11, C 8.7, D 14, E 8.5 thread-instructions per byte where an SM can issue ~7.8 at 4.3 TB/s —
 // and by the bytes a warp keeps in flight through registers. Here:
-//   * Memory: one producer thread per block hands the copy engine (cp.async.bulk) 17 KB chunks of the block's
+//   * Memory: one producer thread per block hands the copy engine (cp.async.bulk) 34 KB chunks of the block's
 //     contiguous record range into a ring of up to 12 shared-memory slots, so ~100–200 KB per SM are in flight
 //     whatever the math does, for a few instructions per chunk.
 //   * Math: the packed layout (w4_packed_format.h) puts each lane's mma.m16n8k32 A fragments (8-bit codes
@@ -17,7 +17,8 @@
 // Work split. Records (16 rows × 128 channels) are tile-major, so block k of n = min(#SMs, tiles) takes the
 // contiguous tiles [T·k/n, T·(k+1)/n): whole tiles, so no row is shared between blocks (the imbalance is at most
 // one tile: 3–6% on the 7B shapes, against a cross-block reduction that measured ~3 µs per launch). Consumer warp
-// w (16 of them) takes record w of every 16-record chunk of the block's range and keeps one partial sum per row
+// w (16 of them) takes records w and w + 16 of every 32-record chunk of the block's range (so its records are
+// w, w + 16, w + 32, … in order) and keeps one partial sum per row
 // of its current tile; when the tile changes it stores the partial to shared memory [tile][warp]. At the end
 // the block sums the warps in order and writes y. Deterministic.
 //
@@ -65,7 +66,10 @@ using detail::smem_u32;
 constexpr int kConsumerWarps = 16;
 constexpr int kThreads = (kConsumerWarps + 1) * kWarpSize;  // + one producer warp
 constexpr int kWarps = kThreads / kWarpSize;
-constexpr int kChunkRecords = kConsumerWarps;  // one record per consumer warp per chunk
+// Records per consumer warp and chunk: 2 makes the chunks 34 KB, halving the bulk copies the producer issues
+// (each may hold its thread for a few hundred ns: docs/kernel-notes.md, session 4).
+constexpr int kRecordsPerWarp = 2;
+constexpr int kChunkRecords = kConsumerWarps * kRecordsPerWarp;
 constexpr int kRecordBytes = (int)sizeof(W4PackedRecord);
 constexpr int kChunkBytes = kChunkRecords * kRecordBytes;
 constexpr int kMaxSlots = 12;
@@ -420,7 +424,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint8_t* xbase = sm + (real ? p.off_x + g * kDigitColBytes : p.off_zero) + t * 32;
     const size_t xstride = real ? (size_t)4 * p.B * kDigitColBytes : 0;
     const float4* cst = reinterpret_cast<const float4*>(sm + p.off_cst) + t;
-    int tile = t0 + warp / p.groups, grp = warp % p.groups, cur = tile;
+    int tile = t0 + warp / p.groups, grp = warp % p.groups, cur = tile;  // the warp's records: warp, warp + 16, …
     float acc0 = 0.0f, acc1 = 0.0f;
     auto flush = [&]() {  // rows g, g + 8 of tile `cur`, batch row t / 2: digits (0, 1) + (2, 3)
       const float s0 = acc0 + __shfl_xor_sync(0xFFFFFFFFu, acc0, 1);
@@ -435,16 +439,19 @@ __global__ void __launch_bounds__(kThreads, 1)
     int slot = 0;
     uint32_t parity = 0;
     for (int c = 0; c < nchunks; ++c) {
-      if (c * kChunkRecords + warp < nrec) {
+      if (c * kChunkRecords + warp < nrec) mbar_wait(smem_u32(full + slot), parity);
+      if (c == 0 && tid == 0) trace_point(a, 4);
+#pragma unroll
+      for (int j = 0; j < kRecordsPerWarp; ++j) {  // records warp, warp + 16, … of the chunk
+        const int rc = j * kConsumerWarps + warp;
+        if (c * kChunkRecords + rc >= nrec) break;
         if (tile != cur) {
           flush();
           cur = tile;
         }
-        mbar_wait(smem_u32(full + slot), parity);
-        if (c == 0 && tid == 0) trace_point(a, 4);
-        record_math(ring + (size_t)slot * kChunkBytes + (size_t)warp * kRecordBytes, xbase + grp * xstride,
+        record_math(ring + (size_t)slot * kChunkBytes + (size_t)rc * kRecordBytes, xbase + grp * xstride,
                     cst[grp * 4], lane, g, acc0, acc1);
-        grp += kChunkRecords;
+        grp += kConsumerWarps;
         while (grp >= p.groups) grp -= p.groups, ++tile;
       }
       __syncwarp();
