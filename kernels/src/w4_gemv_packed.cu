@@ -149,6 +149,25 @@ __device__ __forceinline__ float scale_pow2(float v, int e) {
   return e >= -126 && e <= 127 ? v * __int_as_float((127 + e) << 23) : ldexpf(v, e);
 }
 
+// Warp reductions of integers: one REDUX instruction on sm_80+ (the only devices F runs on are sm_90; the
+// shuffle form keeps other architectures compiling).
+__device__ __forceinline__ uint32_t warp_max_u32(uint32_t v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_max_sync(0xFFFFFFFFu, v);
+#else
+  for (int off = kWarpSize / 2; off > 0; off >>= 1) v = max(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
+  return v;
+#endif
+}
+__device__ __forceinline__ int warp_sum_i32(int v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_add_sync(0xFFFFFFFFu, v);
+#else
+  for (int off = kWarpSize / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, off);
+  return v;
+#endif
+}
+
 // Lane `lane` holds channels 4·lane … 4·lane + 3 of group `grp` of batch row b in v.
 __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, const Plan& p, uint8_t* sm) {
   const float vv[4] = {v.x, v.y, v.z, v.w};
@@ -157,7 +176,7 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
   uint32_t mb = 0;
 #pragma unroll
   for (int i = 0; i < 4; ++i) mb = max(mb, __float_as_uint(vv[i]) & 0x7FFFFFFFu);
-  mb = __reduce_max_sync(0xFFFFFFFFu, mb);
+  mb = warp_max_u32(mb);
   const bool bad = mb >= 0x7F800000u;
   // mx < 2^k with k = biased exponent − 126 (subnormals: 2^-125), E = k − 29 so that |x|·2^-E < 2^29.
   const int E = bad || mb == 0 ? 0 : max((int)(mb >> 23), 1) - 126 - 29;
@@ -182,7 +201,7 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
 #pragma unroll
   for (int d = 0; d < 4; ++d) {
     const int own = d < 3 ? (int)((uint32_t)sum[d] - ((uint32_t)sum[d + 1] << 8)) : sum[3];
-    dsum[d] = __reduce_add_sync(0xFFFFFFFFu, own);
+    dsum[d] = warp_sum_i32(own);
   }
   // Channels 4·lane … of the group are k-step s = lane / 8 and, within it, B register 0 (k 4t …) of lane
   // t = lane % 8 for lane % 8 < 4, else register 1 (k 16 + 4t …) of t = lane % 8 − 4.
