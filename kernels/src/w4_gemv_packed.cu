@@ -505,15 +505,16 @@ bool env_flag(const char* name) {
 }
 
 template <Prologue kPro>
-void launch(const W4PackedView& w, const float* x, int B, float* y, const PrologueArgs& pro, cudaStream_t stream,
-            unsigned long long* trace = nullptr) {
+// Launches one kernel (B ≤ kMaxBatch); returns its block count. One launch plan per call: the checks below are
+// w4_gemv_packed_supported's, on the plan this launch uses.
+int launch(const W4PackedView& w, const float* x, int B, float* y, const PrologueArgs& pro, cudaStream_t stream,
+           unsigned long long* trace = nullptr) {
   const DeviceLimits& dl = device_limits();
-  require_arg(w4_gemv_packed_supported(w.rows, w.cols, 128) && w.records,
-              "w4_gemv_packed: " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
-                  " is not a supported packed matrix on this device, or records is null");
   Args a{};
   a.p = make_plan(w.rows, w.cols, B, dl.sms, dl.smem_optin);
-  require_arg(a.p.slots >= 2, "w4_gemv_packed: internal: no launch plan for batch " + std::to_string(B));
+  require_arg(w4_packable(w.rows, w.cols, kW4PackedGroup) && dl.compute_major >= 9 && a.p.slots >= 2 && w.records,
+              "w4_gemv_packed: " + std::to_string(w.rows) + "x" + std::to_string(w.cols) + " batch " +
+                  std::to_string(B) + " is not a supported packed matrix on this device, or records is null");
   a.records = static_cast<const uint8_t*>(w.records);
   static const int early = [] {
     const char* e = std::getenv("WKV_W4_PACKED_EARLY");
@@ -540,6 +541,7 @@ void launch(const W4PackedView& w, const float* x, int B, float* y, const Prolog
   }
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, w4_gemv_packed_kernel<kPro>, a, x, y, pro));
   WKV_CHECK_LAUNCH();
+  return a.p.blocks;
 }
 
 }  // namespace
@@ -573,8 +575,7 @@ namespace detail {
 
 int w4_gemv_packed_trace(const W4PackedView& w, const float* x, float* y, unsigned long long* trace,
                          cudaStream_t stream) {
-  launch<Prologue::none>(w, x, 1, y, {}, stream, trace);
-  return make_plan(w.rows, w.cols, 1, device_limits().sms, device_limits().smem_optin).blocks;
+  return launch<Prologue::none>(w, x, 1, y, {}, stream, trace);
 }
 
 }  // namespace detail
