@@ -70,7 +70,8 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
 
 MemoryStats Model::weight_memory() const {
   MemoryStats s = weight_memory_of(info_, *weights_, mode_);
-  if (backend_weights_ && backend_weights_->resident_bytes() >= 0) s.backend_weight_bytes = backend_weights_->resident_bytes();
+  const int64_t device = backend_weights_ ? backend_weights_->resident_bytes() : -1;
+  if (device >= 0) s.backend_weight_bytes = device;
   return s;
 }
 

@@ -591,8 +591,8 @@ detail::W4GemvVariant parse_variant_env() {
   require_arg(
       false,
       "WKV_W4_GEMV_VARIANT='" + s +
-          "': expected A (FP32 math), B (half2 math), C (tensor cores), D (bulk copies + tensor cores) E (lean "
-                         "tensor cores) or F (packed layout, integer tensor cores)");
+          "': expected A (FP32 math), B (half2 math), C (tensor cores), D (bulk copies + tensor cores), E (lean "
+          "tensor cores) or F (packed layout, integer tensor cores)");
   return detail::W4GemvVariant::fp32;
 }
 

@@ -153,6 +153,25 @@ __device__ __forceinline__ float scale_pow2(float v, int e) {
   return e >= -126 && e <= 127 ? v * __int_as_float((127 + e) << 23) : ldexpf(v, e);
 }
 
+// Warp reductions of integers: one REDUX instruction on sm_80+ (the only devices F runs on are sm_90; the
+// shuffle form keeps other architectures compiling).
+__device__ __forceinline__ uint32_t warp_max_u32(uint32_t v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_max_sync(0xFFFFFFFFu, v);
+#else
+  for (int off = kWarpSize / 2; off > 0; off >>= 1) v = max(v, __shfl_xor_sync(0xFFFFFFFFu, v, off));
+  return v;
+#endif
+}
+__device__ __forceinline__ int warp_sum_i32(int v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  return __reduce_add_sync(0xFFFFFFFFu, v);
+#else
+  for (int off = kWarpSize / 2; off > 0; off >>= 1) v += __shfl_xor_sync(0xFFFFFFFFu, v, off);
+  return v;
+#endif
+}
+
 // Lane `lane` holds channels 4·lane … 4·lane + 3 of group `grp` of batch row b in v.
 __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, const Plan& p, uint8_t* sm) {
   const float vv[4] = {v.x, v.y, v.z, v.w};
@@ -161,7 +180,7 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
   uint32_t mb = 0;
 #pragma unroll
   for (int i = 0; i < 4; ++i) mb = max(mb, __float_as_uint(vv[i]) & 0x7FFFFFFFu);
-  mb = __reduce_max_sync(0xFFFFFFFFu, mb);
+  mb = warp_max_u32(mb);
   const bool bad = mb >= 0x7F800000u;
   // mx < 2^k with k = biased exponent − 126 (subnormals: 2^-125), E = k − 29 so that |x|·2^-E < 2^29.
   const int E = bad || mb == 0 ? 0 : max((int)(mb >> 23), 1) - 126 - 29;
@@ -186,7 +205,7 @@ __device__ __forceinline__ void stage_group(float4 v, int b, int grp, int lane, 
 #pragma unroll
   for (int d = 0; d < 4; ++d) {
     const int own = d < 3 ? (int)((uint32_t)sum[d] - ((uint32_t)sum[d + 1] << 8)) : sum[3];
-    dsum[d] = __reduce_add_sync(0xFFFFFFFFu, own);
+    dsum[d] = warp_sum_i32(own);
   }
   // Channels 4·lane … of the group are k-step s = lane / 8 and, within it, B register 0 (k 4t …) of lane
   // t = lane % 8 for lane % 8 < 4, else register 1 (k 16 + 4t …) of t = lane % 8 − 4.
@@ -547,15 +566,16 @@ bool env_flag(const char* name) {
 }
 
 template <Prologue kPro>
-void launch(const W4PackedView& w, const float* x, int B, float* y, const PrologueArgs& pro, cudaStream_t stream,
-            unsigned long long* trace = nullptr) {
+// Launches one kernel (B ≤ kMaxBatch); returns its block count. One launch plan per call: the checks below are
+// w4_gemv_packed_supported's, on the plan this launch uses.
+int launch(const W4PackedView& w, const float* x, int B, float* y, const PrologueArgs& pro, cudaStream_t stream,
+           unsigned long long* trace = nullptr) {
   const DeviceLimits& dl = device_limits();
-  require_arg(w4_gemv_packed_supported(w.rows, w.cols, 128) && w.records,
-              "w4_gemv_packed: " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
-                  " is not a supported packed matrix on this device, or records is null");
   Args a{};
   a.p = make_plan(w.rows, w.cols, B, dl.sms, dl.smem_optin);
-  require_arg(a.p.slots >= 2, "w4_gemv_packed: internal: no launch plan for batch " + std::to_string(B));
+  require_arg(w4_packable(w.rows, w.cols, kW4PackedGroup) && dl.compute_major >= 9 && a.p.slots >= 2 && w.records,
+              "w4_gemv_packed: " + std::to_string(w.rows) + "x" + std::to_string(w.cols) + " batch " +
+                  std::to_string(B) + " is not a supported packed matrix on this device, or records is null");
   a.records = static_cast<const uint8_t*>(w.records);
   static const int prefetch = env_flag("WKV_W4_PACKED_PREFETCH") ? 1 : 0;
   a.prefetch = prefetch;
@@ -577,6 +597,7 @@ void launch(const W4PackedView& w, const float* x, int B, float* y, const Prolog
   }
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, w4_gemv_packed_kernel<kPro>, a, x, y, pro));
   WKV_CHECK_LAUNCH();
+  return a.p.blocks;
 }
 
 }  // namespace
@@ -634,8 +655,7 @@ namespace detail {
 
 int w4_gemv_packed_trace(const W4PackedView& w, const float* x, float* y, unsigned long long* trace,
                          cudaStream_t stream) {
-  launch<Prologue::none>(w, x, 1, y, {}, stream, trace);
-  return make_plan(w.rows, w.cols, 1, device_limits().sms, device_limits().smem_optin).blocks;
+  return launch<Prologue::none>(w, x, 1, y, {}, stream, trace);
 }
 
 }  // namespace detail
