@@ -20,7 +20,15 @@ using KvObserver = std::function<void(int layer, const float* k, const float* v,
 
 struct SessionState {
   virtual ~SessionState() = default;
-  virtual void forward(const TokenId* tokens, int T, int pos0, float* logits, bool all_logits) = 0;
+  // poq_chunk: the length of DESIGN's prefill chunks inside this call (KV4 with chunk-level POQ: a query
+  // reads the keys and values of its own chunk [pos0 + c·poq_chunk, …) at full precision, earlier ones from
+  // the cache); 0 or ≥ T = the call is one chunk. Calling forward once with T = k·poq_chunk computes exactly
+  // what k calls of poq_chunk tokens compute (up to floating-point summation order).
+  virtual void forward(const TokenId* tokens, int T, int pos0, float* logits, bool all_logits, int poq_chunk) = 0;
+  // Tokens per forward call the backend prefers when a Session prefills in chunks of `chunk` tokens: a
+  // multiple of chunk. The CUDA backend batches several chunks so that each prefill GEMM dequantizes its W4
+  // weights once per call, not once per chunk.
+  virtual int forward_batch(int chunk) const { return chunk; }
   // KV bytes per token in the storage format (all layers, K and V) and what the backend holds resident.
   virtual int64_t kv_format_bytes_per_token() const = 0;
   virtual int64_t kv_resident_bytes() const = 0;

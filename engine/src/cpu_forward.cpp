@@ -69,7 +69,7 @@ class CpuSessionState final : public SessionState {
   int64_t kv_resident_bytes() const override { return kv_resident_bytes_for(n_ctx_); }
   std::string kv_format() const override { return kv4_ ? "KV4 G" + std::to_string(G_) : "FP16"; }
 
-  void forward(const TokenId* tokens, int T, int pos0, float* logits, bool all_logits) override {
+  void forward(const TokenId* tokens, int T, int pos0, float* logits, bool all_logits, int poq_chunk) override {
     if (T <= 0) return;
     if (pos0 < 0 || pos0 + T > n_ctx_)
       throw Error(ErrorCode::context_full, "positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + T - 1) +
@@ -93,7 +93,7 @@ class CpuSessionState final : public SessionState {
       cpu::rope(q_.data(), T, info_.n_heads, D_, pos0, info_.rope_theta);
       cpu::rope(k_.data(), T, info_.n_kv_heads, D_, pos0, info_.rope_theta);
       if (kv_observer) kv_observer(l, k_.data(), v_.data(), T);
-      attend_and_append(l, T, pos0);
+      attend_and_append(l, T, pos0, poq_chunk > 0 && poq_chunk < T ? poq_chunk : T);
       in = maybe_act4(L.wo, att_.data(), T, L.wo.in);
       cpu::matmul(pool_, in, T, L.wo, h_.data());
       for (size_t i = 0; i < size_t(T) * d; ++i) x_[i] += h_[i];
@@ -188,7 +188,8 @@ class CpuSessionState final : public SessionState {
     }, 16);
   }
 
-  void attend_and_append(int l, int T, int pos0) {
+  // chunk: DESIGN's prefill chunk length inside these T tokens (POQ blocks at chunk level).
+  void attend_and_append(int l, int T, int pos0, int chunk) {
     if (!kv4_) {
       float* kc = k_cache_.data() + size_t(l) * n_ctx_ * kv_dim_;
       float* vc = v_cache_.data() + size_t(l) * n_ctx_ * kv_dim_;
@@ -204,7 +205,7 @@ class CpuSessionState final : public SessionState {
     // Quantize the chunk into the cache now: POQ only decides which form attention reads.
     quantize_rows(k_.data(), T, l, pos0, sm.k_delta, sm.k_scale, k_packed_, kq_.data());
     quantize_rows(v_.data(), T, l, pos0, sm.v_delta, sm.v_scale, v_packed_, vq_.data());
-    const int block = !poq_ ? 0 : (token_level_poq_ ? 1 : T);
+    const int block = !poq_ ? 0 : (token_level_poq_ ? 1 : chunk);
     attention(k_past_.data(), v_past_.data(), k_.data(), v_.data(), kq_.data(), vq_.data(), T, pos0, block);
   }
 

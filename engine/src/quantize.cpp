@@ -96,7 +96,7 @@ CalibStats collect_kv_stats(const Model& model, const std::vector<std::vector<To
   std::vector<float> logits(I.vocab_size);
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < segments.size(); ++i) {
-    state->forward(segments[i].data(), seqlen, 0, logits.data(), false);
+    state->forward(segments[i].data(), seqlen, 0, logits.data(), false, 0);
     if (opt.progress) {
       QuantizeProgress p;
       p.stage = "calibration statistics";

@@ -70,11 +70,14 @@ void Session::eval(std::span<const TokenId> tokens, std::vector<float>* all_logi
   const int vocab = model_->info().vocab_size;
   if (all_logits) all_logits->assign(size_t(n) * vocab, 0.0f);
   last_logits_.resize(vocab);
-  for (int start = 0; start < n; start += chunk) {
-    const int len = std::min(chunk, n - start);
+  // Several chunks per forward call where the backend prefers it (a multiple of chunk, so the chunks and
+  // their POQ semantics are the same as one call per chunk).
+  const int batch = std::max(chunk, state_->forward_batch(chunk) / chunk * chunk);
+  for (int start = 0; start < n; start += batch) {
+    const int len = std::min(batch, n - start);
     const int pos0 = n_past();
     float* out = all_logits ? all_logits->data() + size_t(start) * vocab : last_logits_.data();
-    state_->forward(tokens.data() + start, len, pos0, out, all_logits != nullptr);
+    state_->forward(tokens.data() + start, len, pos0, out, all_logits != nullptr, chunk);
     tokens_.insert(tokens_.end(), tokens.begin() + start, tokens.begin() + start + len);
   }
   if (all_logits) std::copy(all_logits->end() - vocab, all_logits->end(), last_logits_.begin());

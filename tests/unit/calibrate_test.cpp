@@ -135,7 +135,7 @@ TEST(Calibrate, SmoothingStartsFromChannelStatistics) {
     vs.add_tokens(v + kvd, T - 1);
   };
   std::vector<float> logits(size_t(model->info().vocab_size));
-  for (const auto& seg : f.segments) state->forward(seg.data(), L, 0, logits.data(), false);
+  for (const auto& seg : f.segments) state->forward(seg.data(), L, 0, logits.data(), false, 0);
   std::vector<float> d(kvd), sc(kvd);
   kv_smoothing_from_stats(ks.min.data(), ks.max.data(), kvd, d.data(), sc.data());
   EXPECT_LT(max_change(r.blocks[0].params.k_delta, d), 1e-4);

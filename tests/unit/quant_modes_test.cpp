@@ -156,7 +156,7 @@ std::vector<std::vector<float>> decode_observed(const Model& m, const std::vecto
   std::vector<std::vector<float>> out;
   std::vector<float> logits(m.info().vocab_size);
   for (size_t p = 0; p < ids.size(); ++p) {
-    state->forward(&ids[p], 1, int(p), logits.data(), false);
+    state->forward(&ids[p], 1, int(p), logits.data(), false, 0);
     out.push_back(logits);
   }
   return out;
@@ -231,6 +231,26 @@ TEST_F(RefAModes, PrefillChunkSeesItselfAtFullPrecision) {
   c.eval(std::span(kPrompt).first(7), nullptr);
   c.eval(std::span(kPrompt).subspan(7), &lc);
   EXPECT_GT(test::max_abs_diff(lc.data(), la.data() + 7 * 8192, lc.size()), 1e-4);
+}
+
+// A backend may run several prefill chunks in one forward call (poq_chunk < T, what the CUDA backend does to
+// dequantize its weights once per call): the chunks keep their POQ semantics, so one call over 14 tokens in
+// chunks of 4 computes what four calls compute, and differs from one 14-token chunk.
+TEST_F(RefAModes, SeveralChunksInOneForwardCallKeepChunkSemantics) {
+  auto model = ref_a(QuantMode::w4kv4_rtn);
+  const int n = int(kPrompt.size()), vocab = model->info().vocab_size;
+  std::vector<float> one_call(size_t(n) * vocab), per_chunk(size_t(n) * vocab), one_chunk(size_t(n) * vocab);
+  make_cpu_session_state(*model, SessionOptions{}, n)->forward(kPrompt.data(), n, 0, one_call.data(), true, 4);
+  auto s = make_cpu_session_state(*model, SessionOptions{}, n);
+  for (int p = 0; p < n; p += 4)
+    s->forward(kPrompt.data() + p, std::min(4, n - p), p, per_chunk.data() + size_t(p) * vocab, true, 0);
+  make_cpu_session_state(*model, SessionOptions{}, n)->forward(kPrompt.data(), n, 0, one_chunk.data(), true, 0);
+  for (int p = 0; p < n; ++p)
+    EXPECT_LT(test::rel_l2(one_call.data() + size_t(p) * vocab, per_chunk.data() + size_t(p) * vocab, vocab), 1e-6)
+        << "position " << p;
+  // The first chunk is the same either way; from the second on, earlier chunks are read quantized.
+  EXPECT_LT(test::rel_l2(one_call.data(), one_chunk.data(), 4 * vocab), 1e-6);
+  EXPECT_GT(test::max_abs_diff(one_call.data() + 4 * vocab, one_chunk.data() + 4 * vocab, size_t(n - 4) * vocab), 1e-4);
 }
 
 TEST_F(RefAModes, MemoryAccountingByHand) {
