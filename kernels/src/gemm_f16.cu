@@ -59,15 +59,28 @@ void f32_to_f16(const float* x, uint16_t* out, int64_t n, cudaStream_t stream) {
   WKV_CHECK_LAUNCH();
 }
 
+namespace {
+void check_gemm_sizes(const char* name, int T, int rows, int cols) {
+  require_arg(T >= 1 && rows >= 1 && cols >= 1, std::string(name) + ": sizes T=" + std::to_string(T) + " rows=" +
+                                                    std::to_string(rows) + " cols=" + std::to_string(cols) +
+                                                    " must all be >= 1");
+}
+}  // namespace
+
 void gemm_f16(CublasContext& ctx, const float* x, int T, const uint16_t* W, int rows, int cols, float* y,
               cudaStream_t stream) {
-  require_arg(T >= 1 && rows >= 1 && cols >= 1, "gemm_f16: sizes T=" + std::to_string(T) + " rows=" +
-                                                     std::to_string(rows) + " cols=" + std::to_string(cols) +
-                                                     " must all be >= 1");
+  check_gemm_sizes("gemm_f16", T, rows, cols);
   require_arg(x && W && y, "gemm_f16: x, W and y must be non-null device pointers");
   const int64_t nx = (int64_t)T * cols;
   auto* x16 = static_cast<uint16_t*>(ctx.scratch((size_t)nx * sizeof(uint16_t)));
   f32_to_f16(x, x16, nx, stream);
+  gemm_f16_h(ctx, x16, T, W, rows, cols, y, stream);
+}
+
+void gemm_f16_h(CublasContext& ctx, const uint16_t* x16, int T, const uint16_t* W, int rows, int cols, float* y,
+                cudaStream_t stream) {
+  check_gemm_sizes("gemm_f16_h", T, rows, cols);
+  require_arg(x16 && W && y, "gemm_f16_h: x16, W and y must be non-null device pointers");
   CUBLAS_CHECK(cublasSetStream(ctx.handle(), stream));
   const float alpha = 1.0f, beta = 0.0f;
   CUBLAS_CHECK(cublasGemmEx(ctx.handle(), CUBLAS_OP_T, CUBLAS_OP_N, rows, T, cols, &alpha, W, CUDA_R_16F, cols,

@@ -82,6 +82,13 @@ TEST(GemmF16, DequantizedW4Pipeline) {
   const auto y = dy.download();
   for (size_t i = 0; i < y.size(); ++i) ASSERT_TRUE(std::isfinite(y[i])) << "output not written at " << i;
   EXPECT_LE(wkv::test::rel_l2_d(y, ref), 2e-3);
+  // The FP16-input entry over x converted once gives the same bits (what prefill's shared inputs use).
+  DeviceBuffer<uint16_t> x16((size_t)T * cols);
+  wkv::kernels::f32_to_f16(dx.get(), x16.get(), (int64_t)T * cols);
+  DeviceBuffer<float> dy2((size_t)T * rows);
+  dy2.poison();
+  wkv::kernels::gemm_f16_h(ctx, x16.get(), T, W16.get(), rows, cols, dy2.get());
+  EXPECT_EQ(dy2.download(), y);
 }
 
 TEST(GemmF16, ConversionIsBitExact) {
@@ -116,6 +123,8 @@ TEST(GemmF16, RejectsInvalidArguments) {
   wkv::kernels::CublasContext ctx;
   EXPECT_THROW(wkv::kernels::gemm_f16(ctx, &x, 0, &w, 1, 1, &y), wkv::Error);
   EXPECT_THROW(wkv::kernels::gemm_f16(ctx, nullptr, 1, &w, 1, 1, &y), wkv::Error);
+  EXPECT_THROW(wkv::kernels::gemm_f16_h(ctx, &w, 1, &w, 0, 1, &y), wkv::Error);
+  EXPECT_THROW(wkv::kernels::gemm_f16_h(ctx, nullptr, 1, &w, 1, 1, &y), wkv::Error);
 }
 
 }  // namespace

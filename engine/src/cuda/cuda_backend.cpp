@@ -15,8 +15,9 @@
 //   x += o(att); h = rmsnorm(x); x += down(swiglu(gate(h), up(h))).
 // w4a4 fake-quantizes every block linear's input per token first (a4_fake_quant.h).
 // Linears: T ≤ 8 → GEMV (W4 or FP16) reading the weights once; T > 8 → W4 dequantized to an FP16
-// scratch matrix, then cuBLAS GEMM on tensor cores (FP32 accumulate). q|k|v and gate|up are stored
-// stacked, so a decode step computes each group with one GEMV launch.
+// scratch matrix (once per forward call of up to kPrefillBatch tokens), input converted to FP16 once per
+// group, then cuBLAS GEMM on tensor cores (FP32 accumulate). q|k|v and gate|up are stored stacked, so a
+// decode step computes each group with one GEMV launch.
 //
 // Decode is one CUDA graph: the token id and the position live in a small device array (written by one
 // 12-byte copy before each launch), every position-dependent kernel reads them on the device (rope_at,
@@ -432,9 +433,10 @@ class CudaSessionState final : public SessionState {
         k = q + qd;
         v = k + kv_dim_;
       } else {
-        linear(view_of(L.qkv, 0, qd), h, T, q);
-        linear(view_of(L.qkv, qd, kv_dim_), h, T, k);
-        linear(view_of(L.qkv, qd + kv_dim_, kv_dim_), h, T, v);
+        const uint16_t* h16 = shared_input_f16(h, T, d);
+        linear(view_of(L.qkv, 0, qd), h, T, q, h16);
+        linear(view_of(L.qkv, qd, kv_dim_), h, T, k, h16);
+        linear(view_of(L.qkv, qd + kv_dim_, kv_dim_), h, T, v, h16);
       }
       if (P.dev) {  // decode: q and k are consecutive in qkv_, so one launch rotates both
         wk::rope_at(q, H + info_.n_kv_heads, D_, P.pos_dev(), info_.rope_theta, stream_);
@@ -453,8 +455,9 @@ class CudaSessionState final : public SessionState {
         linear(view_of(L.gate_up), h, 1, g);
         u = g + info_.ffn_dim;
       } else {
-        linear(view_of(L.gate_up, 0, info_.ffn_dim), h, T, g);
-        linear(view_of(L.gate_up, info_.ffn_dim, info_.ffn_dim), h, T, u);
+        const uint16_t* h16 = shared_input_f16(h, T, d);
+        linear(view_of(L.gate_up, 0, info_.ffn_dim), h, T, g, h16);
+        linear(view_of(L.gate_up, info_.ffn_dim, info_.ffn_dim), h, T, u, h16);
       }
       wk::swiglu(g, u, int64_t(T) * info_.ffn_dim, stream_);
       act4_input(L.w_down, g, T, info_.ffn_dim);
@@ -529,6 +532,7 @@ class CudaSessionState final : public SessionState {
     qkv_ = DeviceBuffer((qd + 2 * size_t(kv_dim_)) * 4, "activations");
     u_ = DeviceBuffer(t * info_.ffn_dim * 4, "activations");
     if (T > kGemvMaxBatch && !w16_.bytes()) w16_ = DeviceBuffer(w_.max_linear_elems * 2, "FP16 weight scratch");
+    if (T > kGemvMaxBatch) x16_ = DeviceBuffer(t * info_.dim * 2, "activations");  // shared_input_f16
     scratch_tokens_ = T;
     ++scratch_generation_;
   }
@@ -539,7 +543,15 @@ class CudaSessionState final : public SessionState {
     if (lin.act4) wk::a4_fake_quant(x, T, n, stream_);
   }
 
-  void linear(const LinearView& W, const float* x, int T, float* y) {
+  // The input [T][n] of several linears in FP16, converted once (prefill GEMMs, T > kGemvMaxBatch), else null.
+  const uint16_t* shared_input_f16(const float* x, int T, int n) {
+    if (T <= kGemvMaxBatch) return nullptr;
+    wk::f32_to_f16(x, x16_.as<uint16_t>(), int64_t(T) * n, stream_);
+    return x16_.as<uint16_t>();
+  }
+
+  // y = x·Wᵀ; x16: x already in FP16 (shared_input_f16) for the GEMM path, or null.
+  void linear(const LinearView& W, const float* x, int T, float* y, const uint16_t* x16 = nullptr) {
     if (T <= kGemvMaxBatch) {
       if (W.w4()) wk::w4_gemv(W.w4_view(), x, T, y, stream_);
       else wk::gemv_f16({W.rows, W.cols, W.dense}, x, T, y, stream_);
@@ -550,7 +562,8 @@ class CudaSessionState final : public SessionState {
       wk::w4_dequant_f16(W.w4_view(), w16_.as<uint16_t>(), stream_);
       w16 = w16_.as<uint16_t>();
     }
-    wk::gemm_f16(cublas_, x, T, w16, W.rows, W.cols, y, stream_);
+    if (x16) wk::gemm_f16_h(cublas_, x16, T, w16, W.rows, W.cols, y, stream_);
+    else wk::gemm_f16(cublas_, x, T, w16, W.rows, W.cols, y, stream_);
   }
 
   void attention_kv4(int l, int T, const Positions& P, const float* q, const float* k, const float* v) {
@@ -654,7 +667,7 @@ class CudaSessionState final : public SessionState {
   int poq_chunk_ = 0;  // the current forward call's POQ chunk length (prefill)
   uint64_t scratch_generation_ = 0, graph_generation_ = 0;
   cudaGraphExec_t graph_exec_ = nullptr;
-  DeviceBuffer ids_, x_, x2_, xin_, h_, q_, att_, k_, v_, g_, u_, qkv_, logits_, w16_;
+  DeviceBuffer ids_, x_, x2_, xin_, h_, q_, att_, k_, v_, g_, u_, qkv_, logits_, w16_, x16_;
 };
 
 }  // namespace

@@ -41,5 +41,9 @@ void f32_to_f16(const float* x, uint16_t* out, int64_t n, cudaStream_t stream = 
 // std::runtime_error on CUDA / cuBLAS failures.
 void gemm_f16(CublasContext& ctx, const float* x, int T, const uint16_t* W, int rows, int cols, float* y,
               cudaStream_t stream = 0);
+// The same with x already in FP16 bits [T][cols] (e.g. one f32_to_f16 shared by the linears of one input):
+// gemm_f16 is f32_to_f16 followed by this, so both give identical bits.
+void gemm_f16_h(CublasContext& ctx, const uint16_t* x16, int T, const uint16_t* W, int rows, int cols, float* y,
+                cudaStream_t stream = 0);
 
 }  // namespace wkv::kernels
