@@ -42,6 +42,11 @@ std::vector<BenchRow> run_bench(std::shared_ptr<const Model> model, const BenchO
     Session s(model, so);
     const std::vector<TokenId> fill = random_ids(depth);
     if (depth > 0) s.eval(fill);
+    if (o.warmup) {
+      s.eval(random_ids(std::max(o.prompt, 1)));
+      for (TokenId id : random_ids(std::min(o.gen, 2))) s.eval(std::span(&id, 1));
+      if (o.log) o.log("depth " + std::to_string(depth) + " warm-up run done (untimed)");
+    }
     std::vector<double> prefill_tps, decode_tps;
     MemoryStats mem;
     for (int r = 0; r < std::max(1, o.repeats); ++r) {

@@ -14,6 +14,7 @@ int cmd_bench(const Args& a) {
   o.prompt = a.integer("--prompt-tokens", 512, 0, 1 << 24);
   o.gen = a.integer("--gen", 128, 0, 1 << 24);
   o.repeats = a.integer("--repeats", 3, 1, 1000);
+  o.warmup = !a.has("--no-warmup");
   if (a.has("--depth")) {
     o.depths.clear();
     std::stringstream ss(a.str("--depth"));

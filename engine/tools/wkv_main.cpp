@@ -37,7 +37,7 @@ const std::set<std::string> kValueFlags = {"--tokenizer", "--threads", "--ctx", 
                                            "--prompt-tokens", "--gen", "--depth", "--repeats", "--shape",
                                            "--fp16-model", "--epochs", "--crr-k", "--device"};
 const std::set<std::string> kSwitches = {"--no-bos", "--ignore-eos", "--verbose", "--help", "--wkvq",
-                                         "--no-crr", "--no-lwc", "--no-smooth", "--tf32"};
+                                         "--no-crr", "--no-lwc", "--no-smooth", "--tf32", "--no-warmup"};
 const std::map<std::string, std::string> kAliases = {
     {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--max-tokens"}, {"-v", "--verbose"}, {"-h", "--help"}, {"-t", "--threads"}, {"-o", "--output"}};
 
@@ -111,6 +111,7 @@ bench options:
   --prompt-tokens N --gen N       prefill and decode lengths (default 512 and 128)
   --depth D1,D2,...               context already filled before timing (default 0)
   --repeats N                     runs per depth, the median is reported (default 3)
+  --no-warmup                     skip the untimed run per depth (first kernel loads, graph capture)
 
 summarize options:
   -n, --max-tokens N              answer tokens per part and for the summary (default 256); greedy

@@ -53,8 +53,22 @@ TEST(Bench, RowsAreConsistentWithMemoryAccounting) {
   b.gen = 4;
   b.depths = {0, 32};
   b.repeats = 1;
+  std::vector<std::string> log;
+  b.log = [&](const std::string& line) { log.push_back(line); };
   const auto rows = run_bench(m, b);
   ASSERT_EQ(rows.size(), 2u);
+  // Per depth: the untimed warm-up, then one timed run.
+  ASSERT_EQ(log.size(), 4u);
+  EXPECT_EQ(log[0], "depth 0 warm-up run done (untimed)");
+  EXPECT_EQ(log[1].rfind("depth 0 run 1: prefill ", 0), 0u) << log[1];
+  EXPECT_EQ(log[2], "depth 32 warm-up run done (untimed)");
+  b.warmup = false;
+  b.depths = {0};
+  log.clear();
+  run_bench(m, b);
+  ASSERT_EQ(log.size(), 1u);
+  EXPECT_EQ(log[0].rfind("depth 0 run 1: ", 0), 0u) << log[0];
+  b.depths = {0, 32};
   Session probe(m);
   const MemoryStats mem = probe.memory_stats();
   for (const BenchRow& r : rows) {
