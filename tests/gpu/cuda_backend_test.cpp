@@ -144,14 +144,24 @@ TEST_F(CudaBackend, GraphReplayEqualsEagerLaunches) {
 
 // Each case: token-level POQ or not, and how the prompt is fed: two eval calls (12 tokens on the GEMM path,
 // then 8 on the GEMV path), or one eval in chunks of 6, which the GPU runs as one forward call of 20 tokens
-// with four POQ chunks (the CPU runs one call per chunk).
+// with four POQ chunks (the CPU runs one call per chunk). Batched chunks of 6: the first position of a later
+// chunk reads up to 12 quantized keys, like token-level POQ, so its per-position budget is token-level's;
+// the mean budget is 1e-2 (measured 6.7e-3, H200). Since those budgets are near the distance between two
+// chunkings, the run must also be at least twice as close to the CPU's chunks of 6 as to its chunks of 12
+// (CPU vs CPU: 1.8e-2 mean between the two).
 TEST_F(CudaBackend, PrefillMatchesCpuWithTokenAndChunkPoq) {
+  auto mean_rel = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double mean = 0;
+    for (size_t p = 0; p < kPrompt.size(); ++p) mean += test::rel_l2(a.data() + p * 8192, b.data() + p * 8192, 8192);
+    return mean / kPrompt.size();
+  };
   for (bool token_level : {false, true}) {
     for (bool batched : {false, true}) {
       SessionOptions so;
       so.token_level_poq = token_level;
       Session g(load(test::shared_path("models/ref-a"), QuantMode::w4kv4_rtn, BackendKind::cuda), so);
-      Session c(load(test::shared_path("models/ref-a"), QuantMode::w4kv4_rtn, BackendKind::cpu), so);
+      auto cpu = load(test::shared_path("models/ref-a"), QuantMode::w4kv4_rtn, BackendKind::cpu);
+      Session c(cpu, so);
       std::vector<float> lg, lc;
       if (batched) {
         g.eval(kPrompt, &lg, 6);
@@ -160,16 +170,22 @@ TEST_F(CudaBackend, PrefillMatchesCpuWithTokenAndChunkPoq) {
         lg = eval_in_two_calls(g, 12);
         lc = eval_in_two_calls(c, 12);
       }
-      double mean = 0;
-      for (size_t p = 0; p < kPrompt.size(); ++p) {
-        const double rel = test::rel_l2(lg.data() + p * 8192, lc.data() + p * 8192, 8192);
-        EXPECT_LT(rel, token_level ? 6e-2 : 1e-2)
+      const bool wide = token_level || batched;
+      for (size_t p = 0; p < kPrompt.size(); ++p)
+        EXPECT_LT(test::rel_l2(lg.data() + p * 8192, lc.data() + p * 8192, 8192), wide ? 6e-2 : 1e-2)
             << "token_level " << token_level << " batched " << batched << " position " << p;
-        mean += rel / kPrompt.size();
-      }
-      EXPECT_LT(mean, token_level ? 3e-2 : 3e-3) << "token_level " << token_level << " batched " << batched;
+      const double mean = mean_rel(lg, lc);
+      EXPECT_LT(mean, token_level ? 3e-2 : batched ? 1e-2 : 3e-3) << "token_level " << token_level << " batched " << batched;
       std::printf("w4kv4-rtn prefill, token_level %d, batched %d: mean rel L2 GPU vs CPU %.2e\n", token_level,
                   batched, mean);
+      if (batched && !token_level) {
+        Session c12(cpu, so);
+        std::vector<float> l12;
+        c12.eval(kPrompt, &l12, 12);
+        const double other = mean_rel(lg, l12);
+        EXPECT_LT(2 * mean, other) << "the batched GPU prefill is not nearer the chunks of 6 than those of 12";
+        std::printf("  same run vs the CPU in chunks of 12: %.2e\n", other);
+      }
     }
   }
 }
