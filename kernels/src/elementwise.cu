@@ -11,6 +11,7 @@
 
 #include "cuda_check.h"
 #include "kernel_util.h"
+#include "rope_device.cuh"
 #include "wkv_kernels/elementwise.h"
 
 namespace wkv::kernels {
@@ -120,10 +121,7 @@ __global__ void __launch_bounds__(kThreads) add_rmsnorm_kernel(float* x, const f
 // RoPE. Thread (t, g, i), i < D/2, computes the angle of pair i at token t once and rotates pair
 // (i, i + D/2) of the kRopeHeads heads of head group g: consecutive threads take consecutive i (coalesced),
 // and a thread issues all its loads before its first store (one memory round trip, not one per head).
-// inv_freq = 1 / theta^(2i/D): the exponent is the same float quotient as the reference, the power is
-// taken in double and rounded once to float (the correctly rounded powf value the host computes), so the
-// angle pos·inv_freq is bit-identical to the reference's; large angles make that essential (1 ulp of
-// inv_freq at pos 4096 would already move the angle by ~1e-3 rad).
+// The per-pair arithmetic (and why it matches cpu::rope's angle bit for bit) is rope_device.cuh's.
 constexpr int kRopeHeads = 8;
 
 // Rotates pair (i, i + D/2) of heads h0 … min(h0 + kRopeHeads, n_heads) − 1 of one token at absolute
@@ -132,10 +130,6 @@ constexpr int kRopeHeads = 8;
 __device__ __forceinline__ void rope_heads(float* __restrict__ x_t, int n_heads, int h0, int head_dim, int i,
                                            int pos, float theta) {
   const int half = head_dim / 2;
-  const float expo = __fdiv_rn((float)(2 * i), (float)head_dim);
-  const float p = (float)pow((double)theta, (double)expo);
-  const float inv_freq = __fdiv_rn(1.0f, p);
-  const float angle = __fmul_rn((float)pos, inv_freq);
   float a[kRopeHeads], b[kRopeHeads];
 #pragma unroll
   for (int k = 0; k < kRopeHeads; ++k) {
@@ -145,14 +139,15 @@ __device__ __forceinline__ void rope_heads(float* __restrict__ x_t, int n_heads,
       b[k] = v[i + half];
     }
   }
-  float s, c;
-  sincosf(angle, &s, &c);
+  float c, s;
+  ropedev::rope_cos_sin(i, head_dim, pos, theta, c, s);
 #pragma unroll
   for (int k = 0; k < kRopeHeads; ++k) {
     if (h0 + k < n_heads) {
       float* v = x_t + (size_t)(h0 + k) * head_dim;
-      v[i] = __fsub_rn(__fmul_rn(a[k], c), __fmul_rn(b[k], s));
-      v[i + half] = __fadd_rn(__fmul_rn(b[k], c), __fmul_rn(a[k], s));
+      ropedev::rope_rotate(a[k], b[k], c, s);
+      v[i] = a[k];
+      v[i + half] = b[k];
     }
   }
 }

@@ -6,12 +6,19 @@
 // contiguous in both). The rounding is wkv::float_to_fp16 (half.h, round-to-nearest-even, the host
 // reference's bits for every input including NaN payloads, which __float2half_rn canonicalizes differently).
 // Stores are 2-byte, so the pools need no alignment beyond uint16_t.
+//
+// kv16_rope_append_at, the decode step's RoPE fused into the append (one launch instead of rope_at +
+// kv16_append_at): one thread per rotation pair of the query and key heads (rope_device.cuh's arithmetic, so
+// the bits of rope_at), a key pair's thread also storing its two rotated values, then one thread per channel
+// pair of the value heads.
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include "cuda_check.h"
 #include "half.h"
+#include "rope_device.cuh"
 #include "wkv_kernels/kv16_append.h"
 
 namespace wkv::kernels {
@@ -44,6 +51,50 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// kv16_rope_append_at. Thread r covers pair i = r % (D/2) of head r / (D/2) over the H query heads, the H_kv
+// key heads (qk = [H + H_kv][D]) and the H_kv value heads (v [H_kv][D]): query and key pairs are rotated in
+// place for p = *pos_dev; key and value pairs (x_i, x_{i+D/2}) of head h are stored rounded to FP16 at
+// channels i and i + D/2 of (p, h) — the rotated key from registers, the same float that rope_at leaves in
+// memory for kv16_append_at to read. Consecutive threads take consecutive i (coalesced loads and stores).
+// Out-of-range p: the heads are still rotated (as rope_at does), the cache untouched (as kv16_append_at
+// does). v must not overlap qk.
+__global__ void __launch_bounds__(kThreads)
+    kv16_rope_append_kernel(Kv16LayerCache c, float* __restrict__ qk, const float* __restrict__ v, int n_heads,
+                            const int32_t* __restrict__ pos_dev, float theta) {
+  const int D = c.head_dim, half = D / 2, Hkv = c.n_kv_heads;
+  const int r = blockIdx.x * kThreads + threadIdx.x;
+  if (r >= (n_heads + 2 * Hkv) * half) return;
+  const int head = r / half, i = r % half;
+  const int pos = *pos_dev;
+  const bool in_range = pos >= 0 && int64_t(pos) < int64_t(c.n_pages) * c.page_size;
+  float a, b;
+  int h;
+  uint16_t* pool;
+  if (head < n_heads + Hkv) {  // query or key head: rotate
+    float* x = qk + size_t(head) * D;
+    a = x[i];
+    b = x[i + half];
+    float cs, sn;
+    ropedev::rope_cos_sin(i, D, pos, theta, cs, sn);
+    ropedev::rope_rotate(a, b, cs, sn);
+    x[i] = a;
+    x[i + half] = b;
+    if (head < n_heads || !in_range) return;
+    h = head - n_heads;
+    pool = c.k_pool;
+  } else {  // value head: store only
+    if (!in_range) return;
+    h = head - n_heads - Hkv;
+    a = v[size_t(h) * D + i];
+    b = v[size_t(h) * D + i + half];
+    pool = c.v_pool;
+  }
+  const int page = c.page_table[pos / c.page_size];
+  const size_t dst = Kv16LayerCache::offset(page, h, pos % c.page_size, Hkv, c.page_size, D);
+  pool[dst + i] = wkv::float_to_fp16(a);
+  pool[dst + i + half] = wkv::float_to_fp16(b);
+}
+
 int blocks_for(size_t n) {
   const size_t b = (n + kThreads - 1) / kThreads;
   return int(b < 4096 ? (b ? b : 1) : 4096);  // grid-stride beyond 4096 blocks (≥ 1M elements)
@@ -73,6 +124,21 @@ void kv16_append_at(const Kv16LayerCache& cache, const float* k, const float* v,
   if (!pos_dev) throw std::invalid_argument("kv16_append_at: pos_dev must be a non-null device pointer");
   const size_t n = size_t(cache.n_kv_heads) * cache.head_dim;
   kv16_append_kernel<<<blocks_for(n), kThreads, 0, stream>>>(cache, k, v, 1, 0, pos_dev);
+  WKV_CHECK_LAUNCH();
+}
+
+void kv16_rope_append_at(const Kv16LayerCache& cache, float* qk, const float* v, int n_heads,
+                         const int32_t* pos_dev, float theta, cudaStream_t stream) {
+  validate_kv16_cache(cache, 0, "kv16_rope_append_at");
+  if (!qk || !v || !pos_dev)
+    throw std::invalid_argument("kv16_rope_append_at: qk, v and pos_dev must be non-null device pointers");
+  if (n_heads < 1) throw std::invalid_argument("kv16_rope_append_at: n_heads must be ≥ 1");
+  if (!std::isfinite(theta) || !(theta > 0.0f))
+    throw std::invalid_argument("kv16_rope_append_at: theta must be finite and > 0");
+  const int64_t threads = (int64_t(n_heads) + 2 * int64_t(cache.n_kv_heads)) * (cache.head_dim / 2);
+  if (threads > int64_t(INT32_MAX) - kThreads) throw std::invalid_argument("kv16_rope_append_at: too many heads");
+  const int blocks = int((threads + kThreads - 1) / kThreads);
+  kv16_rope_append_kernel<<<blocks, kThreads, 0, stream>>>(cache, qk, v, n_heads, pos_dev, theta);
   WKV_CHECK_LAUNCH();
 }
 

@@ -5,12 +5,18 @@
 // reduction ignores NaN and its order cannot change the stored bits: see quant_formats.h), lane 0 writes the
 // FP16 header and the lanes write one code byte per channel pair. All bit-deciding arithmetic goes through
 // the WKV_HD helpers of quant_formats.h, so the device stores exactly what the host reference stores.
+//
+// kv4_rope_append_at, the decode step's RoPE fused into the append (one launch instead of rope_at +
+// kv4_append_at): the K warps rotate their key head in place first (rope_device.cuh's arithmetic, so the bits
+// of rope_at) and smooth the rotated values straight from registers; extra warps rotate the query heads.
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
 #include "cuda_check.h"
 #include "kv4_device.cuh"
 #include "quant_formats.h"
+#include "rope_device.cuh"
 #include "wkv_kernels/kv4_append.h"
 
 namespace wkv::kernels {
@@ -37,6 +43,29 @@ namespace {
 
 constexpr int kWarpsPerBlock = 4;
 
+// Quantizes one smoothed head vector xs[D] (this warp's shared-memory slice, complete: the caller synced the
+// warp after writing it) into `row` (D/2 code bytes, then the D/G group headers): per group of G channels a
+// shuffle min/max, lane 0 writes the header, the lanes write one code byte per channel pair.
+__device__ __forceinline__ void quantize_smoothed_row(const float* xs, uint8_t* row, int D, int G, int lane) {
+  KV4GroupHeader* hdr = reinterpret_cast<KV4GroupHeader*>(row + D / 2);
+  for (int g0 = 0; g0 < D; g0 += G) {
+    float mn = INFINITY, mx = -INFINITY;
+    for (int ch = g0 + lane; ch < g0 + G; ch += 32) q4_minmax_update(xs[ch], mn, mx);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      const float omn = __shfl_xor_sync(0xffffffffu, mn, off), omx = __shfl_xor_sync(0xffffffffu, mx, off);
+      // Partials are never NaN (q4_minmax_update skips NaN), so plain comparisons merge them exactly.
+      if (omn < mn) mn = omn;
+      if (omx > mx) mx = omx;
+    }
+    const KV4GroupHeader gh = kv4_group_header(mn, mx);
+    if (lane == 0) hdr[g0 / G] = gh;
+    const float sc = fp16_to_float(gh.scale), mnf = fp16_to_float(gh.min);
+    for (int i = g0 / 2 + lane; i < (g0 + G) / 2; i += 32)
+      row[i] = kv4_pack_byte(kv4_quantize_value(xs[2 * i], mnf, sc), kv4_quantize_value(xs[2 * i + 1], mnf, sc));
+  }
+}
+
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     kv4_append_kernel(Kv4LayerCache c, const float* __restrict__ k, const float* __restrict__ v, int T, int pos0,
                       const int32_t* __restrict__ pos_dev, size_t head_bytes) {
@@ -61,23 +90,67 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     xs[ch] = kv4_smooth(x[ch], delta ? delta[h * D + ch] : 0.0f, scale ? scale[h * D + ch] : 1.0f);
   __syncwarp();
 
-  KV4GroupHeader* hdr = reinterpret_cast<KV4GroupHeader*>(row + D / 2);
-  for (int g0 = 0; g0 < D; g0 += G) {
-    float mn = INFINITY, mx = -INFINITY;
-    for (int ch = g0 + lane; ch < g0 + G; ch += 32) q4_minmax_update(xs[ch], mn, mx);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const float omn = __shfl_xor_sync(0xffffffffu, mn, off), omx = __shfl_xor_sync(0xffffffffu, mx, off);
-      // Partials are never NaN (q4_minmax_update skips NaN), so plain comparisons merge them exactly.
-      if (omn < mn) mn = omn;
-      if (omx > mx) mx = omx;
+  quantize_smoothed_row(xs, row, D, G, lane);
+}
+
+// kv4_rope_append_at: the H query heads and H_kv key heads of qk = [H + H_kv][D] rotated in place for position
+// p = *pos_dev, and the rotated keys and v [H_kv][D] appended at p. Items (one warp each), four per block:
+//   [0, 2·H_kv)            (h, K|V), K|V fastest, as in kv4_append_kernel. The K warp rotates key head h
+//                          (lane takes the pairs i = lane, lane + 32, … < D/2), stores it back to qk (the
+//                          decode attention reads it as k_cur) and smooths the two rotated values from
+//                          registers; smoothing is per element, so the smoothed row, and with it every stored
+//                          bit, is what kv4_append_at computes from the rotated k that rope_at leaves in memory.
+//   [2·H_kv, 2·H_kv + H)   query head item − 2·H_kv: rotated in place, nothing else.
+// Out-of-range p (outside [0, capacity)): the heads are still rotated (as rope_at does), the cache untouched
+// (as kv4_append_at does). v must not overlap qk.
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    kv4_rope_append_kernel(Kv4LayerCache c, float* __restrict__ qk, const float* __restrict__ v, int n_heads,
+                           const int32_t* __restrict__ pos_dev, float theta, size_t head_bytes) {
+  extern __shared__ float smem[];  // [kWarpsPerBlock][D]
+  const int D = c.head_dim, half = D / 2, Hkv = c.n_kv_heads;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int item = blockIdx.x * kWarpsPerBlock + warp;
+  if (item >= 2 * Hkv + n_heads) return;  // warp-uniform
+  const int pos = *pos_dev;
+  const bool in_range = pos >= 0 && int64_t(pos) < int64_t(c.n_pages) * c.page_size;
+  if (item >= 2 * Hkv) {  // a query head
+    float* x = qk + size_t(item - 2 * Hkv) * D;
+    for (int i = lane; i < half; i += 32) {
+      float a = x[i], b = x[i + half], cs, sn;
+      ropedev::rope_cos_sin(i, D, pos, theta, cs, sn);
+      ropedev::rope_rotate(a, b, cs, sn);
+      x[i] = a;
+      x[i + half] = b;
     }
-    const KV4GroupHeader gh = kv4_group_header(mn, mx);
-    if (lane == 0) hdr[g0 / G] = gh;
-    const float sc = fp16_to_float(gh.scale), mnf = fp16_to_float(gh.min);
-    for (int i = g0 / 2 + lane; i < (g0 + G) / 2; i += 32)
-      row[i] = kv4_pack_byte(kv4_quantize_value(xs[2 * i], mnf, sc), kv4_quantize_value(xs[2 * i + 1], mnf, sc));
+    return;
   }
+  const int which = item & 1, h = item >> 1;
+  const float* delta = which ? c.v_delta : c.k_delta;
+  const float* scale = which ? c.v_scale : c.k_scale;
+  float* xs = smem + warp * D;
+  if (which == 0) {
+    float* x = qk + size_t(n_heads + h) * D;
+    for (int i = lane; i < half; i += 32) {
+      float a = x[i], b = x[i + half], cs, sn;
+      ropedev::rope_cos_sin(i, D, pos, theta, cs, sn);
+      ropedev::rope_rotate(a, b, cs, sn);
+      x[i] = a;
+      x[i + half] = b;
+      if (in_range) {
+        const int lo = h * D + i, hi = lo + half;
+        xs[i] = kv4_smooth(a, delta ? delta[lo] : 0.0f, scale ? scale[lo] : 1.0f);
+        xs[i + half] = kv4_smooth(b, delta ? delta[hi] : 0.0f, scale ? scale[hi] : 1.0f);
+      }
+    }
+  } else if (in_range) {
+    const float* x = v + size_t(h) * D;
+    for (int ch = lane; ch < D; ch += 32)
+      xs[ch] = kv4_smooth(x[ch], delta ? delta[h * D + ch] : 0.0f, scale ? scale[h * D + ch] : 1.0f);
+  }
+  if (!in_range) return;  // warp-uniform: nothing to store
+  __syncwarp();
+  uint8_t* row = const_cast<uint8_t*>(kv4dev::row_ptr(which ? c.v_pool : c.k_pool, c, head_bytes, pos, h));
+  quantize_smoothed_row(xs, row, D, c.group, lane);
 }
 
 }  // namespace
@@ -109,6 +182,25 @@ void kv4_append_at(const Kv4LayerCache& cache, const float* k, const float* v, c
   const size_t smem = sizeof(float) * kWarpsPerBlock * cache.head_dim;
   if (smem > 48 * 1024) throw std::invalid_argument("kv4_append_at: head_dim too large");
   kv4_append_kernel<<<blocks, kWarpsPerBlock * 32, smem, stream>>>(cache, k, v, 1, 0, pos_dev, head_bytes);
+  WKV_CHECK_LAUNCH();
+}
+
+void kv4_rope_append_at(const Kv4LayerCache& cache, float* qk, const float* v, int n_heads, const int32_t* pos_dev,
+                        float theta, cudaStream_t stream) {
+  validate_kv4_cache(cache, 0, "kv4_rope_append_at");
+  if (!qk || !v || !pos_dev)
+    throw std::invalid_argument("kv4_rope_append_at: qk, v and pos_dev must be non-null device pointers");
+  if (n_heads < 1) throw std::invalid_argument("kv4_rope_append_at: n_heads must be ≥ 1");
+  if (!std::isfinite(theta) || !(theta > 0.0f))
+    throw std::invalid_argument("kv4_rope_append_at: theta must be finite and > 0");
+  const size_t head_bytes = kv4_head_bytes(cache.head_dim, cache.group);
+  const int64_t items = 2 * int64_t(cache.n_kv_heads) + n_heads;
+  if (items > int64_t(INT32_MAX) - kWarpsPerBlock) throw std::invalid_argument("kv4_rope_append_at: too many heads");
+  const int blocks = int((items + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  const size_t smem = sizeof(float) * kWarpsPerBlock * cache.head_dim;
+  if (smem > 48 * 1024) throw std::invalid_argument("kv4_rope_append_at: head_dim too large");
+  kv4_rope_append_kernel<<<blocks, kWarpsPerBlock * 32, smem, stream>>>(cache, qk, v, n_heads, pos_dev, theta,
+                                                                        head_bytes);
   WKV_CHECK_LAUNCH();
 }
 

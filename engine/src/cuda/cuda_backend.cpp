@@ -8,10 +8,12 @@
 // Activations are FP32: x [T][dim] residual, h [T][max(dim, H·D)], q/att [T][H·D], k/v [T][H_kv·D],
 // g/u [T][ffn].
 //
-// Per layer:  h = rmsnorm(x); q,k,v = linears(h); rope(q), rope(k);
-//   decode (T = 1): KV4 + POQ → attention over the cache (n_past keys) + the full-precision current k, v,
-//                   then append k, v;  otherwise append first, attention over n_past + 1 cached keys;
-//   prefill (T > 1): append the chunk, then causal attention (KV4: POQ blocks at chunk or token level);
+// Per layer:  h = rmsnorm(x); q,k,v = linears(h);
+//   decode (T = 1): rope(q), rope(k) and append k, v at pos in one launch (kv*_rope_append_at), then
+//                   KV4 + POQ → attention over the cache's n_past = pos keys (the slot just written is not
+//                   read) + the full-precision current k, v;  otherwise attention over n_past + 1 cached keys;
+//   prefill (T > 1): rope(q), rope(k), append the chunk, then causal attention (KV4: POQ blocks at chunk or
+//                   token level);
 //   x += o(att); h = rmsnorm(x); x += down(swiglu(gate(h), up(h))).
 // w4a4 fake-quantizes every block linear's input per token first (a4_fake_quant.h).
 // Linears: T ≤ 8 → GEMV (W4 or FP16) reading the weights once; T > 8 → W4 dequantized to an FP16
@@ -20,8 +22,8 @@
 // decode step computes each group with one GEMV launch.
 //
 // Decode is one CUDA graph: the token id and the position live in a small device array (written by one
-// 12-byte copy before each launch), every position-dependent kernel reads them on the device (rope_at,
-// kv*_append_at, the decode attentions' n_cache_dev), so the graph captured at the first decode step is
+// 12-byte copy before each launch), every position-dependent kernel reads them on the device
+// (kv*_rope_append_at, the decode attentions' n_cache_dev), so the graph captured at the first decode step is
 // replayed unchanged for every later token — no per-kernel launch gaps. It is captured again only when the
 // scratch buffers it points at are reallocated (a longer prefill chunk). WKV_CUDA_GRAPH=0 disables it
 // (eager launches, same results) for debugging.
@@ -438,8 +440,8 @@ class CudaSessionState final : public SessionState {
         linear(view_of(L.qkv, qd, kv_dim_), h, T, k, h16);
         linear(view_of(L.qkv, qd + kv_dim_, kv_dim_), h, T, v, h16);
       }
-      if (P.dev) {  // decode: q and k are consecutive in qkv_, so one launch rotates both
-        wk::rope_at(q, H + info_.n_kv_heads, D_, P.pos_dev(), info_.rope_theta, stream_);
+      if (P.dev) {  // decode (T = 1): q and k are consecutive in qkv_; one launch rotates both, appends k, v
+        rope_append_at(l, P, q, v);
       } else {
         wk::rope(q, T, H, D_, P.pos0, info_.rope_theta, stream_);
         wk::rope(k, T, info_.n_kv_heads, D_, P.pos0, info_.rope_theta, stream_);
@@ -497,7 +499,7 @@ class CudaSessionState final : public SessionState {
                                 xs[cur ^ 1], xin, qkv, stream_);
         cur ^= 1;
       }
-      wk::rope_at(q, H + info_.n_kv_heads, D_, P.pos_dev(), info_.rope_theta, stream_);
+      rope_append_at(l, P, q, v);
       if (kv4_) attention_kv4(l, 1, P, q, k, v);
       else attention_kv16(l, 1, P, q, k, v);
       wk::w4_gemv(view_of(L.wo).w4_view(), att, 1, h, stream_);
@@ -566,12 +568,19 @@ class CudaSessionState final : public SessionState {
     else wk::gemm_f16(cublas_, x, T, w16, W.rows, W.cols, y, stream_);
   }
 
+  // The decode step (device positions): qk = q|k of qkv_ [H + H_kv][D] rotated in place and this token's k, v
+  // appended at pos, one launch, before the attention. That order is right for every mode: without POQ (and
+  // with FP16 KV) the attention reads the current token back from the cache; with POQ it reads cache
+  // positions < pos only (n_cache = pos) and the current k, v at full precision from qkv_.
+  void rope_append_at(int l, const Positions& P, float* qk, const float* v) {
+    if (kv4_) wk::kv4_rope_append_at(caches_[l], qk, v, info_.n_heads, P.pos_dev(), info_.rope_theta, stream_);
+    else wk::kv16_rope_append_at(caches16_[l], qk, v, info_.n_heads, P.pos_dev(), info_.rope_theta, stream_);
+  }
+
+  // Decode (T = 1): with device positions k, v are already in the cache (rope_append_at); with a host position
+  // they are appended here, also before the attention.
   void attention_kv4(int l, int T, const Positions& P, const float* q, const float* k, const float* v) {
     const wk::Kv4LayerCache& cache = caches_[l];
-    auto append = [&] {
-      if (P.dev) wk::kv4_append_at(cache, k, v, P.pos_dev(), stream_);
-      else wk::kv4_append(cache, k, v, T, P.pos0, stream_);
-    };
     if (T == 1) {
       wk::Kv4DecodeArgs a;
       a.q = q;
@@ -580,19 +589,18 @@ class CudaSessionState final : public SessionState {
       a.out = att_.as<float>();
       a.n_heads = info_.n_heads;
       a.poq = poq_;
-      // POQ: the cache holds the n_past = pos earlier tokens and the current one is attended at full
-      // precision, then appended; without POQ it is appended first and read back like the past.
-      if (!poq_) append();
+      // POQ: the attention reads the n_past = pos earlier tokens from the cache and the current one at full
+      // precision from k, v; without POQ it reads the current one back from the cache like the past.
+      if (!P.dev) wk::kv4_append(cache, k, v, 1, P.pos0, stream_);
       a.n_cache = poq_ ? P.pos0 : P.pos0 + 1;
       if (P.dev) {
         a.n_cache_dev = poq_ ? P.pos_dev() : P.pos_plus_one_dev();
         a.n_cache_max = n_ctx_;
       }
       wk::kv4_decode_attention(cache, a, workspace_.as<void>(), ws_bytes_, stream_);
-      if (poq_) append();
       return;
     }
-    append();
+    wk::kv4_append(cache, k, v, T, P.pos0, stream_);
     if (!poq_ || token_level_poq_ || poq_chunk_ >= T) {
       wk::PrefillAttentionArgs a = prefill_args(T, P, q, k, v);
       a.poq_block = !poq_ ? 0 : (token_level_poq_ ? 1 : T);
@@ -627,13 +635,13 @@ class CudaSessionState final : public SessionState {
     return a;
   }
 
-  // FP16 KV (fp16, w4): the current keys are appended first and attention reads everything from the cache
-  // (prefill reads its own chunk from k/v at FP32, which differs from the cache only by FP16 rounding).
+  // FP16 KV (fp16, w4): the current keys are appended first (decode with device positions: by rope_append_at)
+  // and attention reads everything from the cache (prefill reads its own chunk from k/v at FP32, which differs
+  // from the cache only by FP16 rounding).
   void attention_kv16(int l, int T, const Positions& P, const float* q, const float* k, const float* v) {
     const wk::Kv16LayerCache& cache = caches16_[l];
     if (T == 1) {
-      if (P.dev) wk::kv16_append_at(cache, k, v, P.pos_dev(), stream_);
-      else wk::kv16_append(cache, k, v, 1, P.pos0, stream_);
+      if (!P.dev) wk::kv16_append(cache, k, v, 1, P.pos0, stream_);
       wk::Kv16DecodeArgs a;
       a.q = q;
       a.out = att_.as<float>();

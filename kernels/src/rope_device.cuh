@@ -1,0 +1,34 @@
+// RoPE's per-pair arithmetic on the device (half-split convention: pair i < D/2 is (x_i, x_{i+D/2})), shared
+// by every kernel that rotates — rope / rope_at (elementwise.cu) and the decode step's fused rotation + KV
+// append (kv4_append.cu, kv16_append.cu) — so they all store the same bits for the same input.
+//
+// Matching cpu::rope: inv_freq = 1 / theta^(2i/D) with the exponent the same float quotient as the reference
+// and the power taken in double and rounded once to float (the correctly rounded powf value the host
+// computes), so the angle pos·inv_freq is bit-identical to the reference's; large angles make that
+// essential (1 ulp of inv_freq at pos 4096 would already move the angle by ~1e-3 rad). Products and sums are
+// written with __fmul_rn / __fadd_rn / __fsub_rn so nvcc cannot contract them into FMAs; the only difference
+// left against the host is sincosf (≤ 2 ulp).
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace wkv::kernels::ropedev {
+
+// cos and sin of pair i's angle at absolute position pos.
+__device__ __forceinline__ void rope_cos_sin(int i, int head_dim, int pos, float theta, float& c, float& s) {
+  const float expo = __fdiv_rn((float)(2 * i), (float)head_dim);
+  const float p = (float)pow((double)theta, (double)expo);
+  const float inv_freq = __fdiv_rn(1.0f, p);
+  const float angle = __fmul_rn((float)pos, inv_freq);
+  sincosf(angle, &s, &c);
+}
+
+// (a, b) = (x_i, x_{i+D/2}) ← (a·c − b·s, b·c + a·s), every product rounded on its own.
+__device__ __forceinline__ void rope_rotate(float& a, float& b, float c, float s) {
+  const float ra = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));
+  const float rb = __fadd_rn(__fmul_rn(b, c), __fmul_rn(a, s));
+  a = ra;
+  b = rb;
+}
+
+}  // namespace wkv::kernels::ropedev
