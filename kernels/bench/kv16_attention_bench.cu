@@ -118,6 +118,7 @@ int main() {
     const size_t ws_bytes = wk::kv16_decode_workspace_bytes(kH, kD, max_ctx);
     void* d_ws = nullptr;
     CUDA_CHECK(cudaMalloc(&d_ws, ws_bytes));
+    CUDA_CHECK(cudaMemset(d_ws, 0, ws_bytes));  // arrival counters start at 0 (kv16_decode_attention.h)
     auto args_dev = [&](int i) {  // device n_cache = ctxs[i], fixed n_cache_max
       wk::Kv16DecodeArgs a;
       a.q = d_q;

@@ -130,6 +130,7 @@ int main() {
     const size_t ws_bytes = wk::kv4_decode_workspace_bytes(kH, kD, max_ctx + 1);
     void* d_ws = nullptr;
     CUDA_CHECK(cudaMalloc(&d_ws, ws_bytes));
+    CUDA_CHECK(cudaMemset(d_ws, 0, ws_bytes));  // arrival counters start at 0 (kv4_decode_attention.h)
     auto args_for = [&](int n_cache) {
       wk::Kv4DecodeArgs a;
       a.q = d_q;

@@ -1,13 +1,13 @@
 // Batch-1 decode attention over a paged FP16 KV cache: split-K ("flash-decoding").
 //
-// Split plan (computed on the device from the effective key count n, identically in both kernels):
+// Split plan (computed on the device from the effective key count n, identically in every block):
 //   splits = min(max_splits, ⌈n / kMinChunk⌉), chunk = ⌈n / splits⌉, splits = ⌈n / chunk⌉ (all non-empty).
 // max_splits is the launch's grid.y: min(one wave of split blocks / (H_kv·Z), ⌈n_launch / kMinChunk⌉), with
 // n_launch = n_cache (host path) or n_cache_max (device path). Since n ≤ n_launch, both paths get the same
-// plan for the same n, hence bit-identical outputs; blocks of a device-path launch whose split is empty exit
-// at once and the combine reads only the plan's splits, so they never matter.
+// plan for the same n, hence bit-identical outputs; blocks of a device-path launch whose split is empty do no
+// work (they only arrive at their group's counter, below) and the combine reads only the plan's splits.
 //
-// Kernel 1 (split): grid (Z, max_splits, H_kv), 128 threads. Block (z, s, kvh) reads keys
+// One kernel (split + fused combine): grid (Z, max_splits, H_kv), 128 threads. Block (z, s, kvh) reads keys
 // [s·chunk, min(n, (s+1)·chunk)) of KV head kvh once and serves NH = gq/Z query heads of it (gq = H/H_kv).
 //   A key's D FP16 values are contiguous (head-major pages), D/8 16-byte chunks: lane p = tid % (D/8) of
 //   key group g = tid / (D/8) loads chunk p (channels 8p … 8p+7) of keys g, g + KPI, … (KPI = 128/(D/8)), so
@@ -19,8 +19,10 @@
 //   no block-wide reduction; the threads' (m, l, acc) are merged once at the end of the split through shared
 //   memory. Page-table lookups for tile t+1 are issued during tile t into a double-buffered shared array of
 //   row indices.
-// Kernel 2 (combine): one block of D threads per query head merges the splits:
-//   out = Σ_s w_s acc_s / Σ_s w_s l_s, w_s = e^{m_s − M}, M = max_s m_s.
+// Combine (split_combine.cuh: workspace layout, memory ordering): block (z, s, kvh) arrives at counter
+// (kvh·gq + z·NH)/NH once its partials are stored; the last of the group's max_splits blocks merges the
+// splits of its NH heads with the arithmetic of the former combine kernel (D threads per head):
+//   out = Σ_s w_s acc_s / Σ_s w_s l_s, w_s = e^{m_s − M}, M = max_s m_s (zeros when n = 0).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -39,7 +41,8 @@ namespace {
 constexpr int kThreads = 128;
 constexpr int kMinChunk = 64;      // keys per split at least (except the plan's last split)
 constexpr int kRounds = 8;         // U: 16-byte loads of K (and of V) per thread per tile
-constexpr int kCombineTile = 128;  // splits whose weights the combine kernel stages per step
+constexpr int kCombineTile = 128;  // splits whose weights the combine stages per step
+constexpr int kCombinePass = 4;    // heads a combine thread merges at a time: all (NH ≤ 4), no spills (ptxas -v)
 
 // Effective key count: the device value (clamped to [0, n_max]) on the graph path, else the host value.
 __device__ __forceinline__ int effective_n(int n_cache, const int32_t* n_dev, int n_max) {
@@ -70,11 +73,26 @@ __device__ __forceinline__ void unpack8(const uint4& u, float (&f)[8]) {
   }
 }
 
+// The end of every split block (after its partial stores; at once for an empty split): arrive at the group's
+// counter; the last of the group's gridDim.y blocks merges the plan's `splits` splits of heads h0 … h0 + NH − 1
+// (the workspace stride is max_splits) into out. scratch: the kernel's red array.
+template <int D, int NH>
+__device__ __forceinline__ void finish_group(int splits, int max_splits, int h0, const float* ws_ml,
+                                             const float* ws_acc, unsigned int* counters, float* scratch,
+                                             float* out) {
+  if (!arrive_last(counters + h0 / NH, gridDim.y)) return;
+  combine_group<D, NH, kThreads, kCombineTile, kCombinePass>(
+      ws_ml, ws_acc, h0, max_splits, splits, false, [](int, int) { return 0.0f; }, 0.0f, scratch,
+      [&](int hh, int d, float acc, float l, float, float) {
+        out[size_t(h0 + hh) * D + d] = splits == 0 ? 0.0f : acc / l;
+      });
+}
+
 template <int D, int NH>
 __global__ void __launch_bounds__(kThreads)
     kv16_split_kernel(Kv16LayerCache c, const float* __restrict__ q, int H, int n_cache,
                       const int32_t* __restrict__ n_dev, int n_max, int max_splits, float* __restrict__ ws_ml,
-                      float* __restrict__ ws_acc) {
+                      float* __restrict__ ws_acc, unsigned int* __restrict__ counters, float* __restrict__ out) {
   constexpr int LPK = D / 8;           // lanes per key
   constexpr int KPI = kThreads / LPK;  // keys per load round = key groups
   constexpr int TK = KPI * kRounds;    // keys per tile
@@ -85,14 +103,18 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ uint32_t rows_s[2][TK];
   __shared__ float red[KPI][D];
   __shared__ float m_s[KPI], l_s[KPI];
+  static_assert(NH * (kCombineTile + D / 32) <= KPI * D, "the combine's scratch fits in red");
 
   const int n = effective_n(n_cache, n_dev, n_max);
   int splits, chunk;
   split_plan(n, max_splits, splits, chunk);
   const int split = blockIdx.y;
-  if (split >= splits) return;  // block-uniform: empty split of a device-path launch
   const int kvh = blockIdx.z, Hkv = c.n_kv_heads, P = c.page_size;
   const int h0 = kvh * (H / Hkv) + blockIdx.x * NH;
+  if (split >= splits) {  // block-uniform: empty split of a device-path launch: no partials, but it arrives
+    finish_group<D, NH>(splits, max_splits, h0, ws_ml, ws_acc, counters, &red[0][0], out);
+    return;
+  }
   const int j0 = split * chunk;
   const int n_keys = min(n, j0 + chunk) - j0;  // ≥ 1
   const int tid = threadIdx.x, part = tid % LPK, grp = tid / LPK;
@@ -227,53 +249,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();  // m_s, red, l_s are reused by the next head
   }
-}
-
-// One block of D threads per query head (as in the KV4 combine): the splits' maxima are reduced in parallel,
-// then each tile of kCombineTile splits gets its weights computed once into shared memory and every thread
-// sums its channel over the tile. n = 0 (device value < 1) writes zeros.
-template <int D>
-__global__ void __launch_bounds__(D)
-    kv16_combine_kernel(int n_cache, const int32_t* __restrict__ n_dev, int n_max, int max_splits,
-                        const float* __restrict__ ws_ml, const float* __restrict__ ws_acc,
-                        float* __restrict__ out) {
-  __shared__ float part[D / 32];
-  __shared__ float wt_s[kCombineTile];
-  __shared__ float bcast;
-  const int h = blockIdx.x, d = threadIdx.x, lane = d & 31, warp = d >> 5;
-  int splits, chunk;
-  split_plan(effective_n(n_cache, n_dev, n_max), max_splits, splits, chunk);
-  if (splits == 0) {  // block-uniform
-    out[size_t(h) * D + d] = 0.0f;
-    return;
-  }
-  const float* ml = ws_ml + size_t(h) * max_splits * 2;
-
-  float M = -INFINITY;
-  for (int s = d; s < splits; s += D) M = fmaxf(M, ml[2 * s]);
-  M = warp_max(M);
-  if (lane == 0) part[warp] = M;
-  __syncthreads();
-  M = part[0];
-#pragma unroll
-  for (int i = 1; i < D / 32; ++i) M = fmaxf(M, part[i]);
-  __syncthreads();  // part is reused below
-
-  float l_part = 0.0f;
-  const float acc =
-      combine_splits<D, kCombineTile>(ml, ws_acc + size_t(h) * max_splits * D, splits, M, wt_s, l_part);
-  l_part = warp_sum(l_part);
-  __syncthreads();
-  if (lane == 0) part[warp] = l_part;
-  __syncthreads();
-  if (d == 0) {
-    float L = 0.0f;
-#pragma unroll
-    for (int i = 0; i < D / 32; ++i) L += part[i];
-    bcast = L;
-  }
-  __syncthreads();
-  out[size_t(h) * D + d] = acc / bcast;
+  finish_group<D, NH>(splits, max_splits, h0, ws_ml, ws_acc, counters, &red[0][0], out);
 }
 
 // Query heads per split block: the largest of 4, 2, 1 dividing gq (8 would need ~64 more registers).
@@ -297,19 +273,19 @@ void launch(const Kv16LayerCache& c, const Kv16DecodeArgs& a, int n_launch, void
   const int64_t wave = int64_t(std::max(occ, 1)) * std::max(sms, 1);
   const int64_t per_head = std::max<int64_t>(1, wave / (int64_t(c.n_kv_heads) * Z));
   const int max_splits = int(std::min<int64_t>(per_head, (int64_t(n_launch) + kMinChunk - 1) / kMinChunk));
-  const size_t need = sizeof(float) * size_t(a.n_heads) * size_t(max_splits) * size_t(D + 2);
+  const size_t counter_bytes = split_counter_bytes(a.n_heads);
+  const size_t need = counter_bytes + sizeof(float) * size_t(a.n_heads) * size_t(max_splits) * size_t(D + 2);
   if (!workspace || workspace_bytes < need)
     throw std::invalid_argument("kv16_decode_attention: workspace of " + std::to_string(workspace_bytes) +
                                 " bytes is smaller than the " + std::to_string(need) +
                                 " needed (see kv16_decode_workspace_bytes)");
-  float* ws_ml = static_cast<float*>(workspace);
+  unsigned int* counters = static_cast<unsigned int*>(workspace);
+  float* ws_ml = reinterpret_cast<float*>(static_cast<char*>(workspace) + counter_bytes);
   float* ws_acc = ws_ml + size_t(a.n_heads) * max_splits * 2;
   const int n_max = a.n_cache_dev ? a.n_cache_max : a.n_cache;
+  // One launch: the split kernel, whose last block per group combines.
   kernel<<<dim3(Z, max_splits, c.n_kv_heads), kThreads, 0, stream>>>(
-      c, a.q, a.n_heads, a.n_cache, a.n_cache_dev, n_max, max_splits, ws_ml, ws_acc);
-  WKV_CHECK_LAUNCH();
-  kv16_combine_kernel<D>
-      <<<a.n_heads, D, 0, stream>>>(a.n_cache, a.n_cache_dev, n_max, max_splits, ws_ml, ws_acc, a.out);
+      c, a.q, a.n_heads, a.n_cache, a.n_cache_dev, n_max, max_splits, ws_ml, ws_acc, counters, a.out);
   WKV_CHECK_LAUNCH();
 }
 
@@ -325,9 +301,12 @@ void dispatch(const Kv16LayerCache& c, const Kv16DecodeArgs& a, int n_launch, vo
 
 }  // namespace
 
+size_t kv16_decode_counter_bytes(int n_heads) { return split_counter_bytes(n_heads); }
+
 size_t kv16_decode_workspace_bytes(int n_heads, int head_dim, int n_cache_max) {
   const size_t splits = (size_t(std::max(n_cache_max, 0)) + kMinChunk - 1) / kMinChunk;
-  return sizeof(float) * size_t(std::max(n_heads, 0)) * splits * (size_t(std::max(head_dim, 0)) + 2);
+  return split_counter_bytes(n_heads) +
+         sizeof(float) * size_t(std::max(n_heads, 0)) * splits * (size_t(std::max(head_dim, 0)) + 2);
 }
 
 void kv16_decode_attention(const Kv16LayerCache& c, const Kv16DecodeArgs& a, void* workspace,

@@ -1,14 +1,16 @@
 // Batch-1 decode attention over a paged KV4 cache: split-K ("flash-decoding").
 //
-// Two split kernels write the same partials; a shared combine kernel merges them:
+// Two split kernels write the same partials; the last block of each group of query heads to finish merges
+// them (the combine, fused into both kernels: finish_group, split_combine.cuh), so a call is one launch:
 //  * decode_split_tc_kernel (G == D, sm_80+, the default format): FP16 tensor-core MMAs on codes unpacked
 //    in registers; see the comment above it for the design. Runs near HBM bandwidth.
 //  * decode_split_kernel (any G, FP32 CUDA cores), described next.
 //
-// Graph capture: the key range of each split block is a function of n_cache (SplitPlan), which the split
-// and combine kernels read from device memory when Kv4DecodeArgs::n_cache_dev is set; the grid is sized
-// for n_cache_max. Blocks whose key range is empty exit at once and the combine visits only the active
-// splits, so n_cache = 0 (POQ: only k_cur/v_cur) needs no partials at all.
+// Graph capture: the key range of each split block is a function of n_cache (SplitPlan), which the kernels
+// read from device memory when Kv4DecodeArgs::n_cache_dev is set; the grid is sized for n_cache_max. Blocks
+// whose key range is empty skip the work but still arrive at their group's counter (the last arrival is the
+// grid's blocks per group, a launch constant), and the combine visits only the active splits, so n_cache = 0
+// (POQ: only k_cur/v_cur) needs no partials at all: the grid then has one block per group, which combines.
 //
 // FP32 kernel (split): grid (n_splits, H_kv, gq/NH), 128 threads. Block (s, kvh, z) handles keys
 // [s·chunk, min(n_cache, (s+1)·chunk)) of KV head kvh for NH of its gq = H/H_kv query heads, so every K/V
@@ -22,8 +24,10 @@
 //   Phase 2: one warp per head: max, then p = exp(score − max) in place and Σp.
 //   Phase 3: thread owns word w = tid % (D/8) of keys ks, ks + KS, … (KS = 128/(D/8)); per-thread sums are
 //            reduced over KS through shared memory.
-// Combine: one block of D threads per query head merges the splits (and, with POQ, the current token's
-// full-precision k, v as one more term) and applies s and δ of V:
+// Combine: block (s, kvh, z) arrives at counter (kvh·gq + z·NH)/NH of the workspace once its partials are
+// stored (split_combine.cuh: layout, memory ordering); the last of the group's n_splits blocks merges the
+// splits of its NH heads (and, with POQ, the current token's full-precision k, v as one more term) with the
+// arithmetic of the former combine kernel (D threads per head) and applies s and δ of V:
 //   out_c = (s_c·Σ_s w_s acc_sc + δ_c·Σ_s w_s l_s + w_t v_c) / (Σ_s w_s l_s + w_t),  w_s = e^{m_s − M}.
 #include <cuda_fp16.h>
 
@@ -49,7 +53,12 @@ constexpr int kMaxChunk = 512;
 // Keys whose loads a thread issues before it computes on any of them (one lane per code word, phases 1
 // and 3): a block keeps 128 / (D/8) · 16 rows in flight, 128 rows = 8.7 KB at D = 128.
 constexpr int kUnrollV = 16;
-constexpr int kCombineTile = 128;    // splits whose weights the combine kernel stages per step
+constexpr int kCombineTile = 128;    // splits whose weights the combine stages per step
+// Heads a combine thread merges at a time (4 loads in flight each): the tensor-core kernel keeps 128
+// registers with 4, the FP32 kernel's register use and spills (ptxas -v, sm_90) are lowest with 2.
+constexpr int kCombinePassFp32 = 2, kCombinePassTc = 4;
+// The combine's shared scratch reuses the split kernels' score array (≥ NH·kMaxChunk floats).
+static_assert(kCombineTile + 128 / 32 <= kMaxChunk, "combine scratch fits in sc");
 
 // How a code word's 8 channels find their {scale, min} header.
 enum class Hdr { kRow, kWord, kPair };  // G == D: one per row; G % 8 == 0: one per word; else per pair
@@ -82,7 +91,8 @@ __device__ __forceinline__ float2 header_affine(uint32_t hb) {
 // Which keys each split block handles. The grid (gridDim.x = the split count) is fixed by n_max (the
 // host n_cache, or n_cache_max on the graph path); the keys per split are a pure function of the actual
 // n_cache, evaluated identically on the host and in every block, so the host path and the device path use
-// the same plan for the same n_cache (and give the same bits). Blocks past the last active split exit.
+// the same plan for the same n_cache (and give the same bits). Blocks past the last active split do no work
+// (but arrive at their group's counter).
 struct SplitPlan {
   const int32_t* n_dev;  // device n_cache (graph path) or nullptr
   int n_host;            // n_cache when n_dev == nullptr
@@ -115,10 +125,38 @@ __device__ __forceinline__ int plan_n_cache(const SplitPlan& p) {
   return p.n_dev ? min(max(__ldg(p.n_dev), 0), p.n_max) : p.n_host;
 }
 
+// The end of every split block (after its partial stores; at once for an empty split): arrive at the group's
+// counter; the last of the group's gridDim.x blocks merges the active splits (ceil(n_cache / chunk), n_cache
+// read on the device on the graph path; the workspace stride is the grid's split count n_splits) of heads
+// h0 … h0 + NH − 1 and writes their outputs (see the file comment). scratch: the kernel's sc array. kMaxPass:
+// heads merged at a time per team (combine_group).
+template <int D, int NH, int kMaxPass>
+__device__ __forceinline__ void finish_group(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan,
+                                             int n_splits, int kvh, int h0, const float* ws_ml, const float* ws_acc,
+                                             unsigned int* counters, float* scratch) {
+  if (!arrive_last(counters + h0 / NH, gridDim.x)) return;
+  const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
+  const int n_active = min((n_cache + chunk - 1) / chunk, n_splits);
+  combine_group<D, NH, kThreads, kCombineTile, kMaxPass>(
+      ws_ml, ws_acc, h0, n_splits, n_active, a.poq,
+      [&](int hh, int d) { return a.q[(h0 + hh) * D + d] * a.k_cur[kvh * D + d]; }, 1.0f / sqrtf(float(D)),
+      scratch, [&](int hh, int d, float acc, float l_cache, float M, float mt) {
+        const float sv = c.v_scale ? c.v_scale[kvh * D + d] : 1.0f;
+        const float dv = c.v_delta ? c.v_delta[kvh * D + d] : 0.0f;
+        float num = acc * sv + dv * l_cache, den = l_cache;
+        if (a.poq) {
+          const float wt = expf(mt - M);
+          num += wt * a.v_cur[kvh * D + d];
+          den += wt;
+        }
+        a.out[(h0 + hh) * D + d] = num / den;
+      });
+}
+
 template <int D, int NH, Hdr kHdr>
 __global__ void __launch_bounds__(kThreads)
-    decode_split_kernel(Kv4LayerCache c, const float* __restrict__ q, int H, SplitPlan plan, int n_splits,
-                        size_t head_bytes, float* __restrict__ ws_ml, float* __restrict__ ws_acc) {
+    decode_split_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits, size_t head_bytes,
+                        float* __restrict__ ws_ml, float* __restrict__ ws_acc, unsigned int* __restrict__ counters) {
   constexpr int W = D / 8;    // 32-bit code words per row
   constexpr int TL = D / 32;  // lanes per key in phase 1 (each owns 4 words)
   constexpr int kTeams = kThreads / TL;
@@ -131,13 +169,18 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float ml[NH][2];
   __shared__ float red[KS * D];
 
+  const float* __restrict__ q = a.q;
+  const int H = a.n_heads;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int G = c.group, Hkv = c.n_kv_heads;
   const int split = blockIdx.x, kvh = blockIdx.y, gq = H / Hkv;
   const int h0 = kvh * gq + blockIdx.z * NH;
   const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
   const int j0 = split * chunk, n = min(n_cache - j0, chunk);
-  if (n <= 0) return;  // block-uniform: a split past the (device) n_cache; the combine never reads it
+  if (n <= 0) {  // block-uniform: a split past the (device) n_cache: no partials, but it arrives
+    finish_group<D, NH, kCombinePassFp32>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sc[0][0]);
+    return;
+  }
   const float inv_sqrt_d = 1.0f / sqrtf(float(D));
 
   // Row index (page·P + j % P)·H_kv + kvh of each key: one page-table read per key, all independent, so the
@@ -346,6 +389,7 @@ __global__ void __launch_bounds__(kThreads)
     ws_ml[(size_t(h0 + tid) * n_splits + split) * 2 + 0] = ml[tid][0];
     ws_ml[(size_t(h0 + tid) * n_splits + split) * 2 + 1] = ml[tid][1];
   }
+  finish_group<D, NH, kCombinePassFp32>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sc[0][0]);
 }
 
 // ---- Tensor-core split kernel (G == D, D ∈ {64, 128}) ----------------------------------------------------
@@ -376,7 +420,7 @@ __global__ void __launch_bounds__(kThreads)
 //     g + 8 at D = 128) of keys 2t, 2t+1, 2t+8, 2t+9 (4 rows × 32 contiguous bytes per instruction); a byte
 //     permute pairs the same channel of two keys into one FP16x2 register = an A fragment element pair.
 //   The 4 warps' accumulators are summed through shared memory; the partial (m, l, acc) goes to the
-//   workspace in the same format as the FP32 kernel's, so the combine kernel is shared.
+//   workspace in the same format as the FP32 kernel's, so the (fused) combine is shared.
 // Expected cost per (key, KV head) at D = 128: ~0.5 + 0.5 MMA and ~2 instructions per code (vs ~9), so the
 // kernel is bound by HBM bandwidth rather than issue slots (see the bench for numbers).
 
@@ -442,8 +486,9 @@ __device__ __forceinline__ uint32_t ldg_u32(const uint8_t* p) { return __ldg(rei
 
 template <int D, int NH>
 __global__ void __launch_bounds__(kThreads)
-    decode_split_tc_kernel(Kv4LayerCache c, const float* __restrict__ q, int H, SplitPlan plan, int n_splits,
-                           float* __restrict__ ws_ml, float* __restrict__ ws_acc) {
+    decode_split_tc_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
+                           float* __restrict__ ws_ml, float* __restrict__ ws_acc,
+                           unsigned int* __restrict__ counters) {
   static_assert(D == 64 || D == 128, "tensor-core path: D ∈ {64, 128}");
   static_assert(NH >= 1 && NH <= 4, "N = 8 columns hold 4 heads × (hi, lo)");
   constexpr int HB = D / 2 + 4;   // row bytes with one header (G = D)
@@ -460,15 +505,20 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float qsum_s[NH], cst_s[NH], qinv_s[NH], qmul_s[NH];
   __shared__ float m_s[NH], l_s[NH], pb_s[NH], vinv_s[NH];
 
+  const float* __restrict__ q = a.q;
+  const int H = a.n_heads;
+  const int Hkv = c.n_kv_heads, kvh = blockIdx.y, gq = H / Hkv;
+  const int h0 = kvh * gq + blockIdx.z * NH;
   const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
   const int split = blockIdx.x, j0 = split * chunk;
   const int n = min(n_cache - j0, chunk);
-  if (n <= 0) return;  // block-uniform: a split past the (device) n_cache; the combine never reads it
+  if (n <= 0) {  // block-uniform: a split past the (device) n_cache: no partials, but it arrives
+    finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sc[0][0]);
+    return;
+  }
   const int n16 = (n + 15) & ~15, n_tiles = n16 / 16;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  const int Hkv = c.n_kv_heads, kvh = blockIdx.y, gq = H / Hkv;
-  const int h0 = kvh * gq + blockIdx.z * NH;
   const float inv_sqrt_d = 1.0f / sqrtf(float(D));
 
   // Row index of each key; the padding keys of the last tile (n … n16−1) repeat key n−1 so every load below
@@ -677,76 +727,8 @@ __global__ void __launch_bounds__(kThreads)
     ws_ml[(size_t(h0 + tid) * n_splits + split) * 2 + 0] = m_s[tid];
     ws_ml[(size_t(h0 + tid) * n_splits + split) * 2 + 1] = l_s[tid];
   }
+  finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sc[0][0]);
 }
-
-// One block of D threads per query head merges the active splits (ceil(n_cache / chunk), n_cache read on the
-// device on the graph path; the workspace stride is the grid's split count). The splits' maxima are reduced
-// in parallel, then each tile of kCombineTile splits gets its weights w_s = e^{m_s − M} computed once into
-// shared memory, and every thread sums its channel over the tile with independent loads.
-template <int D>
-__global__ void __launch_bounds__(D)
-    decode_combine_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
-                          const float* __restrict__ ws_ml, const float* __restrict__ ws_acc) {
-  __shared__ float part[D / 32];
-  __shared__ float wt_s[kCombineTile];
-  __shared__ float bcast;
-  const int h = blockIdx.x, d = threadIdx.x, lane = d & 31, warp = d >> 5;
-  const int kvh = h / (a.n_heads / c.n_kv_heads);
-  const float inv_sqrt_d = 1.0f / sqrtf(float(D));
-  const float* ml = ws_ml + size_t(h) * n_splits * 2;
-  const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
-  const int n_active = min((n_cache + chunk - 1) / chunk, n_splits);
-
-  float M = -INFINITY;
-  for (int s = d; s < n_active; s += D) M = fmaxf(M, ml[2 * s]);
-  M = kv4dev::warp_max(M);
-  if (lane == 0) part[warp] = M;
-  __syncthreads();
-  M = part[0];
-#pragma unroll
-  for (int i = 1; i < D / 32; ++i) M = fmaxf(M, part[i]);
-  __syncthreads();  // part is reused below
-
-  float mt = -INFINITY;
-  if (a.poq) {
-    const float v = kv4dev::warp_sum(a.q[h * D + d] * a.k_cur[kvh * D + d]);
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    float dot = 0.0f;
-#pragma unroll
-    for (int i = 0; i < D / 32; ++i) dot += part[i];
-    mt = dot * inv_sqrt_d;
-    M = fmaxf(M, mt);
-  }
-
-  float l_part = 0.0f;
-  const float acc =
-      combine_splits<D, kCombineTile>(ml, ws_acc + size_t(h) * n_splits * D, n_active, M, wt_s, l_part);
-  // l_cache = Σ_s w_s l_s, summed over the threads that computed the weights.
-  l_part = kv4dev::warp_sum(l_part);
-  __syncthreads();
-  if (lane == 0) part[warp] = l_part;
-  __syncthreads();
-  if (d == 0) {
-    float l = 0.0f;
-#pragma unroll
-    for (int i = 0; i < D / 32; ++i) l += part[i];
-    bcast = l;
-  }
-  __syncthreads();
-  const float l_cache = bcast;
-
-  const float sv = c.v_scale ? c.v_scale[kvh * D + d] : 1.0f;
-  const float dv = c.v_delta ? c.v_delta[kvh * D + d] : 0.0f;
-  float num = acc * sv + dv * l_cache, den = l_cache;
-  if (a.poq) {
-    const float wt = expf(mt - M);
-    num += wt * a.v_cur[kvh * D + d];
-    den += wt;
-  }
-  a.out[h * D + d] = num / den;
-}
-
 
 // Heads per block: FP32 kernel up to 8, tensor-core kernel up to 4 (N = 8 MMA columns = 4 × (hi, lo)).
 int heads_per_block(int gq, bool tc) {
@@ -754,62 +736,71 @@ int heads_per_block(int gq, bool tc) {
   return gq % 4 == 0 ? 4 : gq % 2 == 0 ? 2 : 1;
 }
 
+// The workspace's parts (split_combine.cuh): arrival counters, then the partials ml [H][n_splits][2] and
+// acc [H][n_splits][D].
+struct SplitWorkspace {
+  unsigned int* counters;
+  float* ml;
+  float* acc;
+};
+
 template <int D, int NH, Hdr kOne>
 void launch_split(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits, int z,
-                  float* ws_ml, float* ws_acc, cudaStream_t stream) {
+                  const SplitWorkspace& ws, cudaStream_t stream) {
   const dim3 grid(n_splits, c.n_kv_heads, z);
-  decode_split_kernel<D, NH, kOne><<<grid, kThreads, 0, stream>>>(c, a.q, a.n_heads, plan, n_splits,
-                                                                   kv4_head_bytes(D, c.group), ws_ml, ws_acc);
+  decode_split_kernel<D, NH, kOne><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, kv4_head_bytes(D, c.group),
+                                                                   ws.ml, ws.acc, ws.counters);
   WKV_CHECK_LAUNCH();
 }
 
 template <int D, Hdr kOne>
-void dispatch_nh(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits, float* ws_ml,
-                 float* ws_acc, cudaStream_t stream) {
+void dispatch_nh(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
+                 const SplitWorkspace& ws, cudaStream_t stream) {
   const int gq = a.n_heads / c.n_kv_heads;
   switch (heads_per_block(gq, false)) {
-    case 8: launch_split<D, 8, kOne>(c, a, plan, n_splits, gq / 8, ws_ml, ws_acc, stream); break;
-    case 4: launch_split<D, 4, kOne>(c, a, plan, n_splits, gq / 4, ws_ml, ws_acc, stream); break;
-    case 2: launch_split<D, 2, kOne>(c, a, plan, n_splits, gq / 2, ws_ml, ws_acc, stream); break;
-    default: launch_split<D, 1, kOne>(c, a, plan, n_splits, gq, ws_ml, ws_acc, stream); break;
+    case 8: launch_split<D, 8, kOne>(c, a, plan, n_splits, gq / 8, ws, stream); break;
+    case 4: launch_split<D, 4, kOne>(c, a, plan, n_splits, gq / 4, ws, stream); break;
+    case 2: launch_split<D, 2, kOne>(c, a, plan, n_splits, gq / 2, ws, stream); break;
+    default: launch_split<D, 1, kOne>(c, a, plan, n_splits, gq, ws, stream); break;
   }
 }
 
 template <int D, int NH>
 void launch_split_tc(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
-                     float* ws_ml, float* ws_acc, cudaStream_t stream) {
+                     const SplitWorkspace& ws, cudaStream_t stream) {
   const dim3 grid(n_splits, c.n_kv_heads, a.n_heads / c.n_kv_heads / NH);
-  decode_split_tc_kernel<D, NH><<<grid, kThreads, 0, stream>>>(c, a.q, a.n_heads, plan, n_splits, ws_ml, ws_acc);
+  decode_split_tc_kernel<D, NH><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
   WKV_CHECK_LAUNCH();
 }
 
+// One launch: the split kernel, whose last block per group combines.
 template <int D>
 void dispatch_d(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits, bool tc,
-                float* ws_ml, float* ws_acc, cudaStream_t stream) {
-  if (n_splits > 0) {
-    if (tc) {
-      switch (heads_per_block(a.n_heads / c.n_kv_heads, true)) {
-        case 4: launch_split_tc<D, 4>(c, a, plan, n_splits, ws_ml, ws_acc, stream); break;
-        case 2: launch_split_tc<D, 2>(c, a, plan, n_splits, ws_ml, ws_acc, stream); break;
-        default: launch_split_tc<D, 1>(c, a, plan, n_splits, ws_ml, ws_acc, stream); break;
-      }
-    } else if (c.group == D) {
-      dispatch_nh<D, Hdr::kRow>(c, a, plan, n_splits, ws_ml, ws_acc, stream);
-    } else if (c.group % 8 == 0) {
-      dispatch_nh<D, Hdr::kWord>(c, a, plan, n_splits, ws_ml, ws_acc, stream);
-    } else {
-      dispatch_nh<D, Hdr::kPair>(c, a, plan, n_splits, ws_ml, ws_acc, stream);
+                const SplitWorkspace& ws, cudaStream_t stream) {
+  if (tc) {
+    switch (heads_per_block(a.n_heads / c.n_kv_heads, true)) {
+      case 4: launch_split_tc<D, 4>(c, a, plan, n_splits, ws, stream); break;
+      case 2: launch_split_tc<D, 2>(c, a, plan, n_splits, ws, stream); break;
+      default: launch_split_tc<D, 1>(c, a, plan, n_splits, ws, stream); break;
     }
+  } else if (c.group == D) {
+    dispatch_nh<D, Hdr::kRow>(c, a, plan, n_splits, ws, stream);
+  } else if (c.group % 8 == 0) {
+    dispatch_nh<D, Hdr::kWord>(c, a, plan, n_splits, ws, stream);
+  } else {
+    dispatch_nh<D, Hdr::kPair>(c, a, plan, n_splits, ws, stream);
   }
-  decode_combine_kernel<D><<<a.n_heads, D, 0, stream>>>(c, a, plan, n_splits, ws_ml, ws_acc);
-  WKV_CHECK_LAUNCH();
 }
 
 }  // namespace
 
+size_t kv4_decode_counter_bytes(int n_heads) { return split_counter_bytes(n_heads); }
+
 size_t kv4_decode_workspace_bytes(int n_heads, int head_dim, int n_cache_max) {
-  const size_t splits = (size_t(std::max(n_cache_max, 0)) + kMinChunk - 1) / kMinChunk;
-  return sizeof(float) * size_t(std::max(n_heads, 0)) * splits * (size_t(std::max(head_dim, 0)) + 2);
+  // Grid split counts are ≤ ceil(n_cache_max / 32) (chunks ≥ kMinChunk keys), and ≥ 1 (see below).
+  const size_t splits = std::max<size_t>(1, (size_t(std::max(n_cache_max, 0)) + kMinChunk - 1) / kMinChunk);
+  return split_counter_bytes(n_heads) +
+         sizeof(float) * size_t(std::max(n_heads, 0)) * splits * (size_t(std::max(head_dim, 0)) + 2);
 }
 
 void kv4_decode_attention(const Kv4LayerCache& c, const Kv4DecodeArgs& a, void* workspace, size_t workspace_bytes,
@@ -847,18 +838,23 @@ void kv4_decode_attention(const Kv4LayerCache& c, const Kv4DecodeArgs& a, void* 
   plan.n_max = n_max;
   plan.target_splits = int(std::min<int64_t>(target, 1 << 20));
   plan.fixed_chunk = a.keys_per_split;
-  const int n_splits = plan_grid_splits(plan);
+  // At least one block per group even when n_max = 0 (POQ, empty cache): that block combines k_cur/v_cur alone.
+  const int n_splits = std::max(plan_grid_splits(plan), 1);
 
-  const size_t need = sizeof(float) * size_t(a.n_heads) * size_t(n_splits) * size_t(D + 2);
-  if (n_splits > 0 && (!workspace || workspace_bytes < need))
+  const size_t counter_bytes = split_counter_bytes(a.n_heads);
+  const size_t need = counter_bytes + sizeof(float) * size_t(a.n_heads) * size_t(n_splits) * size_t(D + 2);
+  if (!workspace || workspace_bytes < need)
     fail("workspace of " + std::to_string(workspace_bytes) + " bytes is smaller than the " + std::to_string(need) +
          " needed (see kv4_decode_workspace_bytes)");
-  float* ws_ml = static_cast<float*>(workspace);
-  float* ws_acc = ws_ml ? ws_ml + size_t(a.n_heads) * n_splits * 2 : nullptr;
+  if (reinterpret_cast<uintptr_t>(workspace) % alignof(float) != 0) fail("workspace must be 4-byte aligned");
+  SplitWorkspace ws{};
+  ws.counters = static_cast<unsigned int*>(workspace);
+  ws.ml = reinterpret_cast<float*>(static_cast<char*>(workspace) + counter_bytes);
+  ws.acc = ws.ml + size_t(a.n_heads) * n_splits * 2;
   if (D == 64)
-    dispatch_d<64>(c, a, plan, n_splits, tc, ws_ml, ws_acc, stream);
+    dispatch_d<64>(c, a, plan, n_splits, tc, ws, stream);
   else
-    dispatch_d<128>(c, a, plan, n_splits, tc, ws_ml, ws_acc, stream);
+    dispatch_d<128>(c, a, plan, n_splits, tc, ws, stream);
 }
 
 }  // namespace wkv::kernels

@@ -4,7 +4,12 @@
 // tensor-core kernel (G = D) multiplies exact FP16 codes by hi + lo FP16 splits of q' and of the softmax
 // weights (22 significant bits) with FP32 accumulation, so both differ from the reference only by rounding.
 // The graph test checks the device-n_cache path: one captured launch (sized for n_cache_max) replayed at
-// many n_cache values gives the same bits as the host-n_cache path (same split plan) and meets the budget.
+// many n_cache values, each several times, gives the same bits as the host-n_cache path (same split plan)
+// and meets the budget. The combine is fused into the split kernel (the last block of each group of query
+// heads merges the splits, counted on arrival counters at the workspace's start): every test zeroes the
+// counters once after allocating (and poisoning the partials of) a workspace, and checks that they read 0
+// after every launch; the reuse test runs many launches of varying n_cache, host and device paths, on one
+// workspace and wants each to equal a launch on a fresh workspace bit for bit.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -21,6 +26,25 @@ namespace {
 
 using namespace wkv::test;
 namespace wk = wkv::kernels;
+
+// A workspace as a caller makes it: partials poisoned (NaN bytes, so reading an unwritten one shows), the
+// arrival counters zeroed once.
+DeviceBuf<uint8_t> make_workspace(int H, size_t bytes) {
+  DeviceBuf<uint8_t> ws(bytes);
+  cuda_ok(cudaMemset(ws.ptr, 0xFF, bytes), "poison workspace");
+  cuda_ok(cudaMemset(ws.ptr, 0, wk::kv4_decode_counter_bytes(H)), "zero counters");
+  return ws;
+}
+
+// Every launch must leave the arrival counters at 0 (the next launch, or graph replay, starts from there).
+void expect_counters_zero(const DeviceBuf<uint8_t>& ws, int H) {
+  cuda_ok(cudaDeviceSynchronize(), "sync");
+  std::vector<uint8_t> c(wk::kv4_decode_counter_bytes(H));
+  cuda_ok(cudaMemcpy(c.data(), ws.ptr, c.size(), cudaMemcpyDeviceToHost), "download counters");
+  size_t nonzero = 0;
+  for (uint8_t b : c) nonzero += b != 0;
+  EXPECT_EQ(nonzero, 0u) << "arrival counters not back to 0 after the launch";
+}
 
 struct DecodeCase {
   int H, Hkv, D, G, n_cache;
@@ -72,8 +96,7 @@ void run_decode_case(const DecodeCase& c, unsigned seed) {
   DeviceBuf<float> out(size_t(c.H) * c.D);
   cuda_ok(cudaMemset(out.ptr, 0xFF, sizeof(float) * out.n), "poison");  // NaN pattern
   const size_t ws_bytes = wk::kv4_decode_workspace_bytes(c.H, c.D, c.n_cache);
-  DeviceBuf<uint8_t> ws(ws_bytes);
-  cuda_ok(cudaMemset(ws.ptr, 0xFF, ws_bytes), "poison workspace");
+  DeviceBuf<uint8_t> ws = make_workspace(c.H, ws_bytes);
   wk::Kv4DecodeArgs a;
   a.q = dq.ptr;
   a.k_cur = dk.ptr;
@@ -85,6 +108,7 @@ void run_decode_case(const DecodeCase& c, unsigned seed) {
   a.keys_per_split = c.keys_per_split;
   wk::kv4_decode_attention(dev.view, a, ws.ptr, ws_bytes);
   cuda_ok(cudaDeviceSynchronize(), "sync");
+  expect_counters_zero(ws, c.H);
   const auto got = out.download();
   for (size_t i = 0; i < got.size(); ++i) ASSERT_TRUE(std::isfinite(got[i])) << "output " << i << " not written";
   const double rel = rel_l2_d(got, ref), mx = max_abs_d(got, ref);
@@ -179,9 +203,7 @@ void run_graph_case(const GraphCase& c, unsigned seed) {
   DeviceBuf<float> out_graph(size_t(c.H) * c.D), out_host(size_t(c.H) * c.D);
   DeviceBuf<int32_t> n_dev(1);
   const size_t ws_bytes = wk::kv4_decode_workspace_bytes(c.H, c.D, c.n_max);
-  DeviceBuf<uint8_t> ws_graph(ws_bytes), ws_host(ws_bytes);
-  cuda_ok(cudaMemset(ws_graph.ptr, 0xFF, ws_bytes), "poison workspace");
-  cuda_ok(cudaMemset(ws_host.ptr, 0xFF, ws_bytes), "poison workspace");
+  DeviceBuf<uint8_t> ws_graph = make_workspace(c.H, ws_bytes), ws_host = make_workspace(c.H, ws_bytes);
 
   wk::Kv4DecodeArgs a;
   a.q = dq.ptr;
@@ -205,31 +227,39 @@ void run_graph_case(const GraphCase& c, unsigned seed) {
   cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
   cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
 
-  std::vector<int> sweep = {1, 63, 64, 65, 1000, c.n_max};
+  // Decreasing n after increasing n: the counters must be back to 0 whichever splits the last replay had.
+  std::vector<int> sweep = {1, 63, 64, 65, 1000, c.n_max, 33, 1};
   if (c.poq) sweep.insert(sweep.begin(), 0);
   for (int n : sweep) {
     if (n > c.n_max) continue;
     SCOPED_TRACE("n_cache " + std::to_string(n));
     const int32_t nv = n;
     cuda_ok(cudaMemcpy(n_dev.ptr, &nv, sizeof(nv), cudaMemcpyHostToDevice), "set n_cache");
-    cuda_ok(cudaMemset(out_graph.ptr, 0xFF, sizeof(float) * out_graph.n), "poison");
     cuda_ok(cudaMemset(out_host.ptr, 0xFF, sizeof(float) * out_host.n), "poison");
-    cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
-    cuda_ok(cudaStreamSynchronize(stream), "graph sync");
     wk::Kv4DecodeArgs ah = a;
     ah.out = out_host.ptr;
     ah.n_cache = n;
     wk::kv4_decode_attention(dev.view, ah, ws_host.ptr, ws_bytes);
     cuda_ok(cudaDeviceSynchronize(), "sync");
-    const auto got = out_graph.download(), want = out_host.download();
-    for (size_t i = 0; i < got.size(); ++i) ASSERT_TRUE(std::isfinite(got[i])) << "output " << i << " not written";
-    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(float) * got.size()))
-        << "device-n_cache output differs from the host-n_cache output (same split plan)";
-    const auto ref = reference_output(host, c.H, n, c.poq, q, k_cur, v_cur);
-    const double rel = rel_l2_d(got, ref), mx = max_abs_d(got, ref);
-    const double budget = 1e-5 * std::max(1.0, std::sqrt(n / 512.0));
-    EXPECT_LE(rel, budget) << "max abs " << mx;
-    EXPECT_LE(mx, 1e-4) << "rel L2 " << rel;
+    expect_counters_zero(ws_host, c.H);
+    const auto want = out_host.download();
+    for (int replay = 0; replay < 3; ++replay) {  // the same step replayed: same bits every time
+      SCOPED_TRACE("replay " + std::to_string(replay));
+      cuda_ok(cudaMemset(out_graph.ptr, 0xFF, sizeof(float) * out_graph.n), "poison");
+      cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
+      cuda_ok(cudaStreamSynchronize(stream), "graph sync");
+      expect_counters_zero(ws_graph, c.H);
+      const auto got = out_graph.download();
+      for (size_t i = 0; i < got.size(); ++i) ASSERT_TRUE(std::isfinite(got[i])) << "output " << i << " not written";
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(float) * got.size()))
+          << "device-n_cache output differs from the host-n_cache output (same split plan)";
+      if (replay > 0) continue;
+      const auto ref = reference_output(host, c.H, n, c.poq, q, k_cur, v_cur);
+      const double rel = rel_l2_d(got, ref), mx = max_abs_d(got, ref);
+      const double budget = 1e-5 * std::max(1.0, std::sqrt(n / 512.0));
+      EXPECT_LE(rel, budget) << "max abs " << mx;
+      EXPECT_LE(mx, 1e-4) << "rel L2 " << rel;
+    }
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
@@ -250,6 +280,102 @@ TEST(GpuKv4DecodeAttention, DeviceNCacheGraphReplay) {
         ++i;
       }
   run_graph_case({32, 32, 128, 128, 4100, true, true, 0}, seed + i++);  // LLaMA-2-7B-like, many splits
+}
+
+struct ReuseCase {
+  int H, Hkv, D, G, n_max;
+  bool poq, smoothing;
+  int keys_per_split;
+};
+
+// Many launches on ONE workspace (zeroed once): n_cache varies up and down (one split … many splits, more
+// than one combine tile of 128 splits with 32-key splits), host and device n_cache alternate (their grids,
+// hence the partials' layout, differ). Each launch must equal a launch on a fresh workspace bit for bit,
+// meet the reference budget, and leave the counters at 0.
+void run_reuse_case(const ReuseCase& c, unsigned seed) {
+  SCOPED_TRACE("seed " + std::to_string(seed) + " H " + std::to_string(c.H) + " Hkv " + std::to_string(c.Hkv) +
+               " D " + std::to_string(c.D) + " G " + std::to_string(c.G) + " n_max " + std::to_string(c.n_max) +
+               (c.poq ? " poq" : " no-poq") + (c.smoothing ? " smoothed" : " identity") + " split " +
+               std::to_string(c.keys_per_split));
+  std::mt19937 rng(seed);
+  HostKv4Cache host(rng, c.Hkv, c.D, c.G, c.n_max + 1, 64, c.smoothing);
+  const size_t kv = size_t(c.Hkv) * c.D;
+  for (int j = 0; j < c.n_max; ++j) {
+    const auto kr = uniform(rng, kv, -2.0f, 2.0f), vr = uniform(rng, kv, -1.0f, 1.0f);
+    host.set_row(false, j, kr.data());
+    host.set_row(true, j, vr.data());
+  }
+  const auto q = uniform(rng, size_t(c.H) * c.D, -1.0f, 1.0f);
+  const auto k_cur = uniform(rng, kv, -2.0f, 2.0f), v_cur = uniform(rng, kv, -1.0f, 1.0f);
+  DeviceKv4Cache dev(host);
+  auto dq = to_device(q), dk = to_device(k_cur), dv = to_device(v_cur);
+  DeviceBuf<float> out(size_t(c.H) * c.D);
+  DeviceBuf<int32_t> n_dev(1);
+  const size_t ws_bytes = wk::kv4_decode_workspace_bytes(c.H, c.D, c.n_max);
+  DeviceBuf<uint8_t> ws = make_workspace(c.H, ws_bytes);  // shared by every launch below
+
+  wk::Kv4DecodeArgs a;
+  a.q = dq.ptr;
+  a.k_cur = dk.ptr;
+  a.v_cur = dv.ptr;
+  a.out = out.ptr;
+  a.n_heads = c.H;
+  a.poq = c.poq;
+  a.keys_per_split = c.keys_per_split;
+  auto launch = [&](int n, bool device_n, void* w, size_t w_bytes) {
+    cuda_ok(cudaMemset(out.ptr, 0xFF, sizeof(float) * out.n), "poison");
+    wk::Kv4DecodeArgs x = a;
+    x.n_cache = n;
+    if (device_n) {
+      const int32_t nv = n;
+      cuda_ok(cudaMemcpy(n_dev.ptr, &nv, sizeof(nv), cudaMemcpyHostToDevice), "set n_cache");
+      x.n_cache = -1;  // ignored on the device path
+      x.n_cache_dev = n_dev.ptr;
+      x.n_cache_max = c.n_max;
+    }
+    wk::kv4_decode_attention(dev.view, x, w, w_bytes);
+    cuda_ok(cudaDeviceSynchronize(), "sync");
+    return out.download();
+  };
+
+  std::vector<int> sweep = {c.n_max, 1, 31, 33, 700, 2, c.n_max, 64, 65};
+  std::uniform_int_distribution<int> pick(1, c.n_max);
+  for (int i = 0; i < 6; ++i) sweep.push_back(pick(rng));
+  if (c.poq) sweep.insert(sweep.begin() + 2, 0);
+  for (size_t i = 0; i < sweep.size(); ++i) {
+    const int n = std::min(sweep[i], c.n_max);
+    const bool device_n = i % 2 == 1;
+    SCOPED_TRACE("launch " + std::to_string(i) + " n_cache " + std::to_string(n) + (device_n ? " device" : " host"));
+    const auto got = launch(n, device_n, ws.ptr, ws_bytes);
+    expect_counters_zero(ws, c.H);
+    for (size_t e = 0; e < got.size(); ++e) ASSERT_TRUE(std::isfinite(got[e])) << "output " << e << " not written";
+    DeviceBuf<uint8_t> fresh = make_workspace(c.H, ws_bytes);
+    const auto want = launch(n, device_n, fresh.ptr, ws_bytes);
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(float) * got.size()))
+        << "a launch on the reused workspace differs from one on a fresh workspace";
+    const auto ref = reference_output(host, c.H, n, c.poq, q, k_cur, v_cur);
+    const double rel = rel_l2_d(got, ref), mx = max_abs_d(got, ref);
+    const double budget = 1e-5 * std::max(1.0, std::sqrt(n / 512.0));
+    EXPECT_LE(rel, budget) << "max abs " << mx;
+    EXPECT_LE(mx, 1e-4) << "rel L2 " << rel;
+  }
+}
+
+TEST(GpuKv4DecodeAttention, ReusedWorkspaceCountersReset) {
+  WKV_REQUIRE_GPU();
+  const unsigned seed = std::random_device{}();
+  std::printf("seed %u\n", seed);
+  unsigned i = 0;
+  // Tensor-core kernel: GQA 4 (NH = 4), D = 128; odd group ratio 3 at D = 64 (NH = 1: one idle combine team).
+  run_reuse_case({8, 2, 128, 128, 2500, true, true, 0}, seed + i++);
+  run_reuse_case({6, 2, 64, 64, 2500, false, false, 0}, seed + i++);
+  // 32-key splits: 141 splits per group at n_max (two combine tiles), D = 128 and 64.
+  run_reuse_case({32, 8, 128, 128, 4500, true, false, 32}, seed + i++);
+  run_reuse_case({4, 4, 64, 64, 4500, false, true, 32}, seed + i++);
+  // FP32 kernel (G ≠ D): GQA 8 (NH = 8, two combine passes), MHA; per-pair headers.
+  run_reuse_case({16, 2, 128, 32, 3000, true, true, 0}, seed + i++);
+  run_reuse_case({4, 4, 64, 32, 3000, false, false, 32}, seed + i++);
+  run_reuse_case({4, 2, 64, 4, 1200, true, true, 0}, seed + i++);
 }
 
 TEST(GpuKv4DecodeAttention, RejectsBadArguments) {
@@ -274,6 +400,8 @@ TEST(GpuKv4DecodeAttention, RejectsBadArguments) {
   a.poq = true;
   a.n_cache = 64;
   EXPECT_THROW(wk::kv4_decode_attention(dev.view, a, ws.ptr, 16), std::invalid_argument);  // workspace too small
+  a.n_cache = 0;  // POQ only: no partials, but the arrival counters live in the workspace
+  EXPECT_THROW(wk::kv4_decode_attention(dev.view, a, nullptr, 0), std::invalid_argument);
   // Device n_cache: the host checks n_cache_max (against the capacity), not the ignored n_cache field.
   DeviceBuf<int32_t> n_dev(1);
   a.n_cache = 0;

@@ -303,6 +303,10 @@ class CudaSessionState final : public SessionState {
     ws_bytes_ = kv4_ ? wk::kv4_decode_workspace_bytes(info_.n_heads, D_, n_ctx_)
                      : wk::kv16_decode_workspace_bytes(info_.n_heads, D_, n_ctx_);
     workspace_ = DeviceBuffer(ws_bytes_, "attention workspace");
+    // The decode attention (one launch: its split blocks' last arrival per head group does the combine)
+    // counts arrivals on counters at the workspace's start, which must be zero before its first launch;
+    // every launch leaves them at zero, so zeroing once here serves the whole session, graph replays too.
+    check(cudaMemsetAsync(workspace_.as<void>(), 0, ws_bytes_, stream_), "attention workspace");
     step_dev_ = DeviceBuffer(sizeof(int32_t) * 3, "decode step");
     step_host_ = PinnedBuffer(sizeof(int32_t) * 3, "decode step");
     logits_host_ = PinnedBuffer(sizeof(float) * size_t(info_.vocab_size), "logits");

@@ -21,11 +21,17 @@ struct Kv16DecodeArgs {
 
 constexpr bool kv16_decode_supports_head_dim(int D) { return D == 64 || D == 128; }
 
-// Workspace (device memory) for up to n_cache_max keys.
+// Workspace (device memory, 4-byte aligned) for up to n_cache_max keys. As in kv4_decode_attention.h: it
+// starts with kv16_decode_counter_bytes(n_heads) bytes of arrival counters that must be zero before the
+// first call (zero them, or the whole workspace, once after allocation); every call leaves them at zero, so
+// the workspace serves any later calls with the same n_heads (any layer, n_cache, n_cache_max ≤ its size,
+// graph replays) run one at a time.
 size_t kv16_decode_workspace_bytes(int n_heads, int head_dim, int n_cache_max);
+size_t kv16_decode_counter_bytes(int n_heads);
 
 // out[h] = softmax_j(q_h·k_j/√D)·v_j with FP32 math over the FP16 cache. Throws std::invalid_argument on
-// unsupported shapes / too small workspace, std::runtime_error on a CUDA error.
+// unsupported shapes / too small workspace, std::runtime_error on a CUDA error. One launch on `stream` (the
+// split kernel; its last block per group of query heads merges the splits).
 void kv16_decode_attention(const Kv16LayerCache& cache, const Kv16DecodeArgs& args, void* workspace,
                            size_t workspace_bytes, cudaStream_t stream = nullptr);
 

@@ -32,14 +32,21 @@ struct Kv4DecodeArgs {
 constexpr bool kv4_decode_supports_head_dim(int D) { return D == 64 || D == 128; }
 
 // Workspace (device memory, any alignment ≥ 16) for up to n_cache_max cached keys at any keys_per_split.
+// It starts with kv4_decode_counter_bytes(n_heads) bytes of arrival counters (uint32), then the per-launch
+// partials. The counters must be zero before the first call on a workspace: zero them (or the whole
+// workspace) once after allocating it, e.g. cudaMemsetAsync(ws, 0, bytes, stream). Every call leaves them
+// at zero again, so one workspace then serves any number of later calls with the same n_heads (any layer,
+// any n_cache or n_cache_max ≤ the size it was made for, graph replays) run one at a time (one stream).
 size_t kv4_decode_workspace_bytes(int n_heads, int head_dim, int n_cache_max);
+size_t kv4_decode_counter_bytes(int n_heads);
 
 // out[h] = softmax_j(q_h·k̂_j/√D) · v̂_j over the keys described by `args` (FP32 math, expf).
 // Dequantization follows quant_formats.h; smoothing is folded: s·(1/√D) into q, δ into a per-head score
 // constant, and the V side accumulates in the smoothed domain (x̃) and applies s, δ once in the combine.
 // Throws std::invalid_argument on unsupported shapes (D ∉ {64, 128}, G ∉ even divisors of D, H % H_kv,
-// n_cache > capacity, poq == false with n_cache == 0, workspace too small), std::runtime_error on a CUDA
-// error. Two launches on `stream` (split kernel + combine kernel).
+// n_cache > capacity, poq == false with n_cache == 0, workspace null or too small), std::runtime_error on a
+// CUDA error. One launch on `stream`: the split-K (flash-decoding) kernel, whose last block per group of
+// query heads merges the splits (the combine) and writes `out`.
 void kv4_decode_attention(const Kv4LayerCache& cache, const Kv4DecodeArgs& args, void* workspace,
                           size_t workspace_bytes, cudaStream_t stream = nullptr);
 
