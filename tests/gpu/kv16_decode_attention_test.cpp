@@ -176,7 +176,8 @@ TEST(GpuKv16DecodeAttention, CapturedGraphFollowsDeviceNCache) {
     const auto want = n < 1 ? std::vector<float>() : run_kernel(dev, dq, H, D, n_eff, nullptr, 0);
     for (int replay = 0; replay < 3; ++replay) {
       SCOPED_TRACE("replay " + std::to_string(replay));
-      out.poison();
+      // On the graph's stream: a plain cudaMemset (legacy stream) is not ordered before a non-blocking stream.
+      cuda_ok(cudaMemsetAsync(out.get(), 0xFF, sizeof(float) * size_t(H) * D, stream), "poison");
       cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
       cuda_ok(cudaStreamSynchronize(stream), "sync");
       expect_counters_zero(ws, H);

@@ -245,7 +245,8 @@ void run_graph_case(const GraphCase& c, unsigned seed) {
     const auto want = out_host.download();
     for (int replay = 0; replay < 3; ++replay) {  // the same step replayed: same bits every time
       SCOPED_TRACE("replay " + std::to_string(replay));
-      cuda_ok(cudaMemset(out_graph.ptr, 0xFF, sizeof(float) * out_graph.n), "poison");
+      // On the graph's stream: a plain cudaMemset (legacy stream) is not ordered before a non-blocking stream.
+      cuda_ok(cudaMemsetAsync(out_graph.ptr, 0xFF, sizeof(float) * out_graph.n, stream), "poison");
       cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
       cuda_ok(cudaStreamSynchronize(stream), "graph sync");
       expect_counters_zero(ws_graph, c.H);
