@@ -147,6 +147,9 @@ TEST(GpuKv4DecodeAttention, MatchesReference) {
   run_decode_case({64, 8, 128, 128, 700, true, true, 0}, seed + i++);
   run_decode_case({6, 2, 128, 128, 333, false, true, 0}, seed + i++);
   run_decode_case({6, 2, 64, 64, 517, true, false, 80}, seed + i++);
+  // Splits that do not start on a 4-row boundary (no V staging), and a page-crossing 7B-like split.
+  run_decode_case({8, 4, 128, 128, 333, true, true, 50}, seed + i++);
+  run_decode_case({32, 32, 128, 128, 1001, true, true, 200}, seed + i++);
 }
 
 // Reference output for `n` cached keys (and k_cur/v_cur with POQ), all heads, in double.
