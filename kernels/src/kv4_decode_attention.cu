@@ -33,11 +33,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
-#include "bulk_copy.cuh"
 #include "cuda_check.h"
 #include "kernel_util.h"
 #include "kv4_device.cuh"
@@ -486,37 +484,11 @@ __device__ __forceinline__ uint32_t split_term(float x, int v) {
 
 __device__ __forceinline__ uint32_t ldg_u32(const uint8_t* p) { return __ldg(reinterpret_cast<const uint32_t*>(p)); }
 
-// The split's V rows, copied into shared memory by the copy engine at the start of the block (sm_90,
-// stage_v): V is only read in phase 3, after phase 1's K loads and phase 2's softmax, so issued early its
-// bytes land while the block works on K, instead of phase 3 waiting on ~8 KB of loads in flight per block
-// (its register budget) — the split kernel read the KV4 cache at ~44% of HBM bandwidth at 32K.
-// Rows [j0, j0 + n) of KV head kvh, page by page (one head's rows of a page are contiguous), rounded up to
-// 4 rows per copy (a multiple of 16 bytes: HB = 68 or 36); needs j0 % 4 == 0 and page_size % 4 == 0.
-template <int HB>
-__device__ __forceinline__ void stage_v_rows(const Kv4LayerCache& c, int kvh, int j0, int n, uint8_t* dst,
-                                             uint64_t* bar) {
-  uint32_t bytes = 0;
-  for (int j = j0; j < j0 + n;) {
-    const int s0 = j % c.page_size, cnt = min(c.page_size - s0, j0 + n - j);
-    bytes += uint32_t(min((cnt + 3) & ~3, c.page_size - s0)) * HB;
-    j += cnt;
-  }
-  detail::mbar_arrive_expect_tx(detail::smem_u32(bar), bytes);
-  for (int j = j0; j < j0 + n;) {
-    const int s0 = j % c.page_size, cnt = min(c.page_size - s0, j0 + n - j);
-    const int page = __ldg(c.page_table + j / c.page_size);
-    const uint8_t* src = c.v_pool + kv4_row_index(page, s0, kvh, c.n_kv_heads, c.page_size) * HB;
-    detail::bulk_copy(detail::smem_u32(dst + size_t(j - j0) * HB), src,
-                      uint32_t(min((cnt + 3) & ~3, c.page_size - s0)) * HB, detail::smem_u32(bar));
-    j += cnt;
-  }
-}
-
 template <int D, int NH>
 __global__ void __launch_bounds__(kThreads)
     decode_split_tc_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
                            float* __restrict__ ws_ml, float* __restrict__ ws_acc,
-                           unsigned int* __restrict__ counters, int stage_v) {
+                           unsigned int* __restrict__ counters) {
   static_assert(D == 64 || D == 128, "tensor-core path: D ∈ {64, 128}");
   static_assert(NH >= 1 && NH <= 4, "N = 8 columns hold 4 heads × (hi, lo)");
   constexpr int HB = D / 2 + 4;   // row bytes with one header (G = D)
@@ -532,8 +504,6 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float red[kWarps][NH][D];
   __shared__ float qsum_s[NH], cst_s[NH], qinv_s[NH], qmul_s[NH];
   __shared__ float m_s[NH], l_s[NH], pb_s[NH], vinv_s[NH];
-  __shared__ uint64_t v_bar;
-  extern __shared__ __align__(16) uint8_t v_rows[];  // stage_v: the split's V rows, [round_up(n, 4)][HB]
 
   const float* __restrict__ q = a.q;
   const int H = a.n_heads;
@@ -550,11 +520,6 @@ __global__ void __launch_bounds__(kThreads)
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
   const float inv_sqrt_d = 1.0f / sqrtf(float(D));
-  if (stage_v && tid == 0) {
-    detail::mbar_init(detail::smem_u32(&v_bar), 1);
-    detail::mbar_init_fence();
-    stage_v_rows<HB>(c, kvh, j0, n, v_rows, &v_bar);
-  }
 
   // Row index of each key; the padding keys of the last tile (n … n16−1) repeat key n−1 so every load below
   // is in bounds without a branch (their scores are masked to −inf and their weights are 0).
@@ -704,7 +669,6 @@ __global__ void __launch_bounds__(kThreads)
   for (int m = 0; m < MT; ++m) acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = 0.0f;
   const bool has_b = (g >> 1) < NH;
   const __half* wrow = &wv_s[g & 1][has_b ? (g >> 1) : 0][0];
-  if (stage_v) detail::mbar_wait(detail::smem_u32(&v_bar), 0);  // the V rows have landed
   for (int tb = warp * kTcUnrollV; tb < n_tiles; tb += kWarps * kTcUnrollV) {
     constexpr int U = kTcUnrollV;
     uint32_t vw[U][4][VW];  // [tile][key 2t, 2t+1, 2t+8, 2t+9][word g + 8·i]
@@ -714,15 +678,9 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
         const int jj = tile * 16 + 2 * t + (kk & 1) + 8 * (kk >> 1);
-        if (stage_v) {  // padding keys (jj ≥ n) read row n − 1, as row_s maps them
-          const uint8_t* r = v_rows + size_t(min(jj, n - 1)) * HB;
+        const uint8_t* r = vpool + size_t(row_s[jj]) * HB;
 #pragma unroll
-          for (int i = 0; i < VW; ++i) vw[u][kk][i] = *reinterpret_cast<const uint32_t*>(r + 4 * (g + 8 * i));
-        } else {
-          const uint8_t* r = vpool + size_t(row_s[jj]) * HB;
-#pragma unroll
-          for (int i = 0; i < VW; ++i) vw[u][kk][i] = ldg_u32(r + 4 * (g + 8 * i));
-        }
+        for (int i = 0; i < VW; ++i) vw[u][kk][i] = ldg_u32(r + 4 * (g + 8 * i));
       }
     }
 #pragma unroll
@@ -807,31 +765,11 @@ void dispatch_nh(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan
   }
 }
 
-// V staging (decode_split_tc_kernel): sm_90 copy engine, 4-row-aligned splits and pages; WKV_KV4_STAGE_V=0
-// turns it off (A/B timing). Returns the dynamic shared memory it needs (0 = off).
-size_t stage_v_bytes(const Kv4LayerCache& c, const SplitPlan& plan, int D) {
-  static const bool off = [] {
-    const char* e = std::getenv("WKV_KV4_STAGE_V");
-    return e && *e == '0';
-  }();
-  if (off || device_limits().compute_major < 9 || c.page_size % 4 != 0 || plan.n_max <= 0) return 0;
-  if (plan.fixed_chunk > 0 && plan.fixed_chunk % 4 != 0) return 0;
-  // The largest split: chunks grow with n_cache (automatic chunks are multiples of 32).
-  const int chunk = plan_chunk(plan, plan.n_max);
-  return size_t((chunk + 3) & ~3) * (size_t(D) / 2 + 4);
-}
-
 template <int D, int NH>
 void launch_split_tc(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
                      const SplitWorkspace& ws, cudaStream_t stream) {
   const dim3 grid(n_splits, c.n_kv_heads, a.n_heads / c.n_kv_heads / NH);
-  const size_t smem = stage_v_bytes(c, plan, D);
-  if (smem > 0) {  // beside ≤ 32 KB of static shared memory
-    static const bool attr_set = (allow_max_dynamic_smem(decode_split_tc_kernel<D, NH>), true);
-    (void)attr_set;
-  }
-  decode_split_tc_kernel<D, NH><<<grid, kThreads, smem, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters,
-                                                                  smem > 0 ? 1 : 0);
+  decode_split_tc_kernel<D, NH><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
   WKV_CHECK_LAUNCH();
 }
 
