@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -202,7 +203,7 @@ int main() {
     cudaStream_t stream = nullptr;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     // Graph of one decode-attention launch per layer (device n_cache, grid for max_ctx); µs per layer.
-    auto time_graph = [&](std::vector<Layer>& ls, int H, int ctx) {
+    auto time_graph = [&](std::vector<Layer>& ls, int H, int ctx, int keys_per_split = 0) {
       const int32_t nv = ctx;
       CUDA_CHECK(cudaMemcpy(d_ncache, &nv, sizeof(nv), cudaMemcpyHostToDevice));
       cudaGraph_t graph = nullptr;
@@ -213,6 +214,7 @@ int main() {
         a.n_heads = H;
         a.n_cache_dev = d_ncache;
         a.n_cache_max = max_ctx;
+        a.keys_per_split = keys_per_split;
         wk::kv4_decode_attention(l.view, a, d_ws, ws_bytes, stream);
       }
       CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
@@ -245,6 +247,17 @@ int main() {
     };
     std::printf("\n%-31s %10s %10s %8s\n", "decode attention / layer", "us", "GB/s", "of peak");
     for (int ctx : {4096, 16384, 32768}) report("graph H32/KV32", kHkv, ctx, time_graph(layers, kH, ctx));
+    // WKV_BENCH_SPLITS="64,128,…": the same graphs with fixed keys per split instead of the automatic plan.
+    if (const char* e = std::getenv("WKV_BENCH_SPLITS")) {
+      for (const char* p = e; *p;) {
+        const int kps = std::atoi(p);
+        char label[32];
+        std::snprintf(label, sizeof label, "split %d", kps);
+        for (int ctx : {4096, 16384, 32768}) report(label, kHkv, ctx, time_graph(layers, kH, ctx, kps));
+        while (*p && *p != ',') ++p;
+        if (*p == ',') ++p;
+      }
+    }
     for (int ctx : {4096, 16384, 32768}) {
       const double us = median_us(50, [&](int i) {
         wk::kv4_decode_attention(layers[i % n_layers].view, args_for(ctx), d_ws, ws_bytes);
