@@ -179,28 +179,44 @@ std::vector<double> reference_output(const HostKv4Cache& host, int H, int n, boo
   return ref;
 }
 
-struct GraphCase {
+// The shape of a sweep test (graph replay, workspace reuse) and its data: a cache of n_max random rows, q and
+// the current token's k, v.
+struct SweepCase {
   int H, Hkv, D, G, n_max;
   bool poq, smoothing;
   int keys_per_split;
 };
 
-// One CUDA graph captured with n_cache_dev (grid sized for n_max) and replayed at every n of the sweep.
-void run_graph_case(const GraphCase& c, unsigned seed) {
-  SCOPED_TRACE("seed " + std::to_string(seed) + " H " + std::to_string(c.H) + " Hkv " + std::to_string(c.Hkv) +
-               " D " + std::to_string(c.D) + " G " + std::to_string(c.G) + " n_max " + std::to_string(c.n_max) +
-               (c.poq ? " poq" : " no-poq") + (c.smoothing ? " smoothed" : " identity") + " split " +
-               std::to_string(c.keys_per_split));
-  std::mt19937 rng(seed);
-  HostKv4Cache host(rng, c.Hkv, c.D, c.G, c.n_max + 1, 64, c.smoothing);
-  const size_t kv = size_t(c.Hkv) * c.D;
-  for (int j = 0; j < c.n_max; ++j) {
-    const auto kr = uniform(rng, kv, -2.0f, 2.0f), vr = uniform(rng, kv, -1.0f, 1.0f);
-    host.set_row(false, j, kr.data());
-    host.set_row(true, j, vr.data());
+std::string describe(const SweepCase& c, unsigned seed) {
+  return "seed " + std::to_string(seed) + " H " + std::to_string(c.H) + " Hkv " + std::to_string(c.Hkv) + " D " +
+         std::to_string(c.D) + " G " + std::to_string(c.G) + " n_max " + std::to_string(c.n_max) +
+         (c.poq ? " poq" : " no-poq") + (c.smoothing ? " smoothed" : " identity") + " split " +
+         std::to_string(c.keys_per_split);
+}
+
+struct SweepData {
+  std::mt19937 rng;
+  HostKv4Cache host;
+  std::vector<float> q, k_cur, v_cur;
+  SweepData(const SweepCase& c, unsigned seed) : rng(seed), host(rng, c.Hkv, c.D, c.G, c.n_max + 1, 64, c.smoothing) {
+    const size_t kv = size_t(c.Hkv) * c.D;
+    for (int j = 0; j < c.n_max; ++j) {
+      const auto kr = uniform(rng, kv, -2.0f, 2.0f), vr = uniform(rng, kv, -1.0f, 1.0f);
+      host.set_row(false, j, kr.data());
+      host.set_row(true, j, vr.data());
+    }
+    q = uniform(rng, size_t(c.H) * c.D, -1.0f, 1.0f);
+    k_cur = uniform(rng, kv, -2.0f, 2.0f);
+    v_cur = uniform(rng, kv, -1.0f, 1.0f);
   }
-  const auto q = uniform(rng, size_t(c.H) * c.D, -1.0f, 1.0f);
-  const auto k_cur = uniform(rng, kv, -2.0f, 2.0f), v_cur = uniform(rng, kv, -1.0f, 1.0f);
+};
+
+// One CUDA graph captured with n_cache_dev (grid sized for n_max) and replayed at every n of the sweep.
+void run_graph_case(const SweepCase& c, unsigned seed) {
+  SCOPED_TRACE(describe(c, seed));
+  SweepData data(c, seed);
+  const HostKv4Cache& host = data.host;
+  const std::vector<float>&q = data.q, &k_cur = data.k_cur, &v_cur = data.v_cur;
   DeviceKv4Cache dev(host);
   auto dq = to_device(q), dk = to_device(k_cur), dv = to_device(v_cur);
   DeviceBuf<float> out_graph(size_t(c.H) * c.D), out_host(size_t(c.H) * c.D);
@@ -286,31 +302,15 @@ TEST(GpuKv4DecodeAttention, DeviceNCacheGraphReplay) {
   run_graph_case({32, 32, 128, 128, 4100, true, true, 0}, seed + i++);  // LLaMA-2-7B-like, many splits
 }
 
-struct ReuseCase {
-  int H, Hkv, D, G, n_max;
-  bool poq, smoothing;
-  int keys_per_split;
-};
-
 // Many launches on ONE workspace (zeroed once): n_cache varies up and down (one split … many splits, more
 // than one combine tile of 128 splits with 32-key splits), host and device n_cache alternate (their grids,
 // hence the partials' layout, differ). Each launch must equal a launch on a fresh workspace bit for bit,
 // meet the reference budget, and leave the counters at 0.
-void run_reuse_case(const ReuseCase& c, unsigned seed) {
-  SCOPED_TRACE("seed " + std::to_string(seed) + " H " + std::to_string(c.H) + " Hkv " + std::to_string(c.Hkv) +
-               " D " + std::to_string(c.D) + " G " + std::to_string(c.G) + " n_max " + std::to_string(c.n_max) +
-               (c.poq ? " poq" : " no-poq") + (c.smoothing ? " smoothed" : " identity") + " split " +
-               std::to_string(c.keys_per_split));
-  std::mt19937 rng(seed);
-  HostKv4Cache host(rng, c.Hkv, c.D, c.G, c.n_max + 1, 64, c.smoothing);
-  const size_t kv = size_t(c.Hkv) * c.D;
-  for (int j = 0; j < c.n_max; ++j) {
-    const auto kr = uniform(rng, kv, -2.0f, 2.0f), vr = uniform(rng, kv, -1.0f, 1.0f);
-    host.set_row(false, j, kr.data());
-    host.set_row(true, j, vr.data());
-  }
-  const auto q = uniform(rng, size_t(c.H) * c.D, -1.0f, 1.0f);
-  const auto k_cur = uniform(rng, kv, -2.0f, 2.0f), v_cur = uniform(rng, kv, -1.0f, 1.0f);
+void run_reuse_case(const SweepCase& c, unsigned seed) {
+  SCOPED_TRACE(describe(c, seed));
+  SweepData data(c, seed);
+  const HostKv4Cache& host = data.host;
+  const std::vector<float>&q = data.q, &k_cur = data.k_cur, &v_cur = data.v_cur;
   DeviceKv4Cache dev(host);
   auto dq = to_device(q), dk = to_device(k_cur), dv = to_device(v_cur);
   DeviceBuf<float> out(size_t(c.H) * c.D);
@@ -344,7 +344,7 @@ void run_reuse_case(const ReuseCase& c, unsigned seed) {
 
   std::vector<int> sweep = {c.n_max, 1, 31, 33, 700, 2, c.n_max, 64, 65};
   std::uniform_int_distribution<int> pick(1, c.n_max);
-  for (int i = 0; i < 6; ++i) sweep.push_back(pick(rng));
+  for (int i = 0; i < 6; ++i) sweep.push_back(pick(data.rng));
   if (c.poq) sweep.insert(sweep.begin() + 2, 0);
   for (size_t i = 0; i < sweep.size(); ++i) {
     const int n = std::min(sweep[i], c.n_max);
