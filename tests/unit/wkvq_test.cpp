@@ -1,4 +1,6 @@
 // .wkvq files: quantize → save → load round trips bit for bit, and damaged files are refused clearly.
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "cpu_weights.h"
@@ -43,7 +45,9 @@ class Wkvq : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     if (!test::shared_exists("models/ref-a/model.safetensors")) return;
-    dir_ = new std::string(fs::path(WKV_TEST_TMP_DIR) / "wkvq_suite");
+    // One folder per process: ctest runs each test of the suite as its own process, in parallel, and a
+    // shared folder let one process rewrite the files another was comparing byte for byte.
+    dir_ = new std::string(fs::path(WKV_TEST_TMP_DIR) / ("wkvq_suite_" + std::to_string(::getpid())));
     fs::create_directories(*dir_);
     QuantizeOptions q;
     q.method = QuantMethod::rtn;
@@ -53,6 +57,9 @@ class Wkvq : public ::testing::Test {
     q.samples = 2;
     q.seqlen = 256;
     quantize_to_file(test::shared_path("models/ref-a"), *dir_ + "/stats.wkvq", q);
+  }
+  static void TearDownTestSuite() {
+    if (dir_) fs::remove_all(*dir_);
   }
   void SetUp() override { WKV_REQUIRE_SHARED("models/ref-a/model.safetensors"); }
   static std::string* dir_;
