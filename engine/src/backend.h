@@ -6,6 +6,7 @@
 // Positions ≥ pos0 already in the cache are simply overwritten, which is how a Session truncates.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -41,6 +42,18 @@ struct SessionState {
   }
   KvObserver kv_observer;
 };
+
+// Tokens per prefill forward call for a backend that prefers up to `cap` (a multiple of chunk): the largest
+// multiple of chunk ≤ cap whose scratch growth — (batch − have_tokens) · bytes_per_token beyond the
+// have_tokens the scratch already holds — fits in free_bytes − reserve_bytes; never less than chunk (which
+// then fails with the backend's out-of-memory error, as a call of chunk tokens always did).
+inline int fit_forward_batch(int chunk, int cap, int have_tokens, int64_t bytes_per_token, int64_t free_bytes,
+                             int64_t reserve_bytes) {
+  chunk = chunk < 1 ? 1 : chunk;
+  int batch = cap / chunk * chunk;
+  while (batch > chunk && int64_t(batch - have_tokens) * bytes_per_token > free_bytes - reserve_bytes) batch -= chunk;
+  return batch > chunk ? batch : chunk;
+}
 
 // Weights uploaded to a device, owned by the Model (see cuda_backend.h).
 struct BackendWeights {

@@ -72,7 +72,7 @@ void Session::eval(std::span<const TokenId> tokens, std::vector<float>* all_logi
   last_logits_.resize(vocab);
   // Several chunks per forward call where the backend prefers it (a multiple of chunk, so the chunks and
   // their POQ semantics are the same as one call per chunk).
-  const int batch = std::max(chunk, state_->forward_batch(chunk) / chunk * chunk);
+  const int batch = n <= chunk ? chunk : std::max(chunk, state_->forward_batch(chunk) / chunk * chunk);
   for (int start = 0; start < n; start += batch) {
     const int len = std::min(batch, n - start);
     const int pos0 = n_past();

@@ -253,6 +253,21 @@ TEST_F(RefAModes, SeveralChunksInOneForwardCallKeepChunkSemantics) {
   EXPECT_GT(test::max_abs_diff(one_call.data() + 4 * vocab, one_chunk.data() + 4 * vocab, size_t(n - 4) * vocab), 1e-4);
 }
 
+// How many tokens a prefill call may take when the device's free memory is short: multiples of the chunk,
+// never below one chunk, counting only the scratch growth beyond what is already allocated.
+TEST(FitForwardBatch, LargestChunkMultipleThatFits) {
+  const int64_t mib = int64_t(1) << 20;
+  EXPECT_EQ(fit_forward_batch(512, 2048, 0, mib, 4096 * mib, 256 * mib), 2048);  // plenty
+  EXPECT_EQ(fit_forward_batch(512, 2048, 0, mib, 1280 * mib, 256 * mib), 1024);  // 1024 MiB of room
+  EXPECT_EQ(fit_forward_batch(512, 2048, 0, mib, 1279 * mib, 256 * mib), 512);
+  EXPECT_EQ(fit_forward_batch(512, 2048, 0, mib, 100 * mib, 256 * mib), 512);    // not even one chunk: one chunk
+  EXPECT_EQ(fit_forward_batch(512, 2048, 1536, mib, 768 * mib, 256 * mib), 2048);  // 1536 tokens already held
+  EXPECT_EQ(fit_forward_batch(512, 2048, 1024, mib, 768 * mib, 256 * mib), 1536);
+  EXPECT_EQ(fit_forward_batch(6, 2048, 0, 1, 1 << 30, 0), 2046);  // cap rounded down to the chunk
+  EXPECT_EQ(fit_forward_batch(4096, 2048, 0, 1, 1 << 30, 0), 4096);  // a chunk above the cap stays whole
+  EXPECT_EQ(fit_forward_batch(0, 2048, 0, 1, 1 << 30, 0), 2048);     // chunk < 1 counts as 1
+}
+
 TEST_F(RefAModes, MemoryAccountingByHand) {
   const int64_t linear_params = 8 * (4 * 256 * 256 + 3 * 256 * 768);  // per model: q,k,v,o + gate,up,down
   const int64_t fixed_fp16 = (2 * 8192 * 256 + 256) * 2 + 8 * 2 * 256 * 2;  // embed, head, final + layer norms

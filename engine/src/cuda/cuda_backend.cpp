@@ -329,8 +329,14 @@ class CudaSessionState final : public SessionState {
   bool device_memory(int64_t* used, int64_t* total) const override { return cuda_device_memory(nullptr, used, total); }
 
   // Prefill batches of up to kPrefillBatch tokens: each W4 linear is dequantized once per forward call (about
-  // 6 ms per call on the 7B shape), so chunks of 512 cost 4× the dequantization of one 2048-token call.
-  int forward_batch(int chunk) const override { return std::max(chunk, kPrefillBatch / chunk * chunk); }
+  // 6 ms per call on the 7B shape), so chunks of 512 cost 4× the dequantization of one 2048-token call. A GPU
+  // with little free memory gets smaller batches (down to one chunk) instead of an out-of-memory error.
+  int forward_batch(int chunk) const override {
+    const int cap = std::max(chunk, kPrefillBatch / chunk * chunk);
+    int64_t used = 0, total = 0;
+    if (cap <= scratch_tokens_ || !cuda_device_memory(nullptr, &used, &total)) return cap;
+    return fit_forward_batch(chunk, cap, scratch_tokens_, scratch_bytes_per_token(), total - used, kScratchReserve);
+  }
 
   void forward(const TokenId* tokens, int T, int pos0, float* logits, bool all_logits, int poq_chunk) override {
     if (T <= 0) return;
@@ -377,6 +383,13 @@ class CudaSessionState final : public SessionState {
   static constexpr int kPage = 64;
   static constexpr int kGemvMaxBatch = 8;
   static constexpr int kPrefillBatch = 2048;
+  static constexpr int64_t kScratchReserve = int64_t(256) << 20;  // left free beside a larger prefill batch
+
+  // Device bytes ensure_scratch allocates per token (activations, FP16 inputs, cuBLAS's FP16 copy of x).
+  int64_t scratch_bytes_per_token() const {
+    const int64_t qd = int64_t(info_.n_heads) * D_, d = info_.dim, f = info_.ffn_dim;
+    return 4 * (1 + d + std::max(d, qd) + 2 * qd + 2 * int64_t(kv_dim_) + 2 * f) + 2 * d + 2 * f;
+  }
 
   // Where a chunk's positions come from: the host value pos0, or (decode, graph-capturable) the device
   // array step_dev_ = {token, pos, pos + 1} when dev is set.
