@@ -1,6 +1,7 @@
 // Session: a context (tokens + KV cache) and streaming generation over it.
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "backend.h"
 #include "cuda_backend.h"
@@ -146,9 +147,12 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
   Sampler sampler(options.sampling);
   // Sampling on the device (CUDA, top-k within its limits): each decode step leaves its logits there and only
   // the top_k candidates come back; the prompt's last logits, and every other case, sample on the host.
+  // Greedy is the top-1 candidate (ties to the lowest id, after the penalty: the host's argmax).
   const int vocab = model_->info().vocab_size;
-  const int k = options.sampling.top_k;
-  const bool on_device = sampler.top_k_on_candidates(size_t(vocab)) && state_->samples_on_device(vocab, k);
+  const bool greedy = options.sampling.temperature <= 0.0f;
+  const int k = greedy ? 1 : options.sampling.top_k;
+  const bool on_device =
+      (greedy || sampler.top_k_on_candidates(size_t(vocab))) && state_->samples_on_device(vocab, k);
   std::vector<TokenId> cand_ids(on_device ? size_t(k) : 0);
   std::vector<float> cand_vals(on_device ? size_t(k) : 0);
   std::vector<int32_t> penalized;
@@ -162,9 +166,11 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
       std::sort(penalized.begin(), penalized.end());
       penalized.erase(std::unique(penalized.begin(), penalized.end()), penalized.end());
     }
-    if (state_->top_k(k, penalized, penalty, cand_ids.data(), cand_vals.data()) >= 0)
-      return sampler.sample(last_logits(), tokens_);  // a NaN / +inf logit: the host names it and throws
-    return sampler.sample_top_k(cand_ids, cand_vals);
+    // A NaN / +inf logit, or (greedy) nothing but −inf: the host sampler names the problem and throws.
+    if (state_->top_k(k, penalized, penalty, cand_ids.data(), cand_vals.data()) >= 0 ||
+        (greedy && cand_vals[0] == -std::numeric_limits<float>::infinity()))
+      return sampler.sample(last_logits(), tokens_);
+    return greedy ? cand_ids[0] : sampler.sample_top_k(cand_ids, cand_vals);
   };
   StreamDecoder decoder(model_->tokenizer());
   const TokenId eos = model_->tokenizer().eos_id();

@@ -215,6 +215,10 @@ TEST_F(CudaBackend, DeviceSamplingDrawsTheHostSamplersTokens) {
   ASSERT_EQ(host.first.size(), 24u);
   EXPECT_EQ(device.first, host.first);
   EXPECT_EQ(device.second, host.second);
+  opt.sampling.temperature = 0.0f;  // greedy with the penalty: the device's top-1 candidate
+  const auto host_greedy = run("0"), device_greedy = run("1");
+  EXPECT_EQ(device_greedy.first, host_greedy.first);
+  EXPECT_EQ(device_greedy.second, host_greedy.second);
 }
 
 TEST_F(CudaBackend, GreedyTextAndMemoryFigures) {
