@@ -71,14 +71,7 @@ __global__ void __launch_bounds__(kThreads)
   int h;
   uint16_t* pool;
   if (head < n_heads + Hkv) {  // query or key head: rotate
-    float* x = qk + size_t(head) * D;
-    a = x[i];
-    b = x[i + half];
-    float cs, sn;
-    ropedev::rope_cos_sin(i, D, pos, theta, cs, sn);
-    ropedev::rope_rotate(a, b, cs, sn);
-    x[i] = a;
-    x[i + half] = b;
+    ropedev::rope_pair_in_place(qk + size_t(head) * D, i, D, pos, theta, a, b);
     if (head < n_heads || !in_range) return;
     h = head - n_heads;
     pool = c.k_pool;

@@ -114,14 +114,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int pos = *pos_dev;
   const bool in_range = pos >= 0 && int64_t(pos) < int64_t(c.n_pages) * c.page_size;
   if (item >= 2 * Hkv) {  // a query head
-    float* x = qk + size_t(item - 2 * Hkv) * D;
-    for (int i = lane; i < half; i += 32) {
-      float a = x[i], b = x[i + half], cs, sn;
-      ropedev::rope_cos_sin(i, D, pos, theta, cs, sn);
-      ropedev::rope_rotate(a, b, cs, sn);
-      x[i] = a;
-      x[i + half] = b;
-    }
+    float a, b;
+    for (int i = lane; i < half; i += 32)
+      ropedev::rope_pair_in_place(qk + size_t(item - 2 * Hkv) * D, i, D, pos, theta, a, b);
     return;
   }
   const int which = item & 1, h = item >> 1;
@@ -129,13 +124,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const float* scale = which ? c.v_scale : c.k_scale;
   float* xs = smem + warp * D;
   if (which == 0) {
-    float* x = qk + size_t(n_heads + h) * D;
     for (int i = lane; i < half; i += 32) {
-      float a = x[i], b = x[i + half], cs, sn;
-      ropedev::rope_cos_sin(i, D, pos, theta, cs, sn);
-      ropedev::rope_rotate(a, b, cs, sn);
-      x[i] = a;
-      x[i + half] = b;
+      float a, b;
+      ropedev::rope_pair_in_place(qk + size_t(n_heads + h) * D, i, D, pos, theta, a, b);
       if (in_range) {
         const int lo = h * D + i, hi = lo + half;
         xs[i] = kv4_smooth(a, delta ? delta[lo] : 0.0f, scale ? scale[lo] : 1.0f);

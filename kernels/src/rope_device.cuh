@@ -31,4 +31,18 @@ __device__ __forceinline__ void rope_rotate(float& a, float& b, float c, float s
   b = rb;
 }
 
+// Pair i of the head x (x_i, x_{i+D/2}) rotated in place for position pos; the rotated values are returned in
+// a, b (the decode step's fused append quantizes or stores them next).
+__device__ __forceinline__ void rope_pair_in_place(float* x, int i, int head_dim, int pos, float theta, float& a,
+                                                   float& b) {
+  const int half = head_dim / 2;
+  float c, s;
+  rope_cos_sin(i, head_dim, pos, theta, c, s);
+  a = x[i];
+  b = x[i + half];
+  rope_rotate(a, b, c, s);
+  x[i] = a;
+  x[i + half] = b;
+}
+
 }  // namespace wkv::kernels::ropedev

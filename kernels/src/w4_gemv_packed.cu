@@ -91,8 +91,6 @@ struct Args {
   Plan p;
   const uint8_t* records;
   int prefetch;        // 1: hint L2 with the block's records beyond the first ring fill
-  int early;           // chunks the producer issues before the consumers have staged x (≥ slots: all)
-  int inflight;        // most chunks in flight (issued, not yet landed) at once; 0 = as many as the ring holds
   unsigned long long* trace;  // profiling (w4_gemv_packed_trace): [blocks][kTracePoints] %globaltimer, or null
 };
 
@@ -234,9 +232,6 @@ constexpr int kRound = 6;  // groups per warp kept in registers between load and
 __device__ __forceinline__ void consumer_sync() {
   asm volatile("bar.sync 1, %0;" ::"n"(kConsumerWarps * kWarpSize) : "memory");
 }
-// "x is staged" (named barrier 2): the consumer warps arrive without waiting, the producer warp waits.
-__device__ __forceinline__ void staged_arrive() { asm volatile("bar.arrive 2, %0;" ::"n"(kThreads) : "memory"); }
-__device__ __forceinline__ void staged_wait() { asm volatile("bar.sync 2, %0;" ::"n"(kThreads) : "memory"); }
 
 struct XRound {
   float4 v[kRound];  // lane's 4 channels of groups warp, warp + 16, … (first round)
@@ -427,36 +422,25 @@ __global__ void __launch_bounds__(kThreads, 1)
     mbar_arrive_expect_tx(smem_u32(full + slot), bytes);
     bulk_copy(smem_u32(ring + (size_t)slot * kChunkBytes), src + (size_t)c * kChunkBytes, bytes, smem_u32(full + slot));
   };
-  // 2. The producer issues the first `early` chunks while the consumers convert x (they meet at a
-  //    consumer-only barrier), then the rest as slots free up, keeping at most `inflight` chunks in flight.
-  //    Why limit: an SM's share of the bandwidth is ~36 GB/s, so a full ring fill (~170 KB) takes ~5 µs to
-  //    land, and what is requested after it (instruction fetches, the first chunk's last lines) waits behind.
-  const int early = min(a.early, min(p.slots, nchunks));
-  const bool wait_staged = early < min(p.slots, nchunks);
+  // 2. The producer fills the ring while the consumers convert x (they meet at a consumer-only barrier).
   if (producer) {
-    for (int c = 0; c < early; ++c) issue(c);
+    for (int c = 0; c < min(p.slots, nchunks); ++c) issue(c);
     if (a.prefetch)
       for (size_t o = (size_t)p.slots * kChunkBytes; o < (size_t)nrec * kRecordBytes; o += 65536)
         bulk_prefetch_l2(src + o, (uint32_t)min((size_t)65536, (size_t)nrec * kRecordBytes - o));
   }
-  if (!producer_warp) {
-    stage_x_convert<kPro>(p, x, pro, sm, a, xr);
-    if (wait_staged) staged_arrive();
-  }
+  if (!producer_warp) stage_x_convert<kPro>(p, x, pro, sm, a, xr);
   if (tid == 0) trace_point(a, 3);
 
   float* red = reinterpret_cast<float*>(sm + p.off_red);
   if (warp == kConsumerWarps) {
-    if (wait_staged) staged_wait();  // the whole warp: named barriers count warps
     if (producer) {
-      for (int c = early; c < nchunks; ++c) {
-        if (c >= p.slots)  // refill slot c % S once its 16 consumers released chunk c − S
-          mbar_wait(smem_u32(empty + c % p.slots), (uint32_t)((c / p.slots - 1) & 1));
-        if (a.inflight > 0 && c >= a.inflight) {  // chunk c − inflight has landed
-          const int o = c - a.inflight;
-          mbar_wait(smem_u32(full + o % p.slots), (uint32_t)((o / p.slots) & 1));
-        }
+      int slot = 0;
+      uint32_t parity = 0;
+      for (int c = p.slots; c < nchunks; ++c) {  // refill slot c % S once its 16 consumers released it
+        mbar_wait(smem_u32(empty + slot), parity);
         issue(c);
+        if (++slot == p.slots) slot = 0, parity ^= 1u;
       }
     }
   } else if (warp < nrec) {
@@ -586,12 +570,6 @@ bool env_flag(const char* name) {
   const char* e = std::getenv(name);
   return e && *e == '1';
 }
-// WKV_W4_PACKED_EARLY=n (chunks issued before x is staged; default all the ring holds),
-// WKV_W4_PACKED_INFLIGHT=n (most chunks in flight; default 0 = unlimited): the ring-fill policy under test.
-int env_int(const char* name, int fallback) {
-  const char* e = std::getenv(name);
-  return e && *e ? std::max(0, std::atoi(e)) : fallback;
-}
 
 template <Prologue kPro>
 // Launches one kernel (B ≤ kMaxBatch); returns its block count. One launch plan per call: the checks below are
@@ -606,10 +584,7 @@ int launch(const W4PackedView& w, const float* x, int B, float* y, const Prologu
                   std::to_string(B) + " is not a supported packed matrix on this device, or records is null");
   a.records = static_cast<const uint8_t*>(w.records);
   static const int prefetch = env_flag("WKV_W4_PACKED_PREFETCH") ? 1 : 0;
-  static const int early = env_int("WKV_W4_PACKED_EARLY", kMaxSlots), inflight = env_int("WKV_W4_PACKED_INFLIGHT", 0);
   a.prefetch = prefetch;
-  a.early = early;
-  a.inflight = inflight;
   a.trace = trace;
   static const bool attr_set = (allow_max_dynamic_smem(w4_gemv_packed_kernel<kPro>), true);
   (void)attr_set;

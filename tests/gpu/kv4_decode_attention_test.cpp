@@ -213,28 +213,42 @@ struct SweepData {
     k_cur = uniform(rng, kv, -2.0f, 2.0f);
     v_cur = uniform(rng, kv, -1.0f, 1.0f);
   }
+  std::vector<double> reference(int H, int n, bool poq) const {
+    return reference_output(host, H, n, poq, q, k_cur, v_cur);
+  }
+};
+
+// The sweep data on the device, and the launch arguments every launch of a case shares (out and n_cache are
+// the caller's).
+struct SweepDevice {
+  DeviceKv4Cache dev;
+  DeviceBuf<float> dq, dk, dv;
+  explicit SweepDevice(const SweepData& d)
+      : dev(d.host), dq(to_device(d.q)), dk(to_device(d.k_cur)), dv(to_device(d.v_cur)) {}
+  wk::Kv4DecodeArgs args(const SweepCase& c) const {
+    wk::Kv4DecodeArgs a;
+    a.q = dq.ptr;
+    a.k_cur = dk.ptr;
+    a.v_cur = dv.ptr;
+    a.n_heads = c.H;
+    a.poq = c.poq;
+    a.keys_per_split = c.keys_per_split;
+    return a;
+  }
 };
 
 // One CUDA graph captured with n_cache_dev (grid sized for n_max) and replayed at every n of the sweep.
 void run_graph_case(const SweepCase& c, unsigned seed) {
   SCOPED_TRACE(describe(c, seed));
   SweepData data(c, seed);
-  const HostKv4Cache& host = data.host;
-  const std::vector<float>&q = data.q, &k_cur = data.k_cur, &v_cur = data.v_cur;
-  DeviceKv4Cache dev(host);
-  auto dq = to_device(q), dk = to_device(k_cur), dv = to_device(v_cur);
+  SweepDevice d(data);
+  const DeviceKv4Cache& dev = d.dev;
   DeviceBuf<float> out_graph(size_t(c.H) * c.D), out_host(size_t(c.H) * c.D);
   DeviceBuf<int32_t> n_dev(1);
   const size_t ws_bytes = wk::kv4_decode_workspace_bytes(c.H, c.D, c.n_max);
   DeviceBuf<uint8_t> ws_graph = make_workspace(c.H, ws_bytes), ws_host = make_workspace(c.H, ws_bytes);
 
-  wk::Kv4DecodeArgs a;
-  a.q = dq.ptr;
-  a.k_cur = dk.ptr;
-  a.v_cur = dv.ptr;
-  a.n_heads = c.H;
-  a.poq = c.poq;
-  a.keys_per_split = c.keys_per_split;
+  const wk::Kv4DecodeArgs a = d.args(c);
 
   cudaStream_t stream = nullptr;
   cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
@@ -278,7 +292,7 @@ void run_graph_case(const SweepCase& c, unsigned seed) {
       EXPECT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(float) * got.size()))
           << "device-n_cache output differs from the host-n_cache output (same split plan)";
       if (replay > 0) continue;
-      const auto ref = reference_output(host, c.H, n, c.poq, q, k_cur, v_cur);
+      const auto ref = data.reference(c.H, n, c.poq);
       expect_within_budget(got, ref, n);
     }
   }
@@ -310,23 +324,15 @@ TEST(GpuKv4DecodeAttention, DeviceNCacheGraphReplay) {
 void run_reuse_case(const SweepCase& c, unsigned seed) {
   SCOPED_TRACE(describe(c, seed));
   SweepData data(c, seed);
-  const HostKv4Cache& host = data.host;
-  const std::vector<float>&q = data.q, &k_cur = data.k_cur, &v_cur = data.v_cur;
-  DeviceKv4Cache dev(host);
-  auto dq = to_device(q), dk = to_device(k_cur), dv = to_device(v_cur);
+  SweepDevice d(data);
+  const DeviceKv4Cache& dev = d.dev;
   DeviceBuf<float> out(size_t(c.H) * c.D);
   DeviceBuf<int32_t> n_dev(1);
   const size_t ws_bytes = wk::kv4_decode_workspace_bytes(c.H, c.D, c.n_max);
   DeviceBuf<uint8_t> ws = make_workspace(c.H, ws_bytes);  // shared by every launch below
 
-  wk::Kv4DecodeArgs a;
-  a.q = dq.ptr;
-  a.k_cur = dk.ptr;
-  a.v_cur = dv.ptr;
+  wk::Kv4DecodeArgs a = d.args(c);
   a.out = out.ptr;
-  a.n_heads = c.H;
-  a.poq = c.poq;
-  a.keys_per_split = c.keys_per_split;
   auto launch = [&](int n, bool device_n, void* w, size_t w_bytes) {
     cuda_ok(cudaMemset(out.ptr, 0xFF, sizeof(float) * out.n), "poison");
     wk::Kv4DecodeArgs x = a;
@@ -358,7 +364,7 @@ void run_reuse_case(const SweepCase& c, unsigned seed) {
     const auto want = launch(n, device_n, fresh.ptr, ws_bytes);
     EXPECT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(float) * got.size()))
         << "a launch on the reused workspace differs from one on a fresh workspace";
-    const auto ref = reference_output(host, c.H, n, c.poq, q, k_cur, v_cur);
+    const auto ref = data.reference(c.H, n, c.poq);
     expect_within_budget(got, ref, n);
   }
 }

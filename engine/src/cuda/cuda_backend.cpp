@@ -404,7 +404,6 @@ class CudaSessionState final : public SessionState {
       throw Error(ErrorCode::invalid_argument, "forward: only one token's logits can stay on the device");
     ensure_scratch(T, all_logits ? T : 1);
     const size_t vocab = size_t(info_.vocab_size);
-    poq_chunk_ = poq_chunk > 0 && poq_chunk < T ? poq_chunk : T;
     if (T == 1) {
       // The step's token and position go to the device first; the graph (or the eager launches in
       // device-position form) read them there.
@@ -432,7 +431,8 @@ class CudaSessionState final : public SessionState {
     }
     check(cudaMemcpyAsync(ids_.as<int32_t>(), tokens, sizeof(int32_t) * T, cudaMemcpyHostToDevice, stream_), "ids");
     const int first = all_logits ? 0 : T - 1;
-    enqueue_forward(T, Positions{pos0, nullptr}, ids_.as<int32_t>(), first);
+    enqueue_forward(T, Positions{pos0, nullptr, poq_chunk > 0 && poq_chunk < T ? poq_chunk : T}, ids_.as<int32_t>(),
+                    first);
     check(cudaMemcpyAsync(logits, logits_.as<float>(), sizeof(float) * size_t(T - first) * vocab,
                           cudaMemcpyDeviceToHost, stream_),
           "logits");
@@ -452,10 +452,12 @@ class CudaSessionState final : public SessionState {
   }
 
   // Where a chunk's positions come from: the host value pos0, or (decode, graph-capturable) the device
-  // array step_dev_ = {token, pos, pos + 1} when dev is set.
+  // array step_dev_ = {token, pos, pos + 1} when dev is set; and (prefill) the length of the POQ chunks the
+  // call's tokens form (DESIGN's prefill chunks; ≥ T: one chunk).
   struct Positions {
     int pos0 = 0;
     const int32_t* dev = nullptr;
+    int poq_chunk = 1;
     const int32_t* pos_dev() const { return dev + 1; }
     const int32_t* pos_plus_one_dev() const { return dev + 2; }
   };
@@ -678,7 +680,7 @@ class CudaSessionState final : public SessionState {
       return;
     }
     wk::kv4_append(cache, k, v, T, P.pos0, stream_);
-    if (!poq_ || token_level_poq_ || poq_chunk_ >= T) {
+    if (!poq_ || token_level_poq_ || P.poq_chunk >= T) {
       wk::PrefillAttentionArgs a = prefill_args(T, P, q, k, v);
       a.poq_block = !poq_ ? 0 : (token_level_poq_ ? 1 : T);
       wk::attention_prefill(cache, a, stream_);
@@ -688,9 +690,9 @@ class CudaSessionState final : public SessionState {
     // full precision, everything before it from the cache, which already holds the whole call), so every
     // launch runs the tensor-core kernel.
     const size_t qd = size_t(info_.n_heads) * D_;
-    for (int r0 = 0; r0 < T; r0 += poq_chunk_) {
-      const int len = std::min(poq_chunk_, T - r0);
-      wk::PrefillAttentionArgs a = prefill_args(len, Positions{P.pos0 + r0, nullptr}, q + r0 * qd,
+    for (int r0 = 0; r0 < T; r0 += P.poq_chunk) {
+      const int len = std::min(P.poq_chunk, T - r0);
+      wk::PrefillAttentionArgs a = prefill_args(len, Positions{P.pos0 + r0, nullptr, len}, q + r0 * qd,
                                                 k + size_t(r0) * kv_dim_, v + size_t(r0) * kv_dim_);
       a.out += r0 * qd;
       a.poq_block = len;
@@ -749,7 +751,6 @@ class CudaSessionState final : public SessionState {
   std::vector<wk::Kv4LayerCache> caches_;
   std::vector<wk::Kv16LayerCache> caches16_;
   int scratch_tokens_ = 0, logit_rows_ = 0;
-  int poq_chunk_ = 0;  // the current forward call's POQ chunk length (prefill)
   uint64_t scratch_generation_ = 0, graph_generation_ = 0;
   cudaGraphExec_t graph_exec_ = nullptr;
   DeviceBuffer ids_, x_, x2_, xin_, h_, q_, att_, k_, v_, g_, u_, qkv_, logits_, w16_, x16_;
