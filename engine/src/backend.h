@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "wkv/engine.h"
@@ -30,6 +31,22 @@ struct SessionState {
   // multiple of chunk. The CUDA backend batches several chunks so that each prefill GEMM dequantizes its W4
   // weights once per call, not once per chunk.
   virtual int forward_batch(int chunk) const { return chunk; }
+
+  // Sampling on the device (the CUDA backend; the CPU's states return false and always take `logits`):
+  // forward(…, logits = nullptr, all_logits = false, …) of one token keeps its logits on the device, where
+  // top_k selects the k best after the repetition penalty on the distinct ids `penalized` (best first, the
+  // Sampler's ranking: wkv_kernels/top_k.h) and copy_last_logits fetches them all.
+  virtual bool samples_on_device(int vocab, int k) const {
+    (void)vocab;
+    (void)k;
+    return false;
+  }
+  // ids, vals: k each. Returns the lowest index of a NaN or +inf logit, or −1 when there is none.
+  virtual int top_k(int k, std::span<const int32_t> penalized, float penalty, TokenId* ids, float* vals) {
+    (void)k, (void)penalized, (void)penalty, (void)ids, (void)vals;
+    return -1;
+  }
+  virtual void copy_last_logits(float* logits) { (void)logits; }
   // KV bytes per token in the storage format (all layers, K and V) and what the backend holds resident.
   virtual int64_t kv_format_bytes_per_token() const = 0;
   virtual int64_t kv_resident_bytes() const = 0;

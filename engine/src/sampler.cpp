@@ -195,8 +195,9 @@ std::optional<Candidate> nucleus_cut(const std::vector<Candidate>& c, double nee
   return std::nullopt;
 }
 
-// Everything after the penalty for temperature > 0.
-Kept build_distribution(const SamplingParams& params, const Penalized& logits, Scratch& scratch) {
+// The candidates top-k keeps (all tokens without top-k), into scratch.cand; true when they are sorted best
+// first.
+bool select_candidates(const SamplingParams& params, const Penalized& logits, Scratch& scratch) {
   const size_t vocab = logits.base.size();
   std::vector<Candidate>& c = scratch.cand;
   c.clear();
@@ -231,7 +232,12 @@ Kept build_distribution(const SamplingParams& params, const Penalized& logits, S
       sorted = true;
     }
   }
+  return sorted;
+}
 
+// Everything after top-k, for temperature > 0, on the candidates in scratch.cand.
+Kept finish_distribution(const SamplingParams& params, bool sorted, Scratch& scratch) {
+  std::vector<Candidate>& c = scratch.cand;
   // Softmax with temperature, in double, shifted by the maximum so the best weight is exactly 1.
   float max_logit = -std::numeric_limits<float>::infinity();
   for (const Candidate& x : c) max_logit = std::max(max_logit, x.logit);
@@ -273,6 +279,24 @@ Kept build_distribution(const SamplingParams& params, const Penalized& logits, S
   return k;
 }
 
+// Everything after the penalty for temperature > 0.
+Kept build_distribution(const SamplingParams& params, const Penalized& logits, Scratch& scratch) {
+  return finish_distribution(params, select_candidates(params, logits, scratch), scratch);
+}
+
+// One draw through the kept tokens in their canonical order.
+TokenId draw(const Kept& k, std::mt19937_64& rng) {
+  // 53 random bits → a double uniform on [0, 1) with spacing 2^-53, exactly representable.
+  const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
+  const double target = u * k.total;
+  double cum = 0.0;
+  for (const Candidate& x : k.items) {
+    cum += x.w;  // same summation order as k.total, so the last cum equals k.total
+    if (target < cum) return x.id;
+  }
+  return k.items.back().id;  // only if u * total rounded up to total
+}
+
 }  // namespace
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), seed_(params.seed) {
@@ -284,16 +308,47 @@ Sampler::Sampler(const SamplingParams& params) : params_(params), seed_(params.s
 TokenId Sampler::sample(std::span<const float> logits, std::span<const TokenId> history) {
   const Penalized pen = penalize(params_, logits, history);
   if (params_.temperature <= 0.0f) return argmax(pen);
-  const Kept k = build_distribution(params_, pen, scratch());
-  // 53 random bits → a double uniform on [0, 1) with spacing 2^-53, exactly representable.
-  const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;
-  const double target = u * k.total;
-  double cum = 0.0;
-  for (const Candidate& x : k.items) {
-    cum += x.w;  // same summation order as k.total, so the last cum equals k.total
-    if (target < cum) return x.id;
+  return draw(build_distribution(params_, pen, scratch()), rng_);
+}
+
+bool Sampler::top_k_on_candidates(size_t vocab) const {
+  return params_.temperature > 0.0f && params_.top_k > 0 && static_cast<size_t>(params_.top_k) < vocab &&
+         static_cast<size_t>(params_.top_k) <= kHeapTopK;
+}
+
+std::vector<std::pair<TokenId, float>> Sampler::top_k_reference(std::span<const float> logits,
+                                                                std::span<const TokenId> history) const {
+  if (!top_k_on_candidates(logits.size()))
+    invalid("sampling: top_k_reference needs temperature > 0 and 0 < top_k < vocabulary, top_k <= " +
+            std::to_string(kHeapTopK));
+  Scratch& sc = scratch();
+  select_candidates(params_, penalize(params_, logits, history), sc);
+  std::vector<std::pair<TokenId, float>> out;
+  out.reserve(sc.cand.size());
+  for (const Candidate& x : sc.cand) out.emplace_back(x.id, x.logit);
+  return out;
+}
+
+TokenId Sampler::sample_top_k(std::span<const TokenId> ids, std::span<const float> logits) {
+  if (params_.temperature <= 0.0f || params_.top_k <= 0 || ids.size() != static_cast<size_t>(params_.top_k) ||
+      logits.size() != ids.size())
+    invalid("sampling: sample_top_k needs temperature > 0 and exactly top_k = " + std::to_string(params_.top_k) +
+            " candidates, got " + std::to_string(ids.size()) + " ids and " + std::to_string(logits.size()) +
+            " logits");
+  Scratch& sc = scratch();
+  sc.cand.clear();
+  bool any_finite = false;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const float v = logits[i];
+    if (std::isnan(v) || v == std::numeric_limits<float>::infinity())
+      invalid("sampling: candidate logit " + fmt(v) + " of token " + std::to_string(ids[i]) + " (expected finite or -inf)");
+    if (i > 0 && !before(sc.cand.back(), Candidate{ids[i], v, 0.0}))
+      invalid("sampling: candidates are not in ranking order at position " + std::to_string(i));
+    any_finite |= std::isfinite(v);
+    sc.cand.push_back({ids[i], v, 0.0});
   }
-  return k.items.back().id;  // only if u * total rounded up to total
+  if (!any_finite) invalid("sampling: every logit is -inf (no token can be chosen)");
+  return draw(finish_distribution(params_, true, sc), rng_);
 }
 
 std::vector<std::pair<TokenId, float>> Sampler::distribution(std::span<const float> logits,

@@ -1,6 +1,7 @@
 // Session: a context (tokens + KV cache) and streaming generation over it.
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "backend.h"
 #include "cuda_backend.h"
@@ -60,8 +61,17 @@ MemoryStats Session::memory_stats() const {
 
 Session::~Session() = default;
 
+std::span<const float> Session::last_logits() const {
+  if (logits_on_device_) {
+    state_->copy_last_logits(last_logits_.data());
+    logits_on_device_ = false;
+  }
+  return last_logits_;
+}
+
 void Session::eval(std::span<const TokenId> tokens, std::vector<float>* all_logits, int chunk) {
   if (tokens.empty()) return;
+  logits_on_device_ = false;
   const int n = static_cast<int>(tokens.size());
   if (n_past() + n > n_ctx_)
     throw Error(ErrorCode::context_full, std::to_string(n) + " more tokens do not fit: " + std::to_string(n_past()) +
@@ -88,7 +98,10 @@ void Session::truncate(int n) {
     throw Error(ErrorCode::invalid_argument, "truncate(" + std::to_string(n) + "): context has " +
                                                  std::to_string(n_past()) + " tokens");
   tokens_.resize(size_t(n));
-  if (n == 0) last_logits_.clear();
+  if (n == 0) {
+    last_logits_.clear();
+    logits_on_device_ = false;
+  }
 }
 
 namespace {
@@ -132,6 +145,33 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
   result.prefill_seconds = std::chrono::duration<double>(clock::now() - t0).count();
 
   Sampler sampler(options.sampling);
+  // Sampling on the device (CUDA, top-k within its limits): each decode step leaves its logits there and only
+  // the top_k candidates come back; the prompt's last logits, and every other case, sample on the host.
+  // Greedy is the top-1 candidate (ties to the lowest id, after the penalty: the host's argmax).
+  const int vocab = model_->info().vocab_size;
+  const bool greedy = options.sampling.temperature <= 0.0f;
+  const int k = greedy ? 1 : options.sampling.top_k;
+  const bool on_device =
+      (greedy || sampler.top_k_on_candidates(size_t(vocab))) && state_->samples_on_device(vocab, k);
+  std::vector<TokenId> cand_ids(on_device ? size_t(k) : 0);
+  std::vector<float> cand_vals(on_device ? size_t(k) : 0);
+  std::vector<int32_t> penalized;
+  const auto next_token = [&]() -> TokenId {
+    if (!logits_on_device_) return sampler.sample(last_logits_, tokens_);
+    penalized.clear();
+    const float penalty = options.sampling.repetition_penalty;
+    if (penalty != 1.0f) {  // the distinct ids of the window, as the host sampler penalizes them
+      const size_t window = std::min(tokens_.size(), size_t(std::max(options.sampling.repetition_window, 0)));
+      penalized.assign(tokens_.end() - std::ptrdiff_t(window), tokens_.end());
+      std::sort(penalized.begin(), penalized.end());
+      penalized.erase(std::unique(penalized.begin(), penalized.end()), penalized.end());
+    }
+    // A NaN / +inf logit, or (greedy) nothing but −inf: the host sampler names the problem and throws.
+    if (state_->top_k(k, penalized, penalty, cand_ids.data(), cand_vals.data()) >= 0 ||
+        (greedy && cand_vals[0] == -std::numeric_limits<float>::infinity()))
+      return sampler.sample(last_logits(), tokens_);
+    return greedy ? cand_ids[0] : sampler.sample_top_k(cand_ids, cand_vals);
+  };
   StreamDecoder decoder(model_->tokenizer());
   const TokenId eos = model_->tokenizer().eos_id();
   std::string all_text;  // decoded so far
@@ -147,7 +187,7 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
   result.stop = StopReason::max_tokens;
   auto t1 = clock::now();
   for (int i = 0; i < options.max_tokens; ++i) {
-    const TokenId id = sampler.sample(last_logits_, tokens_);
+    const TokenId id = next_token();
     if (options.stop_at_eos && id == eos) {
       result.stop = StopReason::eos;
       break;
@@ -177,8 +217,14 @@ GenerateResult Session::generate(std::span<const TokenId> prompt, const Generate
       result.stop = StopReason::context_full;
       break;
     }
-    const TokenId one[1] = {id};
-    eval(one);
+    if (on_device) {  // one decode step whose logits stay on the device for next_token
+      state_->forward(&id, 1, n_past(), nullptr, false, 0);
+      tokens_.push_back(id);
+      logits_on_device_ = true;
+    } else {
+      const TokenId one[1] = {id};
+      eval(one);
+    }
   }
   if (result.stop != StopReason::stop_string && result.stop != StopReason::cancelled) {
     all_text += decoder.flush();

@@ -231,24 +231,31 @@ Result bench_w4(const Shape& s, int group, int samples, std::mt19937& rng, cudaS
       if (B == 1) res.stream_us[vi] = us, res.graph_us[vi] = gus;
     }
   }
-  if (packed) {  // F, one cold launch: where the time goes (per-block phase timestamps)
+  if (packed) {  // F: where the time goes (per-block phase timestamps), a cold launch and a warm one
+    constexpr int kPoints = 12;
     const int sms = wkv::kernels::query_device().multiprocessors;
     unsigned long long* tr = nullptr;
-    check(cudaMalloc(&tr, sizeof(unsigned long long) * 8 * sms), "cudaMalloc");
+    check(cudaMalloc(&tr, sizeof(unsigned long long) * kPoints * sms), "cudaMalloc");
     const wkv::kernels::W4PackedView pv{s.rows, s.cols, dev[copies - 1].packed};
-    const int nb = wkv::kernels::detail::w4_gemv_packed_trace(pv, dx, dy, tr, stream);
-    std::vector<unsigned long long> t((size_t)8 * nb);
-    check(cudaStreamSynchronize(stream), "trace");
-    check(cudaMemcpy(t.data(), tr, t.size() * 8, cudaMemcpyDeviceToHost), "download");
-    unsigned long long t0 = ~0ull;
-    for (int b = 0; b < nb; ++b) t0 = std::min(t0, t[(size_t)b * 8]);
-    std::printf("    F phases (us after the first block's start; median / max over %d blocks):", nb);
-    const char* names[8] = {"start", "barriers", "x in", "x staged", "first record", "loop done", "reduced", "end"};
-    for (int p = 0; p < 8; ++p) {
-      std::vector<double> v(nb);
-      for (int b = 0; b < nb; ++b) v[b] = (t[(size_t)b * 8 + p] - t0) / 1000.0;
-      std::sort(v.begin(), v.end());
-      std::printf(" %s %.2f/%.2f%s", names[p], v[nb / 2], v[nb - 1], p < 7 ? "," : "\n");
+    const char* names[kPoints] = {"start",        "barriers",  "x in",          "x staged",
+                                  "first record", "loop done", "reduced",       "end",
+                                  "w0 converted", "w15 x in",  "w15 converted", "w0 zeroed"};
+    for (int run = 0; run < 3; ++run) {  // runs 0 (cold) and 2 (warm: the same launch just ran twice)
+      const int nb = wkv::kernels::detail::w4_gemv_packed_trace(pv, dx, dy, tr, stream);
+      check(cudaStreamSynchronize(stream), "trace");
+      if (run == 1) continue;
+      std::vector<unsigned long long> t((size_t)kPoints * nb);
+      check(cudaMemcpy(t.data(), tr, t.size() * 8, cudaMemcpyDeviceToHost), "download");
+      unsigned long long t0 = ~0ull;
+      for (int b = 0; b < nb; ++b) t0 = std::min(t0, t[(size_t)b * kPoints]);
+      std::printf("    F phases, %s launch (us after the first block's start; median / max over %d blocks):",
+                  run == 0 ? "cold" : "warm", nb);
+      for (int p = 0; p < kPoints; ++p) {
+        std::vector<double> v(nb);
+        for (int b = 0; b < nb; ++b) v[b] = (t[(size_t)b * kPoints + p] - t0) / 1000.0;
+        std::sort(v.begin(), v.end());
+        std::printf(" %s %.2f/%.2f%s", names[p], v[nb / 2], v[nb - 1], p < kPoints - 1 ? "," : "\n");
+      }
     }
     cudaFree(tr);
   }

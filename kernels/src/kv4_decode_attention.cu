@@ -33,6 +33,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -484,8 +485,11 @@ __device__ __forceinline__ uint32_t split_term(float x, int v) {
 
 __device__ __forceinline__ uint32_t ldg_u32(const uint8_t* p) { return __ldg(reinterpret_cast<const uint32_t*>(p)); }
 
-template <int D, int NH>
-__global__ void __launch_bounds__(kThreads)
+// U: K tiles whose loads a warp issues at once (kTcUnrollK by default); MinB: blocks per SM the register
+// allocation must allow (1 = no constraint: 128 registers, 4 blocks per SM). The occupancy variants trade
+// loads in flight per warp for resident blocks (WKV_KV4_TC_OCC, launch_split_tc).
+template <int D, int NH, int U = kTcUnrollK, int MinB = 1>
+__global__ void __launch_bounds__(kThreads, MinB)
     decode_split_tc_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
                            float* __restrict__ ws_ml, float* __restrict__ ws_acc,
                            unsigned int* __restrict__ counters) {
@@ -577,8 +581,7 @@ __global__ void __launch_bounds__(kThreads)
   const uint8_t* vpool = c.v_pool;
 
   // Phase 1: scores. The loop bounds are warp-uniform (the MMAs need the whole warp).
-  for (int tb = warp * kTcUnrollK; tb < n_tiles; tb += kWarps * kTcUnrollK) {
-    constexpr int U = kTcUnrollK;
+  for (int tb = warp * U; tb < n_tiles; tb += kWarps * U) {
     uint32_t wa[U][KW], wb[U][KW], ha[U], hbv[U], vh[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -670,10 +673,10 @@ __global__ void __launch_bounds__(kThreads)
   const bool has_b = (g >> 1) < NH;
   const __half* wrow = &wv_s[g & 1][has_b ? (g >> 1) : 0][0];
   for (int tb = warp * kTcUnrollV; tb < n_tiles; tb += kWarps * kTcUnrollV) {
-    constexpr int U = kTcUnrollV;
-    uint32_t vw[U][4][VW];  // [tile][key 2t, 2t+1, 2t+8, 2t+9][word g + 8·i]
+    constexpr int UV = kTcUnrollV;
+    uint32_t vw[UV][4][VW];  // [tile][key 2t, 2t+1, 2t+8, 2t+9][word g + 8·i]
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < UV; ++u) {
       const int tile = min(tb + u, n_tiles - 1);
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
@@ -684,7 +687,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < UV; ++u) {
       const int tile = tb + u;
       if (tile >= n_tiles) break;
       const int jb = tile * 16 + 2 * t;
@@ -765,11 +768,35 @@ void dispatch_nh(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan
   }
 }
 
+// Occupancy variant of the tensor-core kernel, read once per process from WKV_KV4_TC_OCC: "" (default: U = 4,
+// 128 registers, 4 blocks per SM), "2x6" (U = 2, ≤ 80 registers: 6 blocks), "2x8" (U = 2, ≤ 64: 8 blocks),
+// "4x6" (U = 4, ≤ 80: 6 blocks). Session 5's profile: 25% occupancy and 31% of stalls at block barriers.
+int tc_occupancy_variant() {
+  static const int v = [] {
+    const char* e = std::getenv("WKV_KV4_TC_OCC");
+    const std::string s = e ? e : "";
+    return s == "2x6" ? 1 : s == "2x8" ? 2 : s == "4x6" ? 3 : 0;
+  }();
+  return v;
+}
+
 template <int D, int NH>
 void launch_split_tc(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
                      const SplitWorkspace& ws, cudaStream_t stream) {
   const dim3 grid(n_splits, c.n_kv_heads, a.n_heads / c.n_kv_heads / NH);
-  decode_split_tc_kernel<D, NH><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+  switch (tc_occupancy_variant()) {
+    case 1:
+      decode_split_tc_kernel<D, NH, 2, 6><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+      break;
+    case 2:
+      decode_split_tc_kernel<D, NH, 2, 8><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+      break;
+    case 3:
+      decode_split_tc_kernel<D, NH, 4, 6><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+      break;
+    default:
+      decode_split_tc_kernel<D, NH><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+  }
   WKV_CHECK_LAUNCH();
 }
 

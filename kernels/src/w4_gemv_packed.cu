@@ -95,8 +95,10 @@ struct Args {
 };
 
 // Phase timestamps of one block, for the benchmark's breakdown of where a launch spends its time.
-// start, barriers ready, first x values in (warp 0), x staged, first record in, loop done, warps reduced, end
-constexpr int kTracePoints = 8;
+// start, barriers ready, first x values in (warp 0), x staged, first record in, loop done, warps reduced, end,
+// then inside the staging: warp 0's first round converted, warp 15's first value in, warp 15's first round
+// converted, warp 0 done zeroing (before the consumers' barrier).
+constexpr int kTracePoints = 12;
 
 // `dep`: a value the timestamp must wait for (the comparison reads it; it adds 0 ns unless dep is NaN).
 __device__ __forceinline__ void trace_point(const Args& a, int point, float dep = 0.0f) {
@@ -303,6 +305,7 @@ __device__ __forceinline__ void stage_x_convert(const Plan& p, const float* __re
   const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int items = p.B * p.groups;
   if (warp == 0 && lane == 0) trace_point(a, 2, r.v[0].x);  // once the first value is in
+  if (warp == kConsumerWarps - 1 && lane == 0) trace_point(a, 9, r.v[0].x);
 #pragma unroll
   for (int k = 0; k < kRound; ++k) {
     const int item = warp + k * kConsumerWarps;
@@ -311,6 +314,8 @@ __device__ __forceinline__ void stage_x_convert(const Plan& p, const float* __re
       stage_group(r.v[k], b, item - b * p.groups, lane, p, sm);
     }
   }
+  if (warp == 0 && lane == 0) trace_point(a, 8);
+  if (warp == kConsumerWarps - 1 && lane == 0) trace_point(a, 10);
   for (int item = warp + kRound * kConsumerWarps; item < items; item += kConsumerWarps) {
     const int b = item / p.groups;
     stage_group(x_item<kPro>(p, x, pro, r.inv, item, lane), b, item - b * p.groups, lane, p, sm);
@@ -323,6 +328,7 @@ __device__ __forceinline__ void stage_x_convert(const Plan& p, const float* __re
       reinterpret_cast<float4*>(sm + p.off_cst)[(i / 2) * 4 + 2 + (i & 1)] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   float* red = reinterpret_cast<float*>(sm + p.off_red);
   for (int i = tid; i < p.max_tiles * kConsumerWarps * p.B * kW4PackedRows; i += kN) red[i] = 0.0f;
+  if (warp == 0 && lane == 0) trace_point(a, 11);
   consumer_sync();
 }
 

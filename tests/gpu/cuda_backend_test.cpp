@@ -190,6 +190,37 @@ TEST_F(CudaBackend, PrefillMatchesCpuWithTokenAndChunkPoq) {
   }
 }
 
+// Sampling on the device (top-k candidates only) draws the tokens host sampling draws from the same GPU logits
+// (with ties, the penalty and every filter decided identically), and last_logits() afterwards is the last
+// evaluated token's, fetched from the device.
+TEST_F(CudaBackend, DeviceSamplingDrawsTheHostSamplersTokens) {
+  GenerateOptions opt;
+  opt.sampling.temperature = 0.9f;
+  opt.sampling.top_k = 40;
+  opt.sampling.top_p = 0.95f;
+  opt.sampling.min_p = 0.02f;
+  opt.sampling.repetition_penalty = 1.2f;
+  opt.sampling.seed = 1234;
+  opt.max_tokens = 24;
+  opt.stop_at_eos = false;
+  auto run = [&](const char* device_sampling) {
+    ::setenv("WKV_DEVICE_SAMPLING", device_sampling, 1);
+    Session s(load(test::shared_path("models/ref-a"), QuantMode::w4kv4_rtn, BackendKind::cuda));
+    const GenerateResult r = s.generate(kPrompt, opt);
+    std::vector<float> last(s.last_logits().begin(), s.last_logits().end());
+    ::unsetenv("WKV_DEVICE_SAMPLING");
+    return std::make_pair(r.tokens, last);
+  };
+  const auto host = run("0"), device = run("1");
+  ASSERT_EQ(host.first.size(), 24u);
+  EXPECT_EQ(device.first, host.first);
+  EXPECT_EQ(device.second, host.second);
+  opt.sampling.temperature = 0.0f;  // greedy with the penalty: the device's top-1 candidate
+  const auto host_greedy = run("0"), device_greedy = run("1");
+  EXPECT_EQ(device_greedy.first, host_greedy.first);
+  EXPECT_EQ(device_greedy.second, host_greedy.second);
+}
+
 TEST_F(CudaBackend, GreedyTextAndMemoryFigures) {
   auto gpu = load(test::shared_path("models/ref-a"), QuantMode::w4kv4_rtn, BackendKind::cuda);
   Session s(gpu);

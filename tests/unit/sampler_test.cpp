@@ -464,5 +464,59 @@ TEST(SamplerInvalid, BadLogitsAndHistory) {
   expect_bad(sp, {1.0f, 2.0f}, {-1}, "history");
 }
 
+// Device-side top-k: sampling from the top_k candidates alone (as a GPU selection returns them) gives the
+// token sample() gives on the full logits, draw for draw, with ties, -inf logits, the penalty and every filter.
+TEST(SamplerTopKCandidates, SameTokensAsFullLogits) {
+  std::mt19937 gen(7);
+  std::uniform_int_distribution<int> level(-40, 40);
+  for (int round = 0; round < 24; ++round) {
+    const int vocab = 300 + round * 97;
+    std::vector<float> logits(vocab);
+    for (float& v : logits) v = level(gen) * 0.125f;  // coarse levels: many ties
+    for (int i = 0; i < vocab; i += 17) logits[i] = -std::numeric_limits<float>::infinity();
+    std::vector<TokenId> history;
+    for (int i = 0; i < 80; ++i) history.push_back(TokenId(gen() % vocab));
+    SamplingParams p;
+    p.temperature = 0.4f + 0.1f * (round % 8);
+    p.top_k = 1 + (round * 13) % 128;
+    p.top_p = round % 3 == 0 ? 1.0f : 0.9f;
+    p.min_p = round % 4 == 0 ? 0.0f : 0.05f;
+    p.repetition_penalty = round % 2 ? 1.3f : 1.0f;
+    p.seed = 100 + round;
+    Sampler full(p), cand(p);
+    ASSERT_TRUE(full.top_k_on_candidates(logits.size()));
+    for (int draw = 0; draw < 50; ++draw) {
+      const Dist top = full.top_k_reference(logits, history);
+      ASSERT_EQ(top.size(), size_t(p.top_k));
+      std::vector<TokenId> ids;
+      std::vector<float> vals;
+      for (const auto& [id, v] : top) ids.push_back(id), vals.push_back(v);
+      EXPECT_EQ(cand.sample_top_k(ids, vals), full.sample(logits, history)) << "round " << round << " draw " << draw;
+    }
+  }
+}
+
+TEST(SamplerTopKCandidates, RefusesWhatIsNotATopKSet) {
+  SamplingParams p;
+  p.top_k = 2;
+  p.seed = 1;
+  Sampler s(p);
+  const std::vector<float> logits = {0.0f, 1.0f, 2.0f};
+  EXPECT_FALSE(s.top_k_on_candidates(2));  // top_k must be below the vocabulary
+  EXPECT_TRUE(s.top_k_on_candidates(3));
+  EXPECT_EQ(s.top_k_reference(logits, kNoHistory), (Dist{{2, 2.0f}, {1, 1.0f}}));
+  const std::vector<TokenId> ids = {2, 1}, one = {2};
+  EXPECT_THROW(s.sample_top_k(one, std::vector<float>{2.0f}), Error);                       // not top_k of them
+  EXPECT_THROW(s.sample_top_k(std::vector<TokenId>{1, 2}, std::vector<float>{1.0f, 2.0f}), Error);  // order
+  EXPECT_THROW(s.sample_top_k(ids, std::vector<float>{std::nanf(""), 1.0f}), Error);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  EXPECT_THROW(s.sample_top_k(ids, std::vector<float>{ninf, ninf}), Error);
+  const TokenId got = s.sample_top_k(ids, std::vector<float>{2.0f, 1.0f});
+  EXPECT_TRUE(got == 1 || got == 2);
+  Sampler greedy(SamplingParams::greedy());
+  EXPECT_FALSE(greedy.top_k_on_candidates(3));
+  EXPECT_THROW(greedy.top_k_reference(logits, kNoHistory), Error);
+}
+
 }  // namespace
 }  // namespace wkv

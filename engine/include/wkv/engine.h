@@ -166,7 +166,7 @@ class Session {
   // Afterwards last_logits() holds the logits after the final token. If `all_logits` is given it
   // receives n × vocab logits (row i = after token i). Throws context_full if they do not fit.
   void eval(std::span<const TokenId> tokens, std::vector<float>* all_logits = nullptr, int chunk = 512);
-  std::span<const float> last_logits() const { return last_logits_; }
+  std::span<const float> last_logits() const;
 
   // Drops everything after the first n tokens (n ≤ n_past).
   void truncate(int n);
@@ -184,7 +184,9 @@ class Session {
   std::shared_ptr<const Model> model_;
   int n_ctx_ = 0;
   std::vector<TokenId> tokens_;
-  std::vector<float> last_logits_;
+  // After a generate step that sampled on the device, the logits stay there until last_logits() asks.
+  mutable std::vector<float> last_logits_;
+  mutable bool logits_on_device_ = false;
   std::unique_ptr<SessionState> state_;
 };
 

@@ -37,6 +37,16 @@ class Sampler {
   // sorted by descending probability, only the kept tokens, probabilities summing to 1.
   std::vector<std::pair<TokenId, float>> distribution(std::span<const float> logits,
                                                       std::span<const TokenId> history) const;
+  // Device-side top-k (wkv_kernels/top_k.h): true when sample() keeps exactly the top_k best tokens of a
+  // vocabulary of `vocab`, ranked (penalized logit descending, id ascending) — then the draw needs only them.
+  bool top_k_on_candidates(size_t vocab) const;
+  // Those candidates as (id, penalized logit), best first: the specification a device selection must meet.
+  // Throws unless top_k_on_candidates(logits.size()).
+  std::vector<std::pair<TokenId, float>> top_k_reference(std::span<const float> logits,
+                                                         std::span<const TokenId> history) const;
+  // sample() from the top_k candidates alone (ids and penalized logits, best first, as top_k_reference gives
+  // them): the same token as sample() on the full logits with the same seed, consuming the same one draw.
+  TokenId sample_top_k(std::span<const TokenId> ids, std::span<const float> logits);
   uint64_t seed() const { return seed_; }
   const SamplingParams& params() const { return params_; }
 

@@ -49,6 +49,7 @@
 #include "wkv_kernels/kv4_append.h"
 #include "wkv_kernels/kv4_cache.h"
 #include "wkv_kernels/kv4_decode_attention.h"
+#include "wkv_kernels/top_k.h"
 #include "wkv_kernels/w4_dequant.h"
 #include "wkv_kernels/w4_gemv.h"
 #include "wkv_kernels/w4_gemv_packed.h"
@@ -338,6 +339,59 @@ class CudaSessionState final : public SessionState {
     return fit_forward_batch(chunk, cap, scratch_tokens_, scratch_bytes_per_token(), total - used, kScratchReserve);
   }
 
+  // WKV_DEVICE_SAMPLING=0 samples on the host from the copied logits (A/B checks; read at every generate).
+  bool samples_on_device(int vocab, int k) const override {
+    const char* e = std::getenv("WKV_DEVICE_SAMPLING");
+    const bool off = e && std::string(e) == "0";
+    return !off && k >= 1 && k <= wk::kTopKMax && vocab > k && vocab <= wk::kTopKMaxVocab;
+  }
+
+  int top_k(int k, std::span<const int32_t> penalized, float penalty, TokenId* ids, float* vals) override {
+    const int vocab = info_.vocab_size;
+    if (!samples_on_device(vocab, k)) throw Error(ErrorCode::invalid_argument, "top_k: k " + std::to_string(k) +
+                                                                                   " is not selectable on the device");
+    if (!topk_ws_.bytes()) {
+      topk_ws_bytes_ = wk::top_k_workspace_bytes(vocab, wk::kTopKMax);
+      topk_ws_ = DeviceBuffer(topk_ws_bytes_, "sampling workspace");
+      topk_dev_ = DeviceBuffer((2 * size_t(wk::kTopKMax) + 1) * 4 + size_t(n_ctx_) * 4, "sampling candidates");
+      topk_host_ = PinnedBuffer((2 * size_t(wk::kTopKMax) + 1) * 4 + size_t(n_ctx_) * 4, "sampling candidates");
+    }
+    // Layout (device and pinned host): ids [k] | vals [k] | bad | penalized ids.
+    int32_t* h = topk_host_.as<int32_t>();
+    int32_t* d = topk_dev_.as<int32_t>();
+    const size_t n_pen = std::min(penalized.size(), size_t(n_ctx_));
+    std::copy(penalized.begin(), penalized.begin() + n_pen, h + 2 * wk::kTopKMax + 1);
+    if (n_pen)
+      check(cudaMemcpyAsync(d + 2 * wk::kTopKMax + 1, h + 2 * wk::kTopKMax + 1, n_pen * 4, cudaMemcpyHostToDevice,
+                            stream_),
+            "sampling");
+    wk::TopKArgs a;
+    a.logits = logits_.as<float>();
+    a.vocab = vocab;
+    a.k = k;
+    a.penalized = d + 2 * wk::kTopKMax + 1;
+    a.n_penalized = int(n_pen);
+    a.penalty = penalty;
+    a.out_ids = d;
+    a.out_vals = reinterpret_cast<float*>(d + wk::kTopKMax);
+    a.out_bad = d + 2 * wk::kTopKMax;
+    wk::top_k_logits(a, topk_ws_.as<void>(), topk_ws_bytes_, stream_);
+    check(cudaMemcpyAsync(h, d, (2 * size_t(wk::kTopKMax) + 1) * 4, cudaMemcpyDeviceToHost, stream_), "sampling");
+    check(cudaStreamSynchronize(stream_), "sampling");
+    std::copy(h, h + k, ids);
+    std::memcpy(vals, h + wk::kTopKMax, sizeof(float) * size_t(k));
+    return h[2 * wk::kTopKMax] < vocab ? h[2 * wk::kTopKMax] : -1;
+  }
+
+  void copy_last_logits(float* logits) override {
+    const size_t vocab = size_t(info_.vocab_size);
+    check(cudaMemcpyAsync(logits_host_.as<float>(), logits_.as<float>(), sizeof(float) * vocab, cudaMemcpyDeviceToHost,
+                          stream_),
+          "logits");
+    check(cudaStreamSynchronize(stream_), "logits");
+    std::memcpy(logits, logits_host_.as<float>(), sizeof(float) * vocab);
+  }
+
   void forward(const TokenId* tokens, int T, int pos0, float* logits, bool all_logits, int poq_chunk) override {
     if (T <= 0) return;
     if (pos0 < 0 || pos0 + T > n_ctx_)
@@ -346,6 +400,8 @@ class CudaSessionState final : public SessionState {
     for (int t = 0; t < T; ++t)
       if (tokens[t] < 0 || tokens[t] >= info_.vocab_size)
         throw Error(ErrorCode::invalid_argument, "token id " + std::to_string(tokens[t]) + " outside the vocabulary");
+    if (!logits && (T != 1 || all_logits))
+      throw Error(ErrorCode::invalid_argument, "forward: only one token's logits can stay on the device");
     ensure_scratch(T, all_logits ? T : 1);
     const size_t vocab = size_t(info_.vocab_size);
     if (T == 1) {
@@ -361,6 +417,10 @@ class CudaSessionState final : public SessionState {
         launch_decode_graph();
       } else {
         enqueue_decode();
+      }
+      if (!logits) {  // kept on the device for top_k / copy_last_logits (which synchronize)
+        check(cudaGetLastError(), "decode step");
+        return;
       }
       check(cudaMemcpyAsync(logits_host_.as<float>(), logits_.as<float>(), sizeof(float) * vocab,
                             cudaMemcpyDeviceToHost, stream_),
@@ -694,6 +754,9 @@ class CudaSessionState final : public SessionState {
   uint64_t scratch_generation_ = 0, graph_generation_ = 0;
   cudaGraphExec_t graph_exec_ = nullptr;
   DeviceBuffer ids_, x_, x2_, xin_, h_, q_, att_, k_, v_, g_, u_, qkv_, logits_, w16_, x16_;
+  DeviceBuffer topk_ws_, topk_dev_;  // device sampling (top_k): workspace; ids | vals | bad | penalized ids
+  PinnedBuffer topk_host_;
+  size_t topk_ws_bytes_ = 0;
 };
 
 }  // namespace
