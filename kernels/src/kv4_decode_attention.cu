@@ -486,9 +486,11 @@ __device__ __forceinline__ uint32_t split_term(float x, int v) {
 __device__ __forceinline__ uint32_t ldg_u32(const uint8_t* p) { return __ldg(reinterpret_cast<const uint32_t*>(p)); }
 
 // U: K tiles whose loads a warp issues at once (kTcUnrollK by default); MinB: blocks per SM the register
-// allocation must allow (1 = no constraint: 128 registers, 4 blocks per SM). The occupancy variants trade
-// loads in flight per warp for resident blocks (WKV_KV4_TC_OCC, launch_split_tc).
-template <int D, int NH, int U = kTcUnrollK, int MinB = 1>
+// allocation must allow (0: no constraint, ptxas's choice: 128 registers at D = 128, no spills, 4 blocks per SM.
+// Not 1: with it ptxas takes 148 registers and only 3 blocks fit, 103 against 85 µs per layer at 32K, session
+// 6; nor 4: 128 registers with spills). The occupancy variants trade loads in flight per warp for resident
+// blocks (WKV_KV4_TC_OCC, launch_split_tc).
+template <int D, int NH, int U = kTcUnrollK, int MinB = 0>
 __global__ void __launch_bounds__(kThreads, MinB)
     decode_split_tc_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
                            float* __restrict__ ws_ml, float* __restrict__ ws_acc,

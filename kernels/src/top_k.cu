@@ -56,6 +56,23 @@ __device__ void sort_best_first(float* v, int32_t* id, int n) {
   __syncthreads();
 }
 
+// The best (value, id) of the block by the ranking, left in thread 0 (the others' copies are partial).
+__device__ void best_of_block(float& bv, int32_t& bi) {
+  __shared__ float wv[kThreads / 32];
+  __shared__ int32_t wi[kThreads / 32];
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ov = __shfl_xor_sync(0xFFFFFFFFu, bv, off);
+    const int32_t oi = __shfl_xor_sync(0xFFFFFFFFu, bi, off);
+    if (ranks_before(ov, oi, bv, bi)) bv = ov, bi = oi;
+  }
+  const int warp = (int)threadIdx.x / 32, lane = (int)threadIdx.x % 32;
+  if (lane == 0) wv[warp] = bv, wi[warp] = bi;
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (int w = 1; w < kThreads / 32; ++w)
+      if (ranks_before(wv[w], wi[w], bv, bi)) bv = wv[w], bi = wi[w];
+}
+
 // The Sampler's repetition penalty for one finite logit (double math, clamped, rounded once to float).
 __device__ __forceinline__ float penalize(float x, float penalty) {
   const double p = (double)penalty, r = x > 0.0f ? (double)x / p : (double)x * p;
@@ -86,6 +103,19 @@ __global__ void __launch_bounds__(kThreads) top_k_slices_kernel(TopKArgs a, floa
       const float x = v[t - base];
       if (x > -INFINITY && x < INFINITY) v[t - base] = penalize(x, a.penalty);  // −inf stays −inf
     }
+  }
+  if (a.k == 1) {  // greedy: the best entry by a block reduction instead of the sort
+    __syncthreads();  // the penalty's rewrites
+    float bv = -INFINITY;
+    int32_t bi = INT32_MAX;
+    for (int j = (int)threadIdx.x; j < kSlice; j += kThreads)
+      if (ranks_before(v[j], id[j], bv, bi)) bv = v[j], bi = id[j];
+    best_of_block(bv, bi);
+    if (threadIdx.x == 0) {
+      cand_v[blockIdx.x] = bv;
+      cand_i[blockIdx.x] = bi;
+    }
+    return;
   }
   sort_best_first(v, id, kSlice);
   for (int j = (int)threadIdx.x; j < a.k; j += kThreads) {

@@ -94,6 +94,8 @@ TEST(GpuTopK, MatchesSamplerSelection) {
       {128256, 7, 1.3f, 64, 1000, 0},      // LLaMA-3 vocabulary
       {262144, 128, 1.0f, 0, 3, 0},        // largest vocabulary: the merge holds 64 · 128 candidates
       {1000, 128, 1.3f, 64, 5, 2},         // half the logits −inf, fewer than k finite ones per slice
+      {32000, 1, 1.3f, 64, 7, 9},          // greedy (k = 1, the block reduction): ties, penalty, −inf
+      {128256, 1, 1.0f, 0, 3, 0},          // greedy over 32 slices of heavy ties: the lowest id wins
   };
   for (size_t i = 0; i < std::size(cases); ++i) run_case(cases[i], seed + uint32_t(i));
 }

@@ -255,6 +255,87 @@ TEST(W4GemvPacked, PublicEntryWithPackedOnlyWeights) {
   }
 }
 
+// F launches with programmatic dependent launch (WKV_W4_PACKED_PDL, default 2): each may start, and fill its
+// ring with weights, while its predecessor still runs, and must read x, the residual stream and write y only
+// after griddepcontrol.wait. A chain where every launch reads what the one before wrote, run back to back on a
+// stream and replayed as a captured graph, must equal the same launches with the host waiting after each
+// (no overlap possible), bit for bit. Large matrices keep each kernel running long enough for an early read to
+// see the previous round's values.
+TEST(W4GemvPacked, ChainedLaunchesReadTheirPredecessorsOutput) {
+  WKV_REQUIRE_GPU();
+  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  const uint32_t seed = wkv::test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  constexpr int kDim = 2048, kFfn = 5504;
+  const wkv::W4Matrix up_m = random_w4(rng, kFfn, kDim), down_m = random_w4(rng, kDim, kFfn);
+  const wkv::W4Matrix sq_m = random_w4(rng, kDim, kDim);
+  Packed up(up_m), down(down_m), sq(sq_m);
+  const auto x0 = wkv::test::random_normal(rng, kDim, 1.0f), u = wkv::test::random_normal(rng, kFfn, 1.0f);
+  const auto nw = wkv::test::uniform(rng, kDim, 0.5f, 1.5f);
+  DeviceBuffer<float> dx0(x0), du(u), dnw(nw), gate(kFfn), h(kDim), res(kDim), xa(kDim), xb(kDim);
+  cudaStream_t stream = nullptr;
+  wkv::test::cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  // One round: gate = up·x; h = down·swiglu(gate, u); res = x + h and x' = sq·rmsnorm(res), x' alternating
+  // between xa and xb (a launch never writes what it reads). Three rounds, so every buffer is rewritten while
+  // the launches after its last reader may already be running.
+  auto run = [&](bool sync_each) {
+    auto step = [&]() {
+      if (sync_each) wkv::test::cuda_ok(cudaStreamSynchronize(stream), "sync");
+    };
+    const float* x = dx0.get();
+    for (int round = 0; round < 3; ++round) {
+      wk::w4_gemv_packed(up.view, x, 1, gate.get(), stream);
+      step();
+      wk::w4_gemv_packed_swiglu(down.view, gate.get(), du.get(), h.get(), stream);
+      step();
+      float* next = round % 2 == 0 ? xa.get() : xb.get();
+      wk::w4_gemv_packed_add_rmsnorm(sq.view, x, h.get(), dnw.get(), 1e-5f, res.get(), next, stream);
+      step();
+      x = next;
+    }
+  };
+  auto outputs = [&]() {
+    wkv::test::cuda_ok(cudaStreamSynchronize(stream), "sync");
+    std::vector<float> all;
+    for (auto* b : {&gate, &h, &res, &xa, &xb}) {
+      const auto v = b->download();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    return all;
+  };
+  auto poison_all = [&]() {
+    for (auto* b : {&gate, &h, &res, &xa, &xb}) b->poison(0xFF);
+    // cudaMemset runs on the legacy stream, which the non-blocking stream does not wait for.
+    wkv::test::cuda_ok(cudaDeviceSynchronize(), "poison");
+  };
+  poison_all();
+  run(true);
+  const auto want = outputs();
+  for (float v : want) ASSERT_TRUE(std::isfinite(v)) << "the reference chain left a poisoned output";
+  for (int rep = 0; rep < 3; ++rep) {
+    poison_all();
+    run(false);
+    const auto got = outputs();
+    ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0) << "back-to-back launches, repeat " << rep;
+  }
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  wkv::test::cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "begin capture");
+  run(false);
+  wkv::test::cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
+  wkv::test::cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  for (int rep = 0; rep < 3; ++rep) {
+    poison_all();
+    wkv::test::cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
+    const auto got = outputs();
+    ASSERT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0) << "graph replay " << rep;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
 TEST(W4GemvPacked, RefusesShapesWithoutPackedLayout) {
   WKV_REQUIRE_GPU();
   EXPECT_FALSE(wk::w4_gemv_packed_supported(64, 4096, 64));
