@@ -770,14 +770,20 @@ void dispatch_nh(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan
   }
 }
 
-// Occupancy variant of the tensor-core kernel, read once per process from WKV_KV4_TC_OCC: "" (default: U = 4,
-// 128 registers, 4 blocks per SM), "2x6" (U = 2, ≤ 80 registers: 6 blocks), "2x8" (U = 2, ≤ 64: 8 blocks),
-// "4x6" (U = 4, ≤ 80: 6 blocks). Session 5's profile: 25% occupancy and 31% of stalls at block barriers.
-int tc_occupancy_variant() {
-  static const int v = [] {
+// Occupancy variant of the tensor-core kernel, read once per process from WKV_KV4_TC_OCC: "base" (U = 4, 128
+// registers, 4 blocks per SM), "2x6" (U = 2, ≤ 80 registers: 6 blocks), "2x8" (U = 2, ≤ 64: 8 blocks); unset:
+// 2x6 where one query head reads each KV head at D = 128 (LLaMA-2-7B), base elsewhere. H200, session 6
+// (kernel bench, µs per layer, graph, H32/KV32 at 4K / 16K / 32K): base 27.7 / 51.0 / 87.1, 2x6 23.3 / 51.7 /
+// 81.6, 2x8 22.4 / 48.8 / 87.1; wkv bench 7B w4kv4 decode at depth 0 / 32K: 2x6 330.9 / 193.7 t/s against
+// base 314.4 / 181.6 (interleaved rounds). With GQA (H32/KV8) base is faster: 45.8 against 68.3 µs at 32K.
+// (4x6, 80 registers with 240 bytes of spills, measured 119.9 µs at 32K and was dropped.)
+enum class TcOcc { automatic, base, u2b6, u2b8 };
+
+TcOcc tc_occupancy_variant() {
+  static const TcOcc v = [] {
     const char* e = std::getenv("WKV_KV4_TC_OCC");
     const std::string s = e ? e : "";
-    return s == "2x6" ? 1 : s == "2x8" ? 2 : s == "4x6" ? 3 : 0;
+    return s == "base" ? TcOcc::base : s == "2x6" ? TcOcc::u2b6 : s == "2x8" ? TcOcc::u2b8 : TcOcc::automatic;
   }();
   return v;
 }
@@ -786,15 +792,14 @@ template <int D, int NH>
 void launch_split_tc(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
                      const SplitWorkspace& ws, cudaStream_t stream) {
   const dim3 grid(n_splits, c.n_kv_heads, a.n_heads / c.n_kv_heads / NH);
-  switch (tc_occupancy_variant()) {
-    case 1:
+  TcOcc v = tc_occupancy_variant();
+  if (v == TcOcc::automatic) v = D == 128 && NH == 1 ? TcOcc::u2b6 : TcOcc::base;
+  switch (v) {
+    case TcOcc::u2b6:
       decode_split_tc_kernel<D, NH, 2, 6><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
       break;
-    case 2:
+    case TcOcc::u2b8:
       decode_split_tc_kernel<D, NH, 2, 8><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
-      break;
-    case 3:
-      decode_split_tc_kernel<D, NH, 4, 6><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
       break;
     default:
       decode_split_tc_kernel<D, NH><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);

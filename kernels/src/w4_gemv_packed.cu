@@ -598,10 +598,13 @@ bool env_flag(const char* name) {
   return e && *e == '1';
 }
 
-// Programmatic dependent launch, WKV_W4_PACKED_PDL: 0 off; 1 launched early, everything after the wait (session
-// 4: no gain); 2 launched early with the ring fill issued before the wait (default).
+// Programmatic dependent launch, WKV_W4_PACKED_PDL: 0 off (default); 1 launched early, everything after the
+// wait; 2 launched early with the ring fill issued before the wait. H200, session 6: in the kernel bench's
+// graph of F launches the linears take 1,599.9 µs per token with 0, 1,479.5 with 1 and 1,500.0 with 2, but the
+// whole 7B decode step is slower with either (wkv bench w4kv4, two interleaved rounds, depth 0: 325.9 / 328.2
+// t/s with 0, 315.2 / 314.3 with 1, 314.4 / 316.4 with 2; 32K: 185.3 / 185.6, 181.3 / 181.2, 181.6 / 181.5).
 enum class PdlMode { off = 0, wait_first = 1, early_ring = 2 };
-constexpr PdlMode kDefaultPdl = PdlMode::early_ring;
+constexpr PdlMode kDefaultPdl = PdlMode::off;
 
 PdlMode pdl_mode() {
   static const PdlMode m = [] {

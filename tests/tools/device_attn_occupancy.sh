@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine (repo root): the KV4 decode attention's occupancy variants (WKV_KV4_TC_OCC: default, 2x6,
-# 2x8, 4x6) — their tests, the kernel bench per variant, and `wkv bench` w4kv4 at 16K/32K per variant (one run each).
+# 2x8) — their tests, the kernel bench per variant, and `wkv bench` w4kv4 at 16K/32K per variant (one run each).
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... tests/tools/device_attn_occupancy.sh
 set -uo pipefail
 source "$(dirname "$0")/device_out.sh"
@@ -16,14 +16,14 @@ WKVQ=/tmp/llama2-7b-w4.wkvq
 (cd $B && ctest -R "GpuKv4DecodeAttention" --output-on-failure -j4 --timeout 200) > "$OUT/tests.log" 2>&1
 grep -E "tests passed|tests failed|\(Failed" "$OUT/tests.log" >> "$S"
 stamp "tests done"
-for v in default 2x6 2x8 4x6; do
+for v in default 2x6 2x8; do
   occ=$v; [ $v = default ] && occ=
   WKV_KV4_TC_OCC=$occ timeout 100 $B/kernels/bench/wkv_kernel_bench_kv4_attention > "$OUT/kbench_$v.log" 2>&1
   echo "== kv4 attention bench, $v: exit $?" >> "$S"
   grep -E "validate decode|^graph" "$OUT/kbench_$v.log" >> "$S"
 done
 wait
-for v in default 2x6 2x8 4x6; do
+for v in default 2x6 2x8; do
   occ=$v; [ $v = default ] && occ=
   WKV_KV4_TC_OCC=$occ timeout 120 $B/engine/wkv bench $WKVQ --mode w4kv4 --prompt-tokens 2048 --gen 128 \
     --depth 16384,32768 --repeats 1 > "$OUT/bench_$v.txt" 2>&1

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# On the GPU machine (repo root): interleaved A/B runs of `wkv bench` w4kv4 on the 7B shape, so that drifting
+# clocks do not pass for a difference between settings. Each setting is one line of $AB: "name ENV=V ..."
+# ("name -" for no variables); ROUNDS rounds, each running every setting once at the depths $DEPTHS.
+# Builds first unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build; KATTN="v1 v2 ..."
+# runs the KV4 attention kernel bench per WKV_KV4_TC_OCC / WKV_KV4_ATTN setting ("default", "occ:2x6",
+# "attn:stream"). GPU clocks are logged before and after.
+# Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... AB=... tests/tools/device_ab.sh
+set -uo pipefail
+source "$(dirname "$0")/device_out.sh"
+B=build/dev
+if [ -z "${SKIP_BUILD:-}" ]; then
+  cmake -S . -B $B -G Ninja -DWKV_BUILD_APP=OFF -DWKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DWKV_GTEST_SOURCE_DIR="$GTEST_SRC" -DWKV_SHARED_DIR="$SHARED" -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2>&1
+  cmake --build $B -j16 > "$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -40 >> "$S"; pack_logs; exit 1; }
+  stamp "built"
+fi
+TOK="$SHARED/data/llama2c/llama2-tokenizer/tokenizer.model"
+WKVQ=/tmp/llama2-7b-w4.wkvq
+[ -f $WKVQ ] || ( $B/engine/wkv synth --shape llama2-7b --tokenizer "$TOK" --wkvq -o $WKVQ > "$OUT/synth.log" 2>&1 ) &
+if [ -n "${TESTS:-}" ]; then
+  (cd $B && ctest -L gpu -R "$TESTS" --output-on-failure -j2 --timeout 200) > "$OUT/tests.log" 2>&1
+  grep -E "tests passed|tests failed|\(Failed" "$OUT/tests.log" >> "$S"
+  stamp "tests done"
+fi
+nvidia-smi --query-gpu=clocks.sm,clocks.mem,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+  --format=csv >> "$S" 2>&1
+for v in ${KATTN:-}; do
+  envs=(); case $v in occ:*) envs=(WKV_KV4_TC_OCC=${v#occ:});; attn:*) envs=(WKV_KV4_ATTN=${v#attn:});; esac
+  env "${envs[@]}" timeout 100 $B/kernels/bench/wkv_kernel_bench_kv4_attention > "$OUT/kbench_attn_${v/:/_}.log" 2>&1
+  echo "== kv4 attention bench, $v: exit $?" >> "$S"
+  grep -E "validate decode|^graph H32" "$OUT/kbench_attn_${v/:/_}.log" >> "$S"
+done
+wait
+[ -n "${KATTN:-}" ] && stamp "kernel benches done"
+for r in $(seq 1 ${ROUNDS:-2}); do
+  while read -r name envs; do
+    [ -z "$name" ] && continue
+    [ "$envs" = "-" ] && envs=""
+    env $envs timeout 150 $B/engine/wkv bench $WKVQ --mode w4kv4 --prompt-tokens 2048 --gen 128 \
+      --depth ${DEPTHS:-0,32768} --repeats 1 > "$OUT/bench_${name}_$r.txt" 2>&1
+    echo "== round $r, $name ($envs): exit $?" >> "$S"; grep -E "^\| +[0-9]" "$OUT/bench_${name}_$r.txt" >> "$S"
+  done <<< "$AB"
+done
+nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+  --format=csv >> "$S" 2>&1
+stamp "done"
+pack_logs
