@@ -16,14 +16,14 @@ WKVQ=/tmp/llama2-7b-w4.wkvq
 (cd $B && ctest -R "GpuKv4DecodeAttention" --output-on-failure -j4 --timeout 200) > "$OUT/tests.log" 2>&1
 grep -E "tests passed|tests failed|\(Failed" "$OUT/tests.log" >> "$S"
 stamp "tests done"
-for v in default 2x6 2x8; do
+for v in default base 2x6 2x8; do
   occ=$v; [ $v = default ] && occ=
   WKV_KV4_TC_OCC=$occ timeout 100 $B/kernels/bench/wkv_kernel_bench_kv4_attention > "$OUT/kbench_$v.log" 2>&1
   echo "== kv4 attention bench, $v: exit $?" >> "$S"
   grep -E "validate decode|^graph" "$OUT/kbench_$v.log" >> "$S"
 done
 wait
-for v in default 2x6 2x8; do
+for v in default base 2x6 2x8; do
   occ=$v; [ $v = default ] && occ=
   WKV_KV4_TC_OCC=$occ timeout 120 $B/engine/wkv bench $WKVQ --mode w4kv4 --prompt-tokens 2048 --gen 128 \
     --depth 16384,32768 --repeats 1 > "$OUT/bench_$v.txt" 2>&1

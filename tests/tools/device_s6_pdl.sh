@@ -19,7 +19,7 @@ for m in 0 1 2; do
   grep -E "^ +F B=1 |^ +F: |FAILED|^[a-z|]+ +[0-9]+ x" "$OUT/kbench_gemv_pdl$m.log" >> "$S"
 done
 best=default; best_t=999999
-for v in default 2x6 2x8; do
+for v in default base 2x6 2x8; do
   occ=$v; [ $v = default ] && occ=
   WKV_KV4_TC_OCC=$occ timeout 100 $B/kernels/bench/wkv_kernel_bench_kv4_attention > "$OUT/kbench_attn_$v.log" 2>&1
   echo "== kv4 attention bench, $v: exit $?" >> "$S"
