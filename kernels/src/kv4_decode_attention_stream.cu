@@ -3,11 +3,11 @@
 // smoothing and the fused combine that both share).
 //
 // Why: Nsight Compute on decode_split_tc_kernel (docs/kernel-notes.md, session 5) found it latency-bound:
-// 25% occupancy (128 registers × 128 threads), 31% of the stall cycles at the block barriers between its three
-// phases (scores / softmax / V), 39% of HBM bandwidth at 32K keys and 15% at 4K. Each phase issues its loads
-// in a burst and then every warp waits for the slowest. Here each warp streams its own keys through all three
-// steps, one 16-key tile at a time, with the next tile's K and V words in flight while the current tile is
-// computed, and the warps meet once, at the end, to merge.
+// 25% occupancy (128 registers × 128 threads), 31% of the stall cycles at the block barriers between its
+// three phases (scores / softmax / V), 39% of HBM bandwidth at 32K keys and 15% at 4K. Each phase issues its
+// loads in a burst and then every warp waits for the slowest. Here each warp streams its own keys through all
+// three steps, one 16-key tile at a time, with the next tile's K and V words in flight while the current tile
+// is computed, and the warps meet once, at the end, to merge.
 //
 // Arithmetic (unchanged from the tensor-core kernel): codes unpacked to exact FP16 (code − 8); the FP32 side
 // of each MMA (q' for the scores, the softmax weights for V) split into two FP16 columns hi + lo with a
@@ -18,9 +18,9 @@
 // maximum, l = Σ e^{score − m}, acc[D] = Σ e^{score − m}·x̃ (smoothed domain; the combine applies s_V, δ_V
 // and, with POQ, adds the current token's full-precision k, v).
 //
-// Block (split, kvh, z): 4 warps, NH ≤ 4 query heads sharing KV head kvh (heads h0 … h0 + NH − 1). The split's
-// keys [j0, j0 + n) are cut into n_tiles = ceil(n / 16) tiles; warp w takes tiles w, w + 4, w + 8, … (the four
-// warps read neighbouring tiles at the same time). Lane = 4g + t (g = lane / 4 ∈ 0…7, t = lane % 4).
+// Block (split, kvh, z): 4 warps, NH ≤ 4 query heads sharing KV head kvh (heads h0 … h0 + NH − 1). The
+// split's keys [j0, j0 + n) are cut into n_tiles = ceil(n / 16) tiles; warp w takes tiles w, w + 4, w + 8, …
+// (the four warps read neighbouring tiles at the same time). Lane = 4g + t (g = lane / 4, t = lane % 4).
 //
 // Per tile, registers of lane (g, t) (StreamTile; two sets, the next tile's loading while this one computes):
 //   K words   k[0][i], k[1][i] = code word 4i + t (i < D/32) of keys g and g + 8; kh[0], kh[1] their headers.
@@ -54,8 +54,8 @@
 // The accumulators live in the prescaled domain of the warp's exponent K (per head): before a tile's MMAs
 // they are multiplied by α·2^(K' − K). K' is the tile's own prescale (max |w|·2^K' ∈ [2^13, 2^14), so its
 // hi and lo stay normal FP16) but may rise above K only by as much as α shrank the old contents
-// (K' ≤ K + 1 − e, α ∈ [2^(e−1), 2^e)): a tile of tiny weights after large ones must not scale the old sums up
-// by 2^80 and overflow FP32. Weights far below 2^K'·max lose relative precision, not absolute: their share
+// (K' ≤ K + 1 − e, α ∈ [2^(e−1), 2^e)): a tile of tiny weights after large ones must not scale the old sums
+// up by 2^80 and overflow FP32. Weights far below 2^K'·max lose relative precision, not absolute: their share
 // of the output is below FP32 rounding.
 // Merge (the block's one barrier after the setup): warp w stores m_w, l_w and acc_w·2^−K_w + pb_w per head
 // and channel to shared memory; then thread (head, d) forms M = max m_w, acc = Σ e^{m_w − M}·acc_w[d],
@@ -91,7 +91,8 @@ struct StreamTile {
 // Issues the loads of the tile whose 16 row indices start at `rows` (shared memory).
 template <int D>
 __device__ __forceinline__ void load_tile(StreamTile<D>& b, const uint8_t* __restrict__ kpool,
-                                          const uint8_t* __restrict__ vpool, const uint32_t* rows, int g, int t) {
+                                          const uint8_t* __restrict__ vpool, const uint32_t* rows, int g,
+                                          int t) {
   constexpr int HB = D / 2 + 4;  // row bytes with one header (G = D)
   const size_t oa = size_t(rows[g]) * HB, ob = size_t(rows[g + 8]) * HB;
 #pragma unroll
@@ -124,8 +125,9 @@ struct StreamState {
 // Steps 1–3 of the file comment for the tile at split-relative key jt (n keys in the split). qi, qs, cs:
 // 2^−kq, Σq', C of head min(t, NH − 1).
 template <int D>
-__device__ __forceinline__ void compute_tile(const StreamTile<D>& b, const uint32_t (&qf)[D / 16][2], int jt, int n,
-                                             float qi, float qs, float cs, int g, int t, StreamState<D>& st) {
+__device__ __forceinline__ void compute_tile(const StreamTile<D>& b, const uint32_t (&qf)[D / 16][2], int jt,
+                                             int n, float qi, float qs, float cs, int g, int t,
+                                             StreamState<D>& st) {
   constexpr int KW = D / 32, MT = D / 16;
   // Step 1: scores of keys g, g + 8 for head t.
   float sa[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -200,7 +202,8 @@ __device__ __forceinline__ void compute_tile(const StreamTile<D>& b, const uint3
     if constexpr (D == 128)
       mma_m16n8k16(st.acc[mt], pab[0][mt], pab[1][mt], pcd[0][mt], pcd[1][mt], b0, b1);
     else
-      mma_m16n8k16(st.acc[mt], pab[0][2 * mt], pab[0][2 * mt + 1], pcd[0][2 * mt], pcd[0][2 * mt + 1], b0, b1);
+      mma_m16n8k16(st.acc[mt], pab[0][2 * mt], pab[0][2 * mt + 1], pcd[0][2 * mt], pcd[0][2 * mt + 1], b0,
+                   b1);
   }
 }
 
@@ -217,7 +220,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   static_assert(NH >= 1 && NH <= 4 && NH <= kWarps, "N = 8 columns hold 4 heads × (hi, lo); a warp per head");
   constexpr int KSTEPS = D / 16, MT = D / 16;
   static_assert(kWarps * D >= kCombineTile + D / 32, "the combine's scratch fits in red");
-  __shared__ uint32_t row_s[kMaxChunk];      // cache row of each key of the split (slots of a tile: its warp's)
+  __shared__ uint32_t row_s[kMaxChunk];  // cache row of each key of the split (slots of a tile: its warp's)
   __shared__ float q_s[NH][D];               // q' = q·s_K/√D
   __shared__ float red[kWarps][NH][D];       // per-warp acc·2^−K + pb; then the combine's scratch
   __shared__ float wml_s[kWarps][NH][2];     // per-warp m, l
@@ -231,7 +234,8 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   const int split = blockIdx.x, j0 = split * chunk;
   const int n = min(n_cache - j0, chunk);
   if (n <= 0) {  // block-uniform: a split past the (device) n_cache: no partials, but it arrives
-    finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &red[0][0][0]);
+    finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters,
+                                        &red[0][0][0]);
     return;
   }
   const int n_tiles = (n + 15) / 16;
@@ -374,7 +378,8 @@ template <int D, int NH>
 void launch(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
             const SplitWorkspace& ws, cudaStream_t stream) {
   const dim3 grid(n_splits, c.n_kv_heads, a.n_heads / c.n_kv_heads / NH);
-  decode_split_stream_kernel<D, NH><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+  decode_split_stream_kernel<D, NH>
+      <<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
   WKV_CHECK_LAUNCH();
 }
 

@@ -163,7 +163,8 @@ struct SplitWorkspace {
 };
 
 // The streaming tensor-core kernel (kv4_decode_attention_stream.cu): same preconditions, grid and partials
-// as the tensor-core kernel (G == D, D ∈ {64, 128}, sm_80+, nh = heads per block ∈ {1, 2, 4} dividing H/H_kv).
+// as the tensor-core kernel (G == D, D ∈ {64, 128}, sm_80+, nh = heads per block ∈ {1, 2, 4} dividing
+// H/H_kv).
 void launch_split_stream(int D, int nh, const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan,
                          int n_splits, const SplitWorkspace& ws, cudaStream_t stream);
 
