@@ -1,0 +1,406 @@
+// Streaming variant of the KV4 decode attention's tensor-core split kernel (WKV_KV4_ATTN=stream; the default
+// is decode_split_tc_kernel in kv4_decode_attention.cu, whose file comment describes the split plan, the
+// smoothing and the fused combine that both share).
+//
+// Why: Nsight Compute on decode_split_tc_kernel (docs/kernel-notes.md, session 5) found it latency-bound:
+// 25% occupancy (128 registers × 128 threads), 31% of the stall cycles at the block barriers between its
+// three phases (scores / softmax / V), 39% of HBM bandwidth at 32K keys and 15% at 4K. Each phase issues its
+// loads in a burst and then every warp waits for the slowest. Here each warp streams its own keys through all
+// three steps, one 16-key tile at a time, with the next tile's K and V words in flight while the current tile
+// is computed, and the warps meet once, at the end, to merge.
+//
+// Arithmetic (unchanged from the tensor-core kernel): codes unpacked to exact FP16 (code − 8); the FP32 side
+// of each MMA (q' for the scores, the softmax weights for V) split into two FP16 columns hi + lo with a
+// power-of-two prescale, FP32 accumulation. With one header {scale, min} per row and b = min + 8·scale:
+//   score_j = scale_j·Σ_c q'_c (code_jc − 8) + b_j·Σ_c q'_c + C        (q' = q·s_K/√D, C = Σ q·δ_K/√D)
+//   Σ_j p_j x̃_jc = Σ_j (p_j·vscale_j)(code_jc − 8) + Σ_j p_j vb_j
+// The partial written per (query head, split) is the one of the other split kernels: m = the split's score
+// maximum, l = Σ e^{score − m}, acc[D] = Σ e^{score − m}·x̃ (smoothed domain; the combine applies s_V, δ_V
+// and, with POQ, adds the current token's full-precision k, v).
+//
+// Block (split, kvh, z): 4 warps, NH ≤ 4 query heads sharing KV head kvh (heads h0 … h0 + NH − 1). The
+// split's keys [j0, j0 + n) are cut into n_tiles = ceil(n / 16) tiles; warp w takes tiles w, w + 4, w + 8, …
+// (the four warps read neighbouring tiles at the same time). Lane = 4g + t (g = lane / 4, t = lane % 4).
+//
+// Per tile, registers of lane (g, t) (StreamTile; two sets, the next tile's loading while this one computes):
+//   K words   k[0][i], k[1][i] = code word 4i + t (i < D/32) of keys g and g + 8; kh[0], kh[1] their headers.
+//   V headers vh[0], vh[1] of keys g and g + 8 (the weights are formed in the score layout).
+//   V words   v[kk][i] = code word g + 8i (i < D/64) of key 2t + (kk & 1) + 8·(kk >> 1), kk = 0 … 3, i.e. of
+//             keys 2t, 2t + 1, 2t + 8, 2t + 9.
+// D = 128: 20 words per tile per lane (8 K + 2 K headers + 8 V + 2 V headers), 2.2 KB per warp and tile.
+//
+// Step 1, scores (mma.m16n8k16, M = 16 keys, N = 8 columns, K = 16 channels per step s = 2i + e):
+//   A: rows g, g + 8 = keys g, g + 8 of the tile; A column pair (2t, 2t+1) = channels (8w + 2e, 8w + 2e + 4),
+//      pair (2t+8, 2t+9) = channels (8w + 2e + 1, 8w + 2e + 5), w = 4i + t: exactly decode_word_f16's
+//      pairs r[2e], r[2e + 1] of word w (the channel order inside a step is a permutation that B follows).
+//   B (qf, fixed for the block): column g = (head g/2, term g%2: 0 = hi, 1 = lo of q'·2^kq), rows 2t, 2t+1
+//      (b0) and 2t+8, 2t+9 (b1) = q' at the channels above; zero for heads ≥ NH.
+//   D: lane (g, t) gets keys g (d0 hi, d1 lo) and g + 8 (d2, d3) of head t: score = scale·2^−kq·(hi + lo)
+//      + b·Σq' + C; keys ≥ n (the last tile's padding, whose rows repeat key n − 1) are −inf.
+// Step 2, online softmax per warp and head (lane (g, t) holds head t; its m, K, α are uniform over g):
+//   tile max over g (shuffles xor 4, 8, 16); m' = max(m, tile max), α = e^{m − m'} (0 on the first tile);
+//   p = e^{score − m'}; l ← α·l + Σp and pb ← α·pb + Σ p·vb per lane (summed over g at the end);
+//   w = p·vscale, prescaled by 2^K' (K' below) and split into FP16 hi, lo.
+// Step 3, V (mma.m16n8k16, M = 16 channels, N = 8 columns, K = 16 keys of the tile):
+//   B: column g = (head g/2, term g%2); b0 = weights of keys 2t, 2t+1, b1 = keys 2t+8, 2t+9. Lane (g, t)
+//      holds them in the score layout for keys g, g + 8 of head t, so lane (g', t') reads lanes
+//      (2t', g'/2) and (2t'+1, g'/2) (4 shuffles: hi and lo of both keys each, keys j and j + 8 packed in one
+//      register) and keeps term g'%2: b0 = (w_2t', w_2t'+1), b1 = (w_2t'+8, w_2t'+9).
+//   A (channel tile mt): D = 128: row g = channel 8g + mt (word g), row g + 8 = channel 8(g + 8) + mt
+//      (word g + 8); D = 64: row g = channel 8g + 2mt, row g + 8 = 8g + 2mt + 1 (word g). Columns = keys
+//      2t, 2t+1 (a0: row g, a1: row g+8) and 2t+8, 2t+9 (a2, a3): decode_pair_f16 of the same word of two
+//      keys gives exactly these FP16 pairs.
+//   D: acc[mt] of lane (g, t) = head t, channels ch(mt, g) (d0 hi, d1 lo) and ch(mt, g + 8) (d2, d3).
+// The accumulators live in the prescaled domain of the warp's exponent K (per head): before a tile's MMAs
+// they are multiplied by α·2^(K' − K). K' is the tile's own prescale (max |w|·2^K' ∈ [2^13, 2^14), so its
+// hi and lo stay normal FP16) but may rise above K only by as much as α shrank the old contents
+// (K' ≤ K + 1 − e, α ∈ [2^(e−1), 2^e)): a tile of tiny weights after large ones must not scale the old sums
+// up by 2^80 and overflow FP32. Weights far below 2^K'·max lose relative precision, not absolute: their share
+// of the output is below FP32 rounding.
+// Merge (the block's one barrier after the setup): warp w stores m_w, l_w and acc_w·2^−K_w + pb_w per head
+// and channel to shared memory; then thread (head, d) forms M = max m_w, acc = Σ e^{m_w − M}·acc_w[d],
+// l = Σ e^{m_w − M} l_w (a warp without tiles has m = −inf: weight 0) and writes the partial; then the
+// fused combine (finish_group) as in the other kernels. The combine's scratch reuses the merge buffer.
+//
+// Registers (D = 128): two tile sets 40, qf 16, accumulators 32, softmax state and addresses ~15. ptxas -v
+// (sm_90, bound 4 blocks per SM): D = 128 uses 128 for NH = 1, 2, 4, D = 64 96 / 99 / 113, no spills; static
+// shared memory 4.6 / 7.3 / 12.5 KB (D = 128), 3.4 / 4.7 / 7.4 KB (D = 64). So 16 warps per SM, as the
+// default kernel, each with one tile (2.2 KB at D = 128) in flight while it computes the previous one.
+#include <cuda_fp16.h>
+
+#include <cmath>
+
+#include "cuda_check.h"
+#include "kernel_util.h"
+#include "kv4_decode_split.cuh"
+
+namespace wkv::kernels::kv4split {
+
+namespace {
+
+// One tile's code and header words of lane (g, t) (see the file comment).
+template <int D>
+struct StreamTile {
+  static constexpr int KW = D / 32, VW = D / 64;
+  uint32_t k[2][KW];   // word 4i + t of keys g, g + 8
+  uint32_t kh[2];      // K headers of keys g, g + 8
+  uint32_t vh[2];      // V headers of keys g, g + 8
+  uint32_t v[4][VW];   // word g + 8i of keys 2t, 2t + 1, 2t + 8, 2t + 9
+};
+
+// Issues the loads of the tile whose 16 row indices start at `rows` (shared memory).
+template <int D>
+__device__ __forceinline__ void load_tile(StreamTile<D>& b, const uint8_t* __restrict__ kpool,
+                                          const uint8_t* __restrict__ vpool, const uint32_t* rows, int g,
+                                          int t) {
+  constexpr int HB = D / 2 + 4;  // row bytes with one header (G = D)
+  const size_t oa = size_t(rows[g]) * HB, ob = size_t(rows[g + 8]) * HB;
+#pragma unroll
+  for (int i = 0; i < StreamTile<D>::KW; ++i) {
+    b.k[0][i] = ldg_u32(kpool + oa + 4 * (4 * i + t));
+    b.k[1][i] = ldg_u32(kpool + ob + 4 * (4 * i + t));
+  }
+  b.kh[0] = ldg_u32(kpool + oa + D / 2);
+  b.kh[1] = ldg_u32(kpool + ob + D / 2);
+  b.vh[0] = ldg_u32(vpool + oa + D / 2);
+  b.vh[1] = ldg_u32(vpool + ob + D / 2);
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint8_t* r = vpool + size_t(rows[2 * t + (kk & 1) + 8 * (kk >> 1)]) * HB;
+#pragma unroll
+    for (int i = 0; i < StreamTile<D>::VW; ++i) b.v[kk][i] = ldg_u32(r + 4 * (g + 8 * i));
+  }
+}
+
+// A warp's running state for head t of lane (g, t): score max m, per-lane Σp (l) and Σ p·vb (pb), the
+// accumulators' exponent K and the accumulators acc[mt] (prescaled by 2^K, columns hi, lo).
+template <int D>
+struct StreamState {
+  static constexpr int MT = D / 16;
+  float m, l, pb;
+  int K;
+  float acc[MT][4];
+};
+
+// Steps 1–3 of the file comment for the tile at split-relative key jt (n keys in the split). qi, qs, cs:
+// 2^−kq, Σq', C of head min(t, NH − 1).
+template <int D>
+__device__ __forceinline__ void compute_tile(const StreamTile<D>& b, const uint32_t (&qf)[D / 16][2], int jt,
+                                             int n, float qi, float qs, float cs, int g, int t,
+                                             StreamState<D>& st) {
+  constexpr int KW = D / 32, MT = D / 16;
+  // Step 1: scores of keys g, g + 8 for head t.
+  float sa[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+  for (int i = 0; i < KW; ++i) {
+    uint32_t ra4[4], rb4[4];
+    decode_word_f16(b.k[0][i], ra4);
+    decode_word_f16(b.k[1][i], rb4);
+    mma_m16n8k16(sa, ra4[0], rb4[0], ra4[1], rb4[1], qf[2 * i][0], qf[2 * i][1]);
+    mma_m16n8k16(sa, ra4[2], rb4[2], ra4[3], rb4[3], qf[2 * i + 1][0], qf[2 * i + 1][1]);
+  }
+  const int ja = jt + g, jb = ja + 8;
+  const float2 afa = header_affine(b.kh[0]), afb = header_affine(b.kh[1]);
+  const float s0 = ja < n ? fmaf(afa.x * qi, sa[0] + sa[1], fmaf(afa.y, qs, cs)) : -INFINITY;
+  const float s1 = jb < n ? fmaf(afb.x * qi, sa[2] + sa[3], fmaf(afb.y, qs, cs)) : -INFINITY;
+
+  // Step 2: online softmax (key jt, lane g = 0, is always < n, so the tile max is finite).
+  float tmax = fmaxf(s0, s1);
+  tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 4));
+  tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 8));
+  tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 16));
+  const float m_new = fmaxf(st.m, tmax);
+  const float alpha = expf(st.m - m_new);  // ≤ 1; 0 on the warp's first tile (m = −inf)
+  const float p0 = expf(s0 - m_new), p1 = expf(s1 - m_new);
+  const float2 va = header_affine(b.vh[0]), vb = header_affine(b.vh[1]);
+  st.l = fmaf(st.l, alpha, p0 + p1);
+  st.pb = fmaf(st.pb, alpha, fmaf(p0, va.y, p1 * vb.y));
+  const float w0 = p0 * va.x, w1 = p1 * vb.x;
+  float wm = fmaxf(fabsf(w0), fabsf(w1));
+  wm = fmaxf(wm, __shfl_xor_sync(0xffffffffu, wm, 4));
+  wm = fmaxf(wm, __shfl_xor_sync(0xffffffffu, wm, 8));
+  wm = fmaxf(wm, __shfl_xor_sync(0xffffffffu, wm, 16));
+  // α = f·2^e_a with f ∈ [0.5, 1) (e_a = 1 for α = 1; α = 0 reads as e_a = −126, so K' = the tile's own).
+  const int e_a = int((__float_as_uint(alpha) >> 23) & 0xFFu) - 126;
+  const int k_new = min(prescale_exponent(wm), st.K + 1 - e_a);
+  // k_new − K < −126 only when the old sums are ≥ 2^126 below the new weights (the clamp's error is far below
+  // FP32 rounding of the result); > 127 only for α < 2^−126.
+  const float f = alpha * pow2f(min(max(k_new - st.K, -126), 127));
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) st.acc[mt][r] *= f;
+  st.m = m_new;
+  st.K = k_new;
+
+  // Weights → B fragments. Source lane (g, t) packs (key g: low half, key g + 8: high half) of hi and of lo.
+  const float mul = pow2f(k_new);
+  const float x0 = w0 * mul, x1 = w1 * mul;
+  const __half h0 = __float2half_rn(x0), h1 = __float2half_rn(x1);
+  const __half l0 = __float2half_rn(x0 - __half2float(h0)), l1 = __float2half_rn(x1 - __half2float(h1));
+  const uint32_t p_hi = uint32_t(__half_as_ushort(h0)) | (uint32_t(__half_as_ushort(h1)) << 16);
+  const uint32_t p_lo = uint32_t(__half_as_ushort(l0)) | (uint32_t(__half_as_ushort(l1)) << 16);
+  // Destination lane (g, t) = column g (head g/2, term g%2), keys 2t, 2t+1, 2t+8, 2t+9: sources
+  // (g_s, t_s) = (2t, g/2) → lane 8t + g/2, and (2t + 1, g/2) → lane 8t + 4 + g/2.
+  const int src_a = 8 * t + (g >> 1), src_b = src_a + 4;
+  const uint32_t a_hi = __shfl_sync(0xffffffffu, p_hi, src_a), a_lo = __shfl_sync(0xffffffffu, p_lo, src_a);
+  const uint32_t b_hi = __shfl_sync(0xffffffffu, p_hi, src_b), b_lo = __shfl_sync(0xffffffffu, p_lo, src_b);
+  const uint32_t xa = (g & 1) ? a_lo : a_hi;  // (w_2t, w_2t+8)
+  const uint32_t xb = (g & 1) ? b_lo : b_hi;  // (w_2t+1, w_2t+9)
+  const uint32_t b0 = __byte_perm(xa, xb, 0x5410), b1 = __byte_perm(xa, xb, 0x7632);
+
+  // Step 3: acc[mt] += codes(channels of tile mt × keys) · weights.
+  constexpr int VW = D / 64;
+  uint32_t pab[VW][8], pcd[VW][8];
+#pragma unroll
+  for (int i = 0; i < VW; ++i) {
+    decode_pair_f16(b.v[0][i], b.v[1][i], pab[i]);  // keys 2t, 2t + 1
+    decode_pair_f16(b.v[2][i], b.v[3][i], pcd[i]);  // keys 2t + 8, 2t + 9
+  }
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    if constexpr (D == 128)
+      mma_m16n8k16(st.acc[mt], pab[0][mt], pab[1][mt], pcd[0][mt], pcd[1][mt], b0, b1);
+    else
+      mma_m16n8k16(st.acc[mt], pab[0][2 * mt], pab[0][2 * mt + 1], pcd[0][2 * mt], pcd[0][2 * mt + 1], b0,
+                   b1);
+  }
+}
+
+// Blocks per SM the register allocation must allow: 4 → ≤ 128 registers (ptxas -v, sm_90: D = 128 uses all
+// 128 without spills; 5 blocks (≤ 96) spill ~150 bytes).
+constexpr int kStreamMinBlocks = 4;
+
+template <int D, int NH>
+__global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
+    decode_split_stream_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
+                               float* __restrict__ ws_ml, float* __restrict__ ws_acc,
+                               unsigned int* __restrict__ counters) {
+  static_assert(D == 64 || D == 128, "tensor-core path: D ∈ {64, 128}");
+  static_assert(NH >= 1 && NH <= 4 && NH <= kWarps, "N = 8 columns hold 4 heads × (hi, lo); a warp per head");
+  constexpr int KSTEPS = D / 16, MT = D / 16;
+  static_assert(kWarps * D >= kCombineTile + D / 32, "the combine's scratch fits in red");
+  __shared__ uint32_t row_s[kMaxChunk];  // cache row of each key of the split (slots of a tile: its warp's)
+  __shared__ float q_s[NH][D];               // q' = q·s_K/√D
+  __shared__ float red[kWarps][NH][D];       // per-warp acc·2^−K + pb; then the combine's scratch
+  __shared__ float wml_s[kWarps][NH][2];     // per-warp m, l
+  __shared__ float qsum_s[NH], cst_s[NH], qinv_s[NH], qmul_s[NH];
+
+  const float* __restrict__ q = a.q;
+  const int H = a.n_heads;
+  const int Hkv = c.n_kv_heads, kvh = blockIdx.y, gq = H / Hkv;
+  const int h0 = kvh * gq + blockIdx.z * NH;
+  const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
+  const int split = blockIdx.x, j0 = split * chunk;
+  const int n = min(n_cache - j0, chunk);
+  if (n <= 0) {  // block-uniform: a split past the (device) n_cache: no partials, but it arrives
+    finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters,
+                                        &red[0][0][0]);
+    return;
+  }
+  const int n_tiles = (n + 15) / 16;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  const float inv_sqrt_d = 1.0f / sqrtf(float(D));
+
+  // Row indices of this warp's tiles only (so a __syncwarp suffices); the last tile's padding keys repeat
+  // key n − 1, so every load is in bounds without a branch.
+  for (int x = lane;; x += 32) {
+    const int tile = warp + kWarps * (x >> 4);
+    if (tile >= n_tiles) break;
+    const int jj = tile * 16 + (x & 15);
+    const int j = j0 + min(jj, n - 1);
+    const int page = __ldg(c.page_table + j / c.page_size);
+    row_s[jj] = uint32_t(kv4_row_index(page, j % c.page_size, kvh, Hkv, c.page_size));
+  }
+  __syncwarp();
+
+  const uint8_t* kpool = c.k_pool;
+  const uint8_t* vpool = c.v_pool;
+  const bool active = warp < n_tiles;  // warp-uniform
+  StreamTile<D> ta, tb;
+  if (active) load_tile<D>(ta, kpool, vpool, row_s + 16 * warp, g, t);  // in flight during the setup
+
+  // q' of head `warp` (warps 0 … NH − 1), its Σq', max |q'| (→ prescale 2^kq) and C.
+  if (warp < NH) {
+    const int hh = warp;
+    float qsum = 0.0f, cs = 0.0f, amax = 0.0f;
+    for (int d = lane; d < D; d += 32) {
+      const float s = c.k_scale ? c.k_scale[kvh * D + d] : 1.0f;
+      const float qv = q[(h0 + hh) * D + d] * s * inv_sqrt_d;
+      q_s[hh][d] = qv;
+      qsum += qv;
+      amax = fmaxf(amax, fabsf(qv));
+      if (c.k_delta) cs += q[(h0 + hh) * D + d] * c.k_delta[kvh * D + d];
+    }
+    qsum = kv4dev::warp_sum(qsum);
+    cs = kv4dev::warp_sum(cs);
+    amax = kv4dev::warp_max(amax);
+    if (lane == 0) {
+      const int k = prescale_exponent(amax);
+      qmul_s[hh] = pow2f(k);
+      qinv_s[hh] = pow2f(-k);
+      qsum_s[hh] = qsum;
+      cst_s[hh] = cs * inv_sqrt_d;
+    }
+  }
+  __syncthreads();
+
+  // B fragments of step 1 (file comment): column g = (head g/2, term g%2); step s = 2i + e, word w = 4i + t:
+  // b0 = q' at channels (8w + 2e, 8w + 2e + 4), b1 = (8w + 2e + 1, 8w + 2e + 5).
+  uint32_t qf[KSTEPS][2];
+  {
+    const int hh = g >> 1, v = g & 1;
+#pragma unroll
+    for (int s = 0; s < KSTEPS; ++s) {
+      const int c0 = 8 * (4 * (s >> 1) + t) + 2 * (s & 1);
+      if (hh < NH) {
+        const float mul = qmul_s[hh];
+        qf[s][0] = split_term(q_s[hh][c0] * mul, v) | (split_term(q_s[hh][c0 + 4] * mul, v) << 16);
+        qf[s][1] = split_term(q_s[hh][c0 + 1] * mul, v) | (split_term(q_s[hh][c0 + 5] * mul, v) << 16);
+      } else {
+        qf[s][0] = qf[s][1] = 0u;
+      }
+    }
+  }
+  // Lanes t ≥ NH compute a head of zero columns with head NH − 1's constants (finite, never stored).
+  const int th = min(t, NH - 1);
+  const float qi = qinv_s[th], qs = qsum_s[th], cs = cst_s[th];
+
+  StreamState<D> st;
+  st.m = -INFINITY;
+  st.l = 0.0f;
+  st.pb = 0.0f;
+  st.K = 126;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) st.acc[mt][0] = st.acc[mt][1] = st.acc[mt][2] = st.acc[mt][3] = 0.0f;
+
+  // Two tile sets, ta and tb, alternate: the next tile's loads are issued before the current one's math.
+  // Every branch below is warp-uniform (the MMAs and shuffles need the whole warp).
+  if (active) {
+#pragma unroll 1
+    for (int tile = warp;;) {
+      const int t1 = tile + kWarps;
+      if (t1 < n_tiles) load_tile<D>(tb, kpool, vpool, row_s + 16 * t1, g, t);
+      compute_tile<D>(ta, qf, 16 * tile, n, qi, qs, cs, g, t, st);
+      if (t1 >= n_tiles) break;
+      const int t2 = t1 + kWarps;
+      if (t2 < n_tiles) load_tile<D>(ta, kpool, vpool, row_s + 16 * t2, g, t);
+      compute_tile<D>(tb, qf, 16 * t1, n, qi, qs, cs, g, t, st);
+      if (t2 >= n_tiles) break;
+      tile = t2;
+    }
+  }
+
+  // Merge: l, pb summed over the 8 lanes g of head t; acc back from the 2^K domain, pb folded in.
+  float l = st.l, pb = st.pb;
+#pragma unroll
+  for (int off = 4; off < 32; off <<= 1) {
+    l += __shfl_xor_sync(0xffffffffu, l, off);
+    pb += __shfl_xor_sync(0xffffffffu, pb, off);
+  }
+  if (t < NH) {
+    const float kinv = pow2f(-st.K);  // K ∈ [−126, 126]
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const int c0 = D == 128 ? 8 * g + mt : 8 * g + 2 * mt;
+      const int c1 = D == 128 ? 8 * (g + 8) + mt : 8 * g + 2 * mt + 1;
+      red[warp][t][c0] = fmaf(st.acc[mt][0] + st.acc[mt][1], kinv, pb);
+      red[warp][t][c1] = fmaf(st.acc[mt][2] + st.acc[mt][3], kinv, pb);
+    }
+    if (g == 0) {
+      wml_s[warp][t][0] = st.m;
+      wml_s[warp][t][1] = l;
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < NH * D; i += kThreads) {
+    const int hh = i / D, d = i % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wml_s[w][hh][0]);
+    float s = 0.0f, L = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float e = expf(wml_s[w][hh][0] - M);  // 0 for a warp without tiles (m = −inf)
+      s = fmaf(e, red[w][hh][d], s);
+      L = fmaf(e, wml_s[w][hh][1], L);
+    }
+    ws_acc[(size_t(h0 + hh) * n_splits + split) * D + d] = s;
+    if (d == 0) {
+      ws_ml[(size_t(h0 + hh) * n_splits + split) * 2 + 0] = M;
+      ws_ml[(size_t(h0 + hh) * n_splits + split) * 2 + 1] = L;
+    }
+  }
+  finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &red[0][0][0]);
+}
+
+template <int D, int NH>
+void launch(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
+            const SplitWorkspace& ws, cudaStream_t stream) {
+  const dim3 grid(n_splits, c.n_kv_heads, a.n_heads / c.n_kv_heads / NH);
+  decode_split_stream_kernel<D, NH>
+      <<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+  WKV_CHECK_LAUNCH();
+}
+
+template <int D>
+void launch_nh(int nh, const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
+               const SplitWorkspace& ws, cudaStream_t stream) {
+  switch (nh) {
+    case 4: launch<D, 4>(c, a, plan, n_splits, ws, stream); break;
+    case 2: launch<D, 2>(c, a, plan, n_splits, ws, stream); break;
+    default: launch<D, 1>(c, a, plan, n_splits, ws, stream); break;
+  }
+}
+
+}  // namespace
+
+void launch_split_stream(int D, int nh, const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan,
+                         int n_splits, const SplitWorkspace& ws, cudaStream_t stream) {
+  if (D == 64)
+    launch_nh<64>(nh, c, a, plan, n_splits, ws, stream);
+  else
+    launch_nh<128>(nh, c, a, plan, n_splits, ws, stream);
+}
+
+}  // namespace wkv::kernels::kv4split
