@@ -2,10 +2,10 @@
 //
 // Two split kernels write the same partials; the last block of each group of query heads to finish merges
 // them (the combine, fused into both kernels: finish_group, split_combine.cuh), so a call is one launch:
-//  * decode_split_tc_kernel (G == D, sm_80+, the default format): FP16 tensor-core MMAs on codes unpacked
-//    in registers; see the comment above it for the design. Runs near HBM bandwidth.
-//    WKV_KV4_ATTN=stream swaps in decode_split_stream_kernel (kv4_decode_attention_stream.cu): the same
-//    arithmetic with each warp streaming its keys through all three phases (online softmax, one merge).
+//  * decode_split_stream_kernel (G == D, sm_80+, the default format; kv4_decode_attention_stream.cu): FP16
+//    tensor-core MMAs on codes unpacked in registers, each warp streaming its keys through scores, softmax
+//    and V (online softmax, one merge per block). WKV_KV4_ATTN=tc runs decode_split_tc_kernel instead: the
+//    same arithmetic in three block-wide phases (see the comment above it), the default until session 6.
 //  * decode_split_kernel (any G, FP32 CUDA cores), described next.
 //
 // Graph capture: the key range of each split block is a function of n_cache (SplitPlan), which the kernels
@@ -668,14 +668,16 @@ void launch_split_tc(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const Split
   WKV_CHECK_LAUNCH();
 }
 
-// Tensor-core kernel variant, read once per process from WKV_KV4_ATTN: "" (default: decode_split_tc_kernel,
-// three block-wide phases) or "stream" (decode_split_stream_kernel, kv4_decode_attention_stream.cu: each warp
-// streams its keys through all three steps with an online softmax, one merge per block). Same shapes, grid
-// and partials, so the split plan and the fused combine are shared.
+// Tensor-core kernel variant, read once per process from WKV_KV4_ATTN: "" (default: decode_split_stream_kernel,
+// kv4_decode_attention_stream.cu: each warp streams its keys through all three steps with an online softmax,
+// one merge per block) or "tc" (decode_split_tc_kernel: three block-wide phases; WKV_KV4_TC_OCC picks its
+// occupancy variant). Same shapes, grid and partials, so the split plan and the fused combine are shared.
+// H200, session 6 (kernel bench, µs per layer, graph, 4K / 16K / 32K): stream 22.8 / 44.8 / 75.7 against
+// tc (2x6) 23.2 / 51.8 / 81.8 for H32/KV32, 20.7 / 33.2 / 40.6 against tc 22.6 / 37.1 / 45.6 for H32/KV8.
 bool stream_variant() {
   static const bool v = [] {
     const char* e = std::getenv("WKV_KV4_ATTN");
-    return e != nullptr && std::string(e) == "stream";
+    return e == nullptr || std::string(e) != "tc";
   }();
   return v;
 }

@@ -1,6 +1,6 @@
-// Streaming variant of the KV4 decode attention's tensor-core split kernel (WKV_KV4_ATTN=stream; the default
-// is decode_split_tc_kernel in kv4_decode_attention.cu, whose file comment describes the split plan, the
-// smoothing and the fused combine that both share).
+// Streaming KV4 decode attention on tensor cores, the default split kernel since session 6 (WKV_KV4_ATTN=tc
+// runs the former one, decode_split_tc_kernel in kv4_decode_attention.cu, whose file comment describes the
+// split plan, the smoothing and the fused combine that both share).
 //
 // Why: Nsight Compute on decode_split_tc_kernel (docs/kernel-notes.md, session 5) found it latency-bound:
 // 25% occupancy (128 registers × 128 threads), 31% of the stall cycles at the block barriers between its

@@ -3,8 +3,7 @@
 # clocks do not pass for a difference between settings. Each setting is one line of $AB: "name ENV=V ..."
 # ("name -" for no variables); ROUNDS rounds, each running every setting once at the depths $DEPTHS.
 # Builds first unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build; KATTN="v1 v2 ..."
-# runs the KV4 attention kernel bench per WKV_KV4_TC_OCC / WKV_KV4_ATTN setting ("default", "occ:2x6",
-# "attn:stream"). GPU clocks are logged before and after.
+# runs the KV4 attention kernel bench per setting ("default", "attn:tc", "occ:2x6" = the tc kernel's variant). GPU clocks are logged before and after.
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... AB=... tests/tools/device_ab.sh
 set -uo pipefail
 source "$(dirname "$0")/device_out.sh"
@@ -26,7 +25,7 @@ fi
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
   --format=csv >> "$S" 2>&1
 for v in ${KATTN:-}; do
-  envs=(); case $v in occ:*) envs=(WKV_KV4_TC_OCC=${v#occ:});; attn:*) envs=(WKV_KV4_ATTN=${v#attn:});; esac
+  envs=(); case $v in occ:*) envs=(WKV_KV4_ATTN=tc WKV_KV4_TC_OCC=${v#occ:});; attn:*) envs=(WKV_KV4_ATTN=${v#attn:});; esac
   env "${envs[@]}" timeout 100 $B/kernels/bench/wkv_kernel_bench_kv4_attention > "$OUT/kbench_attn_${v/:/_}.log" 2>&1
   echo "== kv4 attention bench, $v: exit $?" >> "$S"
   grep -E "validate decode|^graph H32" "$OUT/kbench_attn_${v/:/_}.log" >> "$S"
