@@ -707,6 +707,17 @@ void dispatch_d(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan&
 
 size_t kv4_decode_counter_bytes(int n_heads) { return split_counter_bytes(n_heads); }
 
+// Blocks per SM the automatic split plan aims for (the keys per split follow from n_cache), read once per
+// process from WKV_KV4_SPLIT_BLOCKS (1 … 64), default 8.
+static int split_blocks_per_sm() {
+  static const int v = [] {
+    const char* e = std::getenv("WKV_KV4_SPLIT_BLOCKS");
+    const int n = e ? std::atoi(e) : 0;
+    return n >= 1 && n <= 64 ? n : 8;
+  }();
+  return v;
+}
+
 size_t kv4_decode_workspace_bytes(int n_heads, int head_dim, int n_cache_max) {
   // Grid split counts are ≤ ceil(n_cache_max / 32) (chunks ≥ kMinChunk keys), and ≥ 1 (see below).
   const size_t splits = std::max<size_t>(1, (size_t(std::max(n_cache_max, 0)) + kMinChunk - 1) / kMinChunk);
@@ -739,9 +750,9 @@ void kv4_decode_attention(const Kv4LayerCache& c, const Kv4DecodeArgs& a, void* 
   const bool tc = c.group == D && device_limits().compute_major >= 8;
   const int gq = a.n_heads / c.n_kv_heads;
   const int nh = heads_per_block(gq, tc);
-  // Automatic plan: ~8 blocks per SM over the grid's other dimensions (H_kv · gq/NH).
+  // Automatic plan: ~split_blocks_per_sm() blocks per SM over the grid's other dimensions (H_kv · gq/NH).
   const int64_t others = int64_t(c.n_kv_heads) * (gq / nh);
-  const int64_t target = std::max<int64_t>(1, (8 * int64_t(device_limits().sms) +
+  const int64_t target = std::max<int64_t>(1, (split_blocks_per_sm() * int64_t(device_limits().sms) +
                                                others - 1) / others);
   SplitPlan plan{};
   plan.n_dev = a.n_cache_dev;

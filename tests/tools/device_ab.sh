@@ -28,7 +28,7 @@ for v in ${KATTN:-}; do
   envs=(); case $v in occ:*) envs=(WKV_KV4_ATTN=tc WKV_KV4_TC_OCC=${v#occ:});; attn:*) envs=(WKV_KV4_ATTN=${v#attn:});; esac
   env "${envs[@]}" timeout 100 $B/kernels/bench/wkv_kernel_bench_kv4_attention > "$OUT/kbench_attn_${v/:/_}.log" 2>&1
   echo "== kv4 attention bench, $v: exit $?" >> "$S"
-  grep -E "validate decode|^graph H32" "$OUT/kbench_attn_${v/:/_}.log" >> "$S"
+  grep -E "validate decode|^graph H32|^split" "$OUT/kbench_attn_${v/:/_}.log" >> "$S"
 done
 wait
 [ -n "${KATTN:-}" ] && stamp "kernel benches done"
