@@ -707,13 +707,17 @@ void dispatch_d(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan&
 
 size_t kv4_decode_counter_bytes(int n_heads) { return split_counter_bytes(n_heads); }
 
-// Blocks per SM the automatic split plan aims for (the keys per split follow from n_cache), read once per
-// process from WKV_KV4_SPLIT_BLOCKS (1 … 64), default 8.
+// Blocks per SM the automatic split plan aims for (the keys per split follow from n_cache: about
+// n / (blocks · SMs / other grid dims), 64 … 512), read once per process from WKV_KV4_SPLIT_BLOCKS (1 … 64),
+// default 2. H200, session 6, streaming kernel, wkv bench 7B w4kv4 decode at depth 0 / 4K / 16K / 32K (one
+// round, same call): 8 blocks 344.0 / 318.3 / 256.4 / 203.5 t/s, 4: 354.3 / 329.0 / 255.9 / 203.7, 2: 361.4 /
+// 326.2 / 257.2 / 203.4. Few keys per block leave each warp one or two 16-key tiles behind a fixed setup and
+// merge; long contexts reach the 512-key cap either way.
 static int split_blocks_per_sm() {
   static const int v = [] {
     const char* e = std::getenv("WKV_KV4_SPLIT_BLOCKS");
     const int n = e ? std::atoi(e) : 0;
-    return n >= 1 && n <= 64 ? n : 8;
+    return n >= 1 && n <= 64 ? n : 2;
   }();
   return v;
 }
