@@ -246,7 +246,7 @@ int main() {
       std::printf("%-18s ctx %-8d %10.2f %10.1f %7.1f%%\n", what, ctx, us, gbs, 100.0 * gbs / kPeakGBs);
     };
     std::printf("\n%-31s %10s %10s %8s\n", "decode attention / layer", "us", "GB/s", "of peak");
-    for (int ctx : {4096, 16384, 32768}) report("graph H32/KV32", kHkv, ctx, time_graph(layers, kH, ctx));
+    for (int ctx : {2048, 4096, 16384, 32768}) report("graph H32/KV32", kHkv, ctx, time_graph(layers, kH, ctx));
     // WKV_BENCH_SPLITS="64,128,…": the same graphs with fixed keys per split instead of the automatic plan.
     if (const char* e = std::getenv("WKV_BENCH_SPLITS")) {
       for (const char* p = e; *p;) {

@@ -674,10 +674,22 @@ void launch_split_tc(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const Split
 // occupancy variant). Same shapes, grid and partials, so the split plan and the fused combine are shared.
 // H200, session 6 (kernel bench, µs per layer, graph, 4K / 16K / 32K): stream 22.8 / 44.8 / 75.7 against
 // tc (2x6) 23.2 / 51.8 / 81.8 for H32/KV32, 20.7 / 33.2 / 40.6 against tc 22.6 / 37.1 / 45.6 for H32/KV8.
-bool stream_variant() {
-  static const bool v = [] {
+// "ring" / "ring3" run the streaming kernel's shared-memory ring variant with 4 / 3 slots per warp
+// (decode_split_ring_kernel; kv4_decode_attention_stream.cu says why).
+struct AttnVariant {
+  bool stream = true;  // false: decode_split_tc_kernel
+  int ring_slots = 0;  // streaming kernel: 0 = tiles in registers, 3 or 4 = the ring variant
+};
+
+AttnVariant attn_variant() {
+  static const AttnVariant v = [] {
     const char* e = std::getenv("WKV_KV4_ATTN");
-    return e == nullptr || std::string(e) != "tc";
+    const std::string s = e ? e : "";
+    AttnVariant r;
+    if (s == "tc") r.stream = false;
+    if (s == "ring") r.ring_slots = 4;
+    if (s == "ring3") r.ring_slots = 3;
+    return r;
   }();
   return v;
 }
@@ -686,8 +698,9 @@ bool stream_variant() {
 template <int D>
 void dispatch_d(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits, bool tc,
                 const SplitWorkspace& ws, cudaStream_t stream) {
-  if (tc && stream_variant()) {
-    launch_split_stream(D, heads_per_block(a.n_heads / c.n_kv_heads, true), c, a, plan, n_splits, ws, stream);
+  if (tc && attn_variant().stream) {
+    launch_split_stream(D, heads_per_block(a.n_heads / c.n_kv_heads, true), attn_variant().ring_slots, c, a, plan,
+                        n_splits, ws, stream);
   } else if (tc) {
     switch (heads_per_block(a.n_heads / c.n_kv_heads, true)) {
       case 4: launch_split_tc<D, 4>(c, a, plan, n_splits, ws, stream); break;

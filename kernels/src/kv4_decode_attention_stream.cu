@@ -122,12 +122,21 @@ struct StreamState {
   float acc[MT][4];
 };
 
-// Steps 1–3 of the file comment for the tile at split-relative key jt (n keys in the split). qi, qs, cs:
-// 2^−kq, Σq', C of head min(t, NH − 1).
+// What lane (g, t) keeps of q' for step 1: its B fragments qf and, for head min(t, NH − 1), qi = 2^−kq,
+// qs = Σq' and cs = C (lanes t ≥ NH compute a head of zero columns with head NH − 1's constants: finite,
+// never stored).
 template <int D>
-__device__ __forceinline__ void compute_tile(const StreamTile<D>& b, const uint32_t (&qf)[D / 16][2], int jt,
-                                             int n, float qi, float qs, float cs, int g, int t,
+struct LaneQ {
+  uint32_t qf[D / 16][2];
+  float qi, qs, cs;
+};
+
+// Steps 1–3 of the file comment for the tile at split-relative key jt (n keys in the split).
+template <int D>
+__device__ __forceinline__ void compute_tile(const StreamTile<D>& b, const LaneQ<D>& q, int jt, int n, int g, int t,
                                              StreamState<D>& st) {
+  const auto& qf = q.qf;
+  const float qi = q.qi, qs = q.qs, cs = q.cs;
   constexpr int KW = D / 32, MT = D / 16;
   // Step 1: scores of keys g, g + 8 for head t.
   float sa[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -139,12 +148,16 @@ __device__ __forceinline__ void compute_tile(const StreamTile<D>& b, const uint3
     mma_m16n8k16(sa, ra4[0], rb4[0], ra4[1], rb4[1], qf[2 * i][0], qf[2 * i][1]);
     mma_m16n8k16(sa, ra4[2], rb4[2], ra4[3], rb4[3], qf[2 * i + 1][0], qf[2 * i + 1][1]);
   }
+  // Keys outside [0, n) of the split (the stream kernel's padding after the last key; the ring kernel's tiles
+  // also start before the split) get score −inf and V header {0, 0}: their rows may hold anything, even NaN
+  // bits (cache rows past n_cache), so they are selected away, never multiplied by a zero weight.
   const int ja = jt + g, jb = ja + 8;
+  const bool oka = unsigned(ja) < unsigned(n), okb = unsigned(jb) < unsigned(n);
   const float2 afa = header_affine(b.kh[0]), afb = header_affine(b.kh[1]);
-  const float s0 = ja < n ? fmaf(afa.x * qi, sa[0] + sa[1], fmaf(afa.y, qs, cs)) : -INFINITY;
-  const float s1 = jb < n ? fmaf(afb.x * qi, sa[2] + sa[3], fmaf(afb.y, qs, cs)) : -INFINITY;
+  const float s0 = oka ? fmaf(afa.x * qi, sa[0] + sa[1], fmaf(afa.y, qs, cs)) : -INFINITY;
+  const float s1 = okb ? fmaf(afb.x * qi, sa[2] + sa[3], fmaf(afb.y, qs, cs)) : -INFINITY;
 
-  // Step 2: online softmax (key jt, lane g = 0, is always < n, so the tile max is finite).
+  // Step 2: online softmax (every tile holds at least one key of the split, so the tile max is finite).
   float tmax = fmaxf(s0, s1);
   tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 4));
   tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 8));
@@ -152,7 +165,8 @@ __device__ __forceinline__ void compute_tile(const StreamTile<D>& b, const uint3
   const float m_new = fmaxf(st.m, tmax);
   const float alpha = expf(st.m - m_new);  // ≤ 1; 0 on the warp's first tile (m = −inf)
   const float p0 = expf(s0 - m_new), p1 = expf(s1 - m_new);
-  const float2 va = header_affine(b.vh[0]), vb = header_affine(b.vh[1]);
+  const float2 va = oka ? header_affine(b.vh[0]) : make_float2(0.0f, 0.0f);
+  const float2 vb = okb ? header_affine(b.vh[1]) : make_float2(0.0f, 0.0f);
   st.l = fmaf(st.l, alpha, p0 + p1);
   st.pb = fmaf(st.pb, alpha, fmaf(p0, va.y, p1 * vb.y));
   const float w0 = p0 * va.x, w1 = p1 * vb.x;
@@ -211,6 +225,156 @@ __device__ __forceinline__ void compute_tile(const StreamTile<D>& b, const uint3
 // 128 without spills; 5 blocks (≤ 96) spill ~150 bytes).
 constexpr int kStreamMinBlocks = 4;
 
+// The block's shared state besides the tiles: q' of its NH heads with their constants (setup), then each
+// warp's merged sums and (m, l) (merge; red is the fused combine's scratch afterwards).
+template <int D, int NH>
+struct BlockShared {
+  float q[NH][D];  // q' = q·s_K/√D
+  float qsum[NH], cst[NH], qinv[NH], qmul[NH];
+  float red[kWarps][NH][D];  // per-warp acc·2^−K + pb
+  float wml[kWarps][NH][2];  // per-warp m, l
+};
+
+// q' of head `warp` (warps 0 … NH − 1), its Σq', max |q'| (→ prescale 2^kq) and C. The caller synchronizes
+// the block before reading sh.
+template <int D, int NH>
+__device__ __forceinline__ void setup_q(const Kv4LayerCache& c, const float* __restrict__ q, int kvh, int h0,
+                                        int warp, int lane, BlockShared<D, NH>& sh) {
+  if (warp >= NH) return;
+  const float inv_sqrt_d = 1.0f / sqrtf(float(D));
+  const int hh = warp;
+  float qsum = 0.0f, cs = 0.0f, amax = 0.0f;
+  for (int d = lane; d < D; d += 32) {
+    const float s = c.k_scale ? c.k_scale[kvh * D + d] : 1.0f;
+    const float qv = q[(h0 + hh) * D + d] * s * inv_sqrt_d;
+    sh.q[hh][d] = qv;
+    qsum += qv;
+    amax = fmaxf(amax, fabsf(qv));
+    if (c.k_delta) cs += q[(h0 + hh) * D + d] * c.k_delta[kvh * D + d];
+  }
+  qsum = kv4dev::warp_sum(qsum);
+  cs = kv4dev::warp_sum(cs);
+  amax = kv4dev::warp_max(amax);
+  if (lane == 0) {
+    const int k = prescale_exponent(amax);
+    sh.qmul[hh] = pow2f(k);
+    sh.qinv[hh] = pow2f(-k);
+    sh.qsum[hh] = qsum;
+    sh.cst[hh] = cs * inv_sqrt_d;
+  }
+}
+
+// The block's setup (every thread calls it): q' into shared memory, then lane (g, t)'s LaneQ. B fragments of
+// step 1 (file comment): column g = (head g/2, term g%2); step s = 2i + e, word w = 4i + t: b0 = q' at
+// channels (8w + 2e, 8w + 2e + 4), b1 = (8w + 2e + 1, 8w + 2e + 5).
+template <int D, int NH>
+__device__ __forceinline__ LaneQ<D> setup_block(const Kv4LayerCache& c, const float* __restrict__ q, int kvh, int h0,
+                                                BlockShared<D, NH>& sh) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  setup_q<D, NH>(c, q, kvh, h0, warp, lane, sh);
+  __syncthreads();
+  LaneQ<D> r;
+  auto& qf = r.qf;
+  const int hh = g >> 1, v = g & 1;
+#pragma unroll
+  for (int s = 0; s < D / 16; ++s) {
+    const int c0 = 8 * (4 * (s >> 1) + t) + 2 * (s & 1);
+    if (hh < NH) {
+      const float mul = sh.qmul[hh];
+      qf[s][0] = split_term(sh.q[hh][c0] * mul, v) | (split_term(sh.q[hh][c0 + 4] * mul, v) << 16);
+      qf[s][1] = split_term(sh.q[hh][c0 + 1] * mul, v) | (split_term(sh.q[hh][c0 + 5] * mul, v) << 16);
+    } else {
+      qf[s][0] = qf[s][1] = 0u;
+    }
+  }
+  const int th = min(t, NH - 1);
+  r.qi = sh.qinv[th];
+  r.qs = sh.qsum[th];
+  r.cs = sh.cst[th];
+  return r;
+}
+
+template <int D>
+__device__ __forceinline__ void init_state(StreamState<D>& st) {
+  st.m = -INFINITY;
+  st.l = 0.0f;
+  st.pb = 0.0f;
+  st.K = 126;
+#pragma unroll
+  for (int mt = 0; mt < D / 16; ++mt) st.acc[mt][0] = st.acc[mt][1] = st.acc[mt][2] = st.acc[mt][3] = 0.0f;
+}
+
+// The block's one merge (every thread calls it): l, pb summed over the 8 lanes g of head t; acc back from the
+// 2^K domain with pb folded in; then thread (head, d) merges the warps and writes the split's partial, and
+// the block arrives at its group's counter (the last one combines).
+template <int D, int NH>
+__device__ __forceinline__ void merge_and_finish(const StreamState<D>& st, BlockShared<D, NH>& sh,
+                                                 const Kv4LayerCache& c, const Kv4DecodeArgs& a,
+                                                 const SplitPlan& plan, int n_splits, int split, int kvh, int h0,
+                                                 float* __restrict__ ws_ml, float* __restrict__ ws_acc,
+                                                 unsigned int* __restrict__ counters) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+  float l = st.l, pb = st.pb;
+#pragma unroll
+  for (int off = 4; off < 32; off <<= 1) {
+    l += __shfl_xor_sync(0xffffffffu, l, off);
+    pb += __shfl_xor_sync(0xffffffffu, pb, off);
+  }
+  if (t < NH) {
+    const float kinv = pow2f(-st.K);  // K ∈ [−126, 126]
+#pragma unroll
+    for (int mt = 0; mt < D / 16; ++mt) {
+      const int c0 = D == 128 ? 8 * g + mt : 8 * g + 2 * mt;
+      const int c1 = D == 128 ? 8 * (g + 8) + mt : 8 * g + 2 * mt + 1;
+      sh.red[warp][t][c0] = fmaf(st.acc[mt][0] + st.acc[mt][1], kinv, pb);
+      sh.red[warp][t][c1] = fmaf(st.acc[mt][2] + st.acc[mt][3], kinv, pb);
+    }
+    if (g == 0) {
+      sh.wml[warp][t][0] = st.m;
+      sh.wml[warp][t][1] = l;
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < NH * D; i += kThreads) {
+    const int hh = i / D, d = i % D;
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, sh.wml[w][hh][0]);
+    float s = 0.0f, L = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      const float e = expf(sh.wml[w][hh][0] - M);  // 0 for a warp without tiles (m = −inf)
+      s = fmaf(e, sh.red[w][hh][d], s);
+      L = fmaf(e, sh.wml[w][hh][1], L);
+    }
+    ws_acc[(size_t(h0 + hh) * n_splits + split) * D + d] = s;
+    if (d == 0) {
+      ws_ml[(size_t(h0 + hh) * n_splits + split) * 2 + 0] = M;
+      ws_ml[(size_t(h0 + hh) * n_splits + split) * 2 + 1] = L;
+    }
+  }
+  finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sh.red[0][0][0]);
+}
+
+// Which work block (split, kvh, z) of the grid has: KV head kvh, query heads h0 … h0 + NH − 1, the split's
+// keys [j0, j0 + n) (n ≤ 0: a split past the device n_cache, which only arrives at its group's counter).
+struct SplitBlock {
+  int kvh, h0, split, j0, n;
+};
+
+template <int NH>
+__device__ __forceinline__ SplitBlock split_block(const Kv4LayerCache& c, const Kv4DecodeArgs& a,
+                                                  const SplitPlan& plan) {
+  SplitBlock b;
+  b.kvh = blockIdx.y;
+  b.h0 = b.kvh * (a.n_heads / c.n_kv_heads) + blockIdx.z * NH;
+  const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
+  b.split = blockIdx.x;
+  b.j0 = b.split * chunk;
+  b.n = min(n_cache - b.j0, chunk);
+  return b;
+}
+
 template <int D, int NH>
 __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
     decode_split_stream_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
@@ -218,29 +382,18 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
                                unsigned int* __restrict__ counters) {
   static_assert(D == 64 || D == 128, "tensor-core path: D ∈ {64, 128}");
   static_assert(NH >= 1 && NH <= 4 && NH <= kWarps, "N = 8 columns hold 4 heads × (hi, lo); a warp per head");
-  constexpr int KSTEPS = D / 16, MT = D / 16;
   static_assert(kWarps * D >= kCombineTile + D / 32, "the combine's scratch fits in red");
   __shared__ uint32_t row_s[kMaxChunk];  // cache row of each key of the split (slots of a tile: its warp's)
-  __shared__ float q_s[NH][D];               // q' = q·s_K/√D
-  __shared__ float red[kWarps][NH][D];       // per-warp acc·2^−K + pb; then the combine's scratch
-  __shared__ float wml_s[kWarps][NH][2];     // per-warp m, l
-  __shared__ float qsum_s[NH], cst_s[NH], qinv_s[NH], qmul_s[NH];
+  __shared__ BlockShared<D, NH> sh;
 
-  const float* __restrict__ q = a.q;
-  const int H = a.n_heads;
-  const int Hkv = c.n_kv_heads, kvh = blockIdx.y, gq = H / Hkv;
-  const int h0 = kvh * gq + blockIdx.z * NH;
-  const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
-  const int split = blockIdx.x, j0 = split * chunk;
-  const int n = min(n_cache - j0, chunk);
+  const SplitBlock B = split_block<NH>(c, a, plan);
+  const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
   if (n <= 0) {  // block-uniform: a split past the (device) n_cache: no partials, but it arrives
-    finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters,
-                                        &red[0][0][0]);
+    finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sh.red[0][0][0]);
     return;
   }
   const int n_tiles = (n + 15) / 16;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
-  const float inv_sqrt_d = 1.0f / sqrtf(float(D));
 
   // Row indices of this warp's tiles only (so a __syncwarp suffices); the last tile's padding keys repeat
   // key n − 1, so every load is in bounds without a branch.
@@ -260,59 +413,9 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   StreamTile<D> ta, tb;
   if (active) load_tile<D>(ta, kpool, vpool, row_s + 16 * warp, g, t);  // in flight during the setup
 
-  // q' of head `warp` (warps 0 … NH − 1), its Σq', max |q'| (→ prescale 2^kq) and C.
-  if (warp < NH) {
-    const int hh = warp;
-    float qsum = 0.0f, cs = 0.0f, amax = 0.0f;
-    for (int d = lane; d < D; d += 32) {
-      const float s = c.k_scale ? c.k_scale[kvh * D + d] : 1.0f;
-      const float qv = q[(h0 + hh) * D + d] * s * inv_sqrt_d;
-      q_s[hh][d] = qv;
-      qsum += qv;
-      amax = fmaxf(amax, fabsf(qv));
-      if (c.k_delta) cs += q[(h0 + hh) * D + d] * c.k_delta[kvh * D + d];
-    }
-    qsum = kv4dev::warp_sum(qsum);
-    cs = kv4dev::warp_sum(cs);
-    amax = kv4dev::warp_max(amax);
-    if (lane == 0) {
-      const int k = prescale_exponent(amax);
-      qmul_s[hh] = pow2f(k);
-      qinv_s[hh] = pow2f(-k);
-      qsum_s[hh] = qsum;
-      cst_s[hh] = cs * inv_sqrt_d;
-    }
-  }
-  __syncthreads();
-
-  // B fragments of step 1 (file comment): column g = (head g/2, term g%2); step s = 2i + e, word w = 4i + t:
-  // b0 = q' at channels (8w + 2e, 8w + 2e + 4), b1 = (8w + 2e + 1, 8w + 2e + 5).
-  uint32_t qf[KSTEPS][2];
-  {
-    const int hh = g >> 1, v = g & 1;
-#pragma unroll
-    for (int s = 0; s < KSTEPS; ++s) {
-      const int c0 = 8 * (4 * (s >> 1) + t) + 2 * (s & 1);
-      if (hh < NH) {
-        const float mul = qmul_s[hh];
-        qf[s][0] = split_term(q_s[hh][c0] * mul, v) | (split_term(q_s[hh][c0 + 4] * mul, v) << 16);
-        qf[s][1] = split_term(q_s[hh][c0 + 1] * mul, v) | (split_term(q_s[hh][c0 + 5] * mul, v) << 16);
-      } else {
-        qf[s][0] = qf[s][1] = 0u;
-      }
-    }
-  }
-  // Lanes t ≥ NH compute a head of zero columns with head NH − 1's constants (finite, never stored).
-  const int th = min(t, NH - 1);
-  const float qi = qinv_s[th], qs = qsum_s[th], cs = cst_s[th];
-
+  const LaneQ<D> lq = setup_block<D, NH>(c, a.q, kvh, h0, sh);
   StreamState<D> st;
-  st.m = -INFINITY;
-  st.l = 0.0f;
-  st.pb = 0.0f;
-  st.K = 126;
-#pragma unroll
-  for (int mt = 0; mt < MT; ++mt) st.acc[mt][0] = st.acc[mt][1] = st.acc[mt][2] = st.acc[mt][3] = 0.0f;
+  init_state(st);
 
   // Two tile sets, ta and tb, alternate: the next tile's loads are issued before the current one's math.
   // Every branch below is warp-uniform (the MMAs and shuffles need the whole warp).
@@ -321,86 +424,197 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
     for (int tile = warp;;) {
       const int t1 = tile + kWarps;
       if (t1 < n_tiles) load_tile<D>(tb, kpool, vpool, row_s + 16 * t1, g, t);
-      compute_tile<D>(ta, qf, 16 * tile, n, qi, qs, cs, g, t, st);
+      compute_tile<D>(ta, lq, 16 * tile, n, g, t, st);
       if (t1 >= n_tiles) break;
       const int t2 = t1 + kWarps;
       if (t2 < n_tiles) load_tile<D>(ta, kpool, vpool, row_s + 16 * t2, g, t);
-      compute_tile<D>(tb, qf, 16 * t1, n, qi, qs, cs, g, t, st);
+      compute_tile<D>(tb, lq, 16 * t1, n, g, t, st);
       if (t2 >= n_tiles) break;
       tile = t2;
     }
   }
-
-  // Merge: l, pb summed over the 8 lanes g of head t; acc back from the 2^K domain, pb folded in.
-  float l = st.l, pb = st.pb;
-#pragma unroll
-  for (int off = 4; off < 32; off <<= 1) {
-    l += __shfl_xor_sync(0xffffffffu, l, off);
-    pb += __shfl_xor_sync(0xffffffffu, pb, off);
-  }
-  if (t < NH) {
-    const float kinv = pow2f(-st.K);  // K ∈ [−126, 126]
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const int c0 = D == 128 ? 8 * g + mt : 8 * g + 2 * mt;
-      const int c1 = D == 128 ? 8 * (g + 8) + mt : 8 * g + 2 * mt + 1;
-      red[warp][t][c0] = fmaf(st.acc[mt][0] + st.acc[mt][1], kinv, pb);
-      red[warp][t][c1] = fmaf(st.acc[mt][2] + st.acc[mt][3], kinv, pb);
-    }
-    if (g == 0) {
-      wml_s[warp][t][0] = st.m;
-      wml_s[warp][t][1] = l;
-    }
-  }
-  __syncthreads();
-  for (int i = tid; i < NH * D; i += kThreads) {
-    const int hh = i / D, d = i % D;
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, wml_s[w][hh][0]);
-    float s = 0.0f, L = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) {
-      const float e = expf(wml_s[w][hh][0] - M);  // 0 for a warp without tiles (m = −inf)
-      s = fmaf(e, red[w][hh][d], s);
-      L = fmaf(e, wml_s[w][hh][1], L);
-    }
-    ws_acc[(size_t(h0 + hh) * n_splits + split) * D + d] = s;
-    if (d == 0) {
-      ws_ml[(size_t(h0 + hh) * n_splits + split) * 2 + 0] = M;
-      ws_ml[(size_t(h0 + hh) * n_splits + split) * 2 + 1] = L;
-    }
-  }
-  finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &red[0][0][0]);
+  merge_and_finish<D, NH>(st, sh, c, a, plan, n_splits, split, kvh, h0, ws_ml, ws_acc, counters);
 }
 
-template <int D, int NH>
+// ---- The ring variant (WKV_KV4_ATTN=ring / ring3) -------------------------------------------------------
+//
+// Why: the streaming kernel keeps at most two tiles per warp in flight, as 20 scattered 4-byte loads per lane
+// and tile (each warp-wide load touches 8 rows of 68 bytes), and reads 1.8 TB/s at 32K keys (H200, session 6:
+// 75.7 µs per layer for 134 MB). Here each warp copies whole tiles into its own ring of S slots in shared
+// memory with cp.async (16 bytes per lane, coalesced, no registers held while in flight), S − 1 tiles ahead
+// of the one it computes, and reads the fragments of StreamTile from shared memory; the math (compute_tile)
+// and the merge are the streaming kernel's.
+//
+// Tiles are 16 keys aligned to absolute positions (16·T … 16·T + 15), not to the split's start: with the
+// cache layout [page][H_kv][P] (kv4_cache.h) and P % 16 == 0, such a tile's 16 rows of one KV head are
+// contiguous, 16·HB bytes (HB = D/2 + 4: 1,088 bytes at D = 128, 576 at D = 64, multiples of 16, so every
+// tile starts 16-byte aligned in a 16-byte aligned pool). A split covers tiles floor(j0/16) … floor((j0 +
+// n − 1)/16); keys of those tiles outside [j0, j0 + n) — the neighbouring split's, or rows past n_cache in
+// the same (allocated) page, whose contents may be anything — are selected away by compute_tile.
+// Shared memory (D = 128): kWarps × S × 2 × 1,088 bytes = 34.8 KB at S = 4, plus BlockShared (NH = 1: 2.6 KB,
+// NH = 4: 10.3 KB): static, under 48 KB; 4 blocks per SM use ≤ 181 KB of the 228 KB.
+// Pipeline per warp, slot of its k-th tile = k mod S: the prologue issues tiles 0 … S − 2 (one commit group
+// each, empty groups past the warp's last tile keep the count uniform); iteration k waits until at most S − 2
+// groups are pending (tile k landed), __syncwarp (the lanes' copies visible to all lanes; every lane is done
+// reading slot k − 1, read in iteration k − 1), reads tile k into registers, issues tile k + S − 1 into slot
+// (k − 1) mod S, commits, and computes tile k.
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// Copies the K and V rows of the tile whose first cache row is `row` (16 rows of HB bytes each) into a slot.
+template <int D>
+__device__ __forceinline__ void issue_tile_copy(uint8_t* dst_k, uint8_t* dst_v, const uint8_t* __restrict__ kpool,
+                                                const uint8_t* __restrict__ vpool, uint32_t row, int lane) {
+  constexpr int CH = D / 2 + 4;  // 16-byte chunks per 16-row tile (16·HB / 16)
+  const size_t off = size_t(row) * CH;
+  for (int ch = lane; ch < 2 * CH; ch += 32) {
+    const bool isv = ch >= CH;
+    const int cc = isv ? ch - CH : ch;
+    cp_async16((isv ? dst_v : dst_k) + 16 * cc, (isv ? vpool : kpool) + off + 16 * cc);
+  }
+}
+
+// StreamTile of lane (g, t) from a slot (rows of HB bytes, as in the pool; the header is word D/8 of a row).
+template <int D>
+__device__ __forceinline__ void read_tile(StreamTile<D>& b, const uint8_t* ks, const uint8_t* vs, int g, int t) {
+  constexpr int HB = D / 2 + 4;
+  const uint32_t* ka = reinterpret_cast<const uint32_t*>(ks + g * HB);
+  const uint32_t* kb = reinterpret_cast<const uint32_t*>(ks + (g + 8) * HB);
+#pragma unroll
+  for (int i = 0; i < StreamTile<D>::KW; ++i) {
+    b.k[0][i] = ka[4 * i + t];
+    b.k[1][i] = kb[4 * i + t];
+  }
+  b.kh[0] = ka[D / 8];
+  b.kh[1] = kb[D / 8];
+  b.vh[0] = reinterpret_cast<const uint32_t*>(vs + g * HB)[D / 8];
+  b.vh[1] = reinterpret_cast<const uint32_t*>(vs + (g + 8) * HB)[D / 8];
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint32_t* r = reinterpret_cast<const uint32_t*>(vs + (2 * t + (kk & 1) + 8 * (kk >> 1)) * HB);
+#pragma unroll
+    for (int i = 0; i < StreamTile<D>::VW; ++i) b.v[kk][i] = r[g + 8 * i];
+  }
+}
+
+template <int D, int NH, int S>
+__global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
+    decode_split_ring_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
+                             float* __restrict__ ws_ml, float* __restrict__ ws_acc,
+                             unsigned int* __restrict__ counters) {
+  static_assert(D == 64 || D == 128, "tensor-core path: D ∈ {64, 128}");
+  static_assert(NH >= 1 && NH <= 4 && NH <= kWarps, "N = 8 columns hold 4 heads × (hi, lo); a warp per head");
+  static_assert(S >= 2, "a ring needs a slot to compute from and one to fill");
+  constexpr int TB = 16 * (D / 2 + 4);  // bytes of a 16-row tile of one pool
+  __shared__ __align__(16) uint8_t ring[kWarps][S][2][TB];
+  __shared__ uint32_t tile_row_s[kMaxChunk / 16 + 1];  // first cache row of each tile (slots: its warp's)
+  __shared__ BlockShared<D, NH> sh;
+
+  const SplitBlock B = split_block<NH>(c, a, plan);
+  const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
+  if (n <= 0) {
+    finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sh.red[0][0][0]);
+    return;
+  }
+  const int T0 = j0 / 16, n_tiles = (j0 + n - 1) / 16 - T0 + 1;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
+
+  for (int x = lane;; x += 32) {
+    const int tile = warp + kWarps * x;
+    if (tile >= n_tiles) break;
+    const int j = 16 * (T0 + tile);
+    const int page = __ldg(c.page_table + j / c.page_size);
+    tile_row_s[tile] = uint32_t(kv4_row_index(page, j % c.page_size, kvh, Hkv, c.page_size));
+  }
+  __syncwarp();
+  const uint8_t* kpool = c.k_pool;
+  const uint8_t* vpool = c.v_pool;
+#pragma unroll
+  for (int s = 0; s < S - 1; ++s) {  // in flight during the setup
+    const int tile = warp + kWarps * s;
+    if (tile < n_tiles) issue_tile_copy<D>(ring[warp][s][0], ring[warp][s][1], kpool, vpool, tile_row_s[tile], lane);
+    cp_async_commit();
+  }
+
+  const LaneQ<D> lq = setup_block<D, NH>(c, a.q, kvh, h0, sh);
+  StreamState<D> st;
+  init_state(st);
+
+#pragma unroll 1
+  for (int k = 0;; ++k) {  // warp-uniform
+    const int tile = warp + kWarps * k;
+    if (tile >= n_tiles) break;
+    cp_async_wait<S - 2>();
+    __syncwarp();
+    StreamTile<D> b;
+    const int slot = k % S;
+    read_tile<D>(b, ring[warp][slot][0], ring[warp][slot][1], g, t);
+    const int tn = tile + kWarps * (S - 1);
+    if (tn < n_tiles) {
+      const int fill = (k + S - 1) % S;
+      issue_tile_copy<D>(ring[warp][fill][0], ring[warp][fill][1], kpool, vpool, tile_row_s[tn], lane);
+    }
+    cp_async_commit();
+    compute_tile<D>(b, lq, 16 * (T0 + tile) - j0, n, g, t, st);
+  }
+  cp_async_wait<0>();  // nothing real is pending (the groups after the last tile are empty); keeps it so
+  merge_and_finish<D, NH>(st, sh, c, a, plan, n_splits, split, kvh, h0, ws_ml, ws_acc, counters);
+}
+
+template <int D, int NH, int S>
 void launch(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
             const SplitWorkspace& ws, cudaStream_t stream) {
   const dim3 grid(n_splits, c.n_kv_heads, a.n_heads / c.n_kv_heads / NH);
-  decode_split_stream_kernel<D, NH>
-      <<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+  if constexpr (S == 0)
+    decode_split_stream_kernel<D, NH><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+  else
+    decode_split_ring_kernel<D, NH, S>
+        <<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
   WKV_CHECK_LAUNCH();
 }
 
-template <int D>
+template <int D, int S>
 void launch_nh(int nh, const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan, int n_splits,
                const SplitWorkspace& ws, cudaStream_t stream) {
   switch (nh) {
-    case 4: launch<D, 4>(c, a, plan, n_splits, ws, stream); break;
-    case 2: launch<D, 2>(c, a, plan, n_splits, ws, stream); break;
-    default: launch<D, 1>(c, a, plan, n_splits, ws, stream); break;
+    case 4: launch<D, 4, S>(c, a, plan, n_splits, ws, stream); break;
+    case 2: launch<D, 2, S>(c, a, plan, n_splits, ws, stream); break;
+    default: launch<D, 1, S>(c, a, plan, n_splits, ws, stream); break;
+  }
+}
+
+template <int D>
+void launch_d(int ring_slots, int nh, const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan,
+              int n_splits, const SplitWorkspace& ws, cudaStream_t stream) {
+  switch (ring_slots) {
+    case 4: launch_nh<D, 4>(nh, c, a, plan, n_splits, ws, stream); break;
+    case 3: launch_nh<D, 3>(nh, c, a, plan, n_splits, ws, stream); break;
+    default: launch_nh<D, 0>(nh, c, a, plan, n_splits, ws, stream); break;
   }
 }
 
 }  // namespace
 
-void launch_split_stream(int D, int nh, const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan,
-                         int n_splits, const SplitWorkspace& ws, cudaStream_t stream) {
+bool ring_supported(const Kv4LayerCache& c) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return c.page_size % 16 == 0 && aligned(c.k_pool) && aligned(c.v_pool);
+}
+
+void launch_split_stream(int D, int nh, int ring_slots, const Kv4LayerCache& c, const Kv4DecodeArgs& a,
+                         const SplitPlan& plan, int n_splits, const SplitWorkspace& ws, cudaStream_t stream) {
+  if (ring_slots != 0 && !ring_supported(c)) ring_slots = 0;
   if (D == 64)
-    launch_nh<64>(nh, c, a, plan, n_splits, ws, stream);
+    launch_d<64>(ring_slots, nh, c, a, plan, n_splits, ws, stream);
   else
-    launch_nh<128>(nh, c, a, plan, n_splits, ws, stream);
+    launch_d<128>(ring_slots, nh, c, a, plan, n_splits, ws, stream);
 }
 
 }  // namespace wkv::kernels::kv4split

@@ -1,6 +1,6 @@
 // Internal to the KV4 decode attention (kv4_decode_attention.cu, kv4_decode_attention_stream.cu): the split
 // plan, the fused combine at the end of every split block, the FP16 code unpacking and hi/lo helpers of the
-// tensor-core kernels, and the entry point of the streaming variant (WKV_KV4_ATTN=stream). The partials'
+// tensor-core kernels, and the entry point of the streaming kernel (the default) and its ring variant. The partials'
 // layout in the workspace is split_combine.cuh's; the algorithms are described in kv4_decode_attention.cu.
 #pragma once
 
@@ -164,8 +164,14 @@ struct SplitWorkspace {
 
 // The streaming tensor-core kernel (kv4_decode_attention_stream.cu): same preconditions, grid and partials
 // as the tensor-core kernel (G == D, D ∈ {64, 128}, sm_80+, nh = heads per block ∈ {1, 2, 4} dividing
-// H/H_kv).
-void launch_split_stream(int D, int nh, const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan,
-                         int n_splits, const SplitWorkspace& ws, cudaStream_t stream);
+// H/H_kv). ring_slots 0: tiles loaded into registers (decode_split_stream_kernel); 3 or 4: its ring variant
+// (decode_split_ring_kernel, tiles copied into a per-warp shared-memory ring of that many slots), used where
+// ring_supported(c) holds and the register variant otherwise.
+void launch_split_stream(int D, int nh, int ring_slots, const Kv4LayerCache& c, const Kv4DecodeArgs& a,
+                         const SplitPlan& plan, int n_splits, const SplitWorkspace& ws, cudaStream_t stream);
+
+// The ring variant's precondition: 16-row tiles of one KV head are contiguous and 16-byte aligned
+// (page_size % 16 == 0, both pools 16-byte aligned).
+bool ring_supported(const Kv4LayerCache& c);
 
 }  // namespace wkv::kernels::kv4split

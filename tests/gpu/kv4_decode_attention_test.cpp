@@ -50,6 +50,7 @@ struct DecodeCase {
   int H, Hkv, D, G, n_cache;
   bool poq, smoothing;
   int keys_per_split;  // 0 = automatic
+  int page_size = 64;  // the ring variant (WKV_KV4_ATTN=ring) needs a multiple of 16, else falls back
 };
 
 // The kernels' budget against the FP64 reference over n cached keys: rel L2 1e-5 up to 512 keys, growing like
@@ -66,9 +67,9 @@ void run_decode_case(const DecodeCase& c, unsigned seed) {
   SCOPED_TRACE("seed " + std::to_string(seed) + " H " + std::to_string(c.H) + " Hkv " + std::to_string(c.Hkv) +
                " D " + std::to_string(c.D) + " G " + std::to_string(c.G) + " n_cache " + std::to_string(c.n_cache) +
                (c.poq ? " poq" : " no-poq") + (c.smoothing ? " smoothed" : " identity") + " split " +
-               std::to_string(c.keys_per_split));
+               std::to_string(c.keys_per_split) + " page " + std::to_string(c.page_size));
   std::mt19937 rng(seed);
-  const int P = 64;
+  const int P = c.page_size;
   HostKv4Cache host(rng, c.Hkv, c.D, c.G, c.n_cache + 1, P, c.smoothing);
   const size_t kv = size_t(c.Hkv) * c.D;
   for (int j = 0; j < c.n_cache; ++j) {
@@ -154,6 +155,10 @@ TEST(GpuKv4DecodeAttention, MatchesReference) {
   // Splits that do not start on a 4-row boundary (no V staging), and a page-crossing 7B-like split.
   run_decode_case({8, 4, 128, 128, 333, true, true, 50}, seed + i++);
   run_decode_case({32, 32, 128, 128, 1001, true, true, 200}, seed + i++);
+  // Pages of 16 rows (the ring variant's smallest) and of 40 (not a multiple of 16: the ring falls back).
+  run_decode_case({8, 4, 128, 128, 700, true, false, 0, 16}, seed + i++);
+  run_decode_case({32, 8, 128, 128, 333, true, true, 50, 40}, seed + i++);
+  run_decode_case({4, 2, 64, 64, 129, false, true, 0, 16}, seed + i++);
 }
 
 // Reference output for `n` cached keys (and k_cur/v_cur with POQ), all heads, in double.

@@ -2,8 +2,10 @@
 # On the GPU machine (repo root): interleaved A/B runs of `wkv bench` w4kv4 on the 7B shape, so that drifting
 # clocks do not pass for a difference between settings. Each setting is one line of $AB: "name ENV=V ..."
 # ("name -" for no variables); ROUNDS rounds, each running every setting once at the depths $DEPTHS.
-# Builds first unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build; KATTN="v1 v2 ..."
-# runs the KV4 attention kernel bench per setting ("default", "attn:tc", "occ:2x6" = the tc kernel's variant). GPU clocks are logged before and after.
+# Builds first unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build (TEST_EXCLUDE: a
+# regex of tests left out, TEST_J: parallel tests, default 2); KATTN="v1 v2 ..." runs the KV4 attention kernel
+# bench per setting ("default", "attn:tc", "attn:ring", "occ:2x6" = the tc kernel's variant). GPU clocks are
+# logged before and after.
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... AB=... tests/tools/device_ab.sh
 set -uo pipefail
 source "$(dirname "$0")/device_out.sh"
@@ -18,7 +20,8 @@ TOK="$SHARED/data/llama2c/llama2-tokenizer/tokenizer.model"
 WKVQ=/tmp/llama2-7b-w4.wkvq
 [ -f $WKVQ ] || ( $B/engine/wkv synth --shape llama2-7b --tokenizer "$TOK" --wkvq -o $WKVQ > "$OUT/synth.log" 2>&1 ) &
 if [ -n "${TESTS:-}" ]; then
-  (cd $B && ctest -L gpu -R "$TESTS" --output-on-failure -j2 --timeout 200) > "$OUT/tests.log" 2>&1
+  (cd $B && ctest -L gpu -R "$TESTS" ${TEST_EXCLUDE:+-E "$TEST_EXCLUDE"} --output-on-failure -j${TEST_J:-2} \
+    --timeout 200) > "$OUT/tests.log" 2>&1
   grep -E "tests passed|tests failed|\(Failed" "$OUT/tests.log" >> "$S"
   stamp "tests done"
 fi
