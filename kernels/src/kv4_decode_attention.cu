@@ -762,6 +762,17 @@ void kv4_decode_attention(const Kv4LayerCache& c, const Kv4DecodeArgs& a, void* 
   if (a.poq && (!a.k_cur || !a.v_cur)) fail("with POQ, k_cur and v_cur must be non-null device pointers");
   if (a.keys_per_split != 0 && (a.keys_per_split < kMinChunk || a.keys_per_split > kMaxChunk))
     fail("keys_per_split " + std::to_string(a.keys_per_split) + " must be 0 or in [32, 512]");
+  for (int i = 0; i < 2; ++i) {
+    const L2PrefetchRegion& r = a.prefetch[i];
+    if (r.base == nullptr) continue;
+    const std::string what = "prefetch[" + std::to_string(i) + "]: ";
+    if (reinterpret_cast<uintptr_t>(r.base) % 16 != 0) fail(what + "base must be 16-byte aligned");
+    if (r.units < 0 || r.parts < 1 || r.unit_bytes < 0 || r.unit_bytes % 16 != 0)
+      fail(what + "units " + std::to_string(r.units) + ", parts " + std::to_string(r.parts) + ", unit_bytes " +
+           std::to_string(r.unit_bytes) + ": want units ≥ 0, parts ≥ 1 and unit_bytes a multiple of 16");
+    if (!(r.fraction >= 0.0f && r.fraction <= 1.0f))
+      fail(what + "fraction " + std::to_string(r.fraction) + " must be in [0, 1]");
+  }
 
   // Tensor-core kernel for one header per row (the default G = D) on sm_80+; the FP32 kernel otherwise.
   const bool tc = c.group == D && device_limits().compute_major >= 8;

@@ -73,6 +73,7 @@
 #include "cuda_check.h"
 #include "kernel_util.h"
 #include "kv4_decode_split.cuh"
+#include "l2_prefetch.cuh"
 
 namespace wkv::kernels::kv4split {
 
@@ -359,7 +360,7 @@ __device__ __forceinline__ void merge_and_finish(const StreamState<D>& st, Block
 // Which work block (split, kvh, z) of the grid has: KV head kvh, query heads h0 … h0 + NH − 1, the split's
 // keys [j0, j0 + n) (n ≤ 0: a split past the device n_cache, which only arrives at its group's counter).
 struct SplitBlock {
-  int kvh, h0, split, j0, n;
+  int kvh, h0, split, j0, n, n_cache;
 };
 
 template <int NH>
@@ -372,7 +373,17 @@ __device__ __forceinline__ SplitBlock split_block(const Kv4LayerCache& c, const 
   b.split = blockIdx.x;
   b.j0 = b.split * chunk;
   b.n = min(n_cache - b.j0, chunk);
+  b.n_cache = n_cache;
   return b;
+}
+
+// The launch's L2 prefetch hints (Kv4DecodeArgs::prefetch): thread 0 of block b requests piece b of each
+// region, first thing, so the requests overlap the whole attention.
+__device__ __forceinline__ void prefetch_hints(const Kv4DecodeArgs& a, int n_cache) {
+  if (threadIdx.x != 0 || (a.prefetch_max_keys > 0 && n_cache > a.prefetch_max_keys)) return;
+  const int b = int(blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
+  detail::l2_prefetch_piece(a.prefetch[0], b);
+  detail::l2_prefetch_piece(a.prefetch[1], b);
 }
 
 template <int D, int NH>
@@ -388,6 +399,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
 
   const SplitBlock B = split_block<NH>(c, a, plan);
   const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
+  prefetch_hints(a, B.n_cache);
   if (n <= 0) {  // block-uniform: a split past the (device) n_cache: no partials, but it arrives
     finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sh.red[0][0][0]);
     return;
@@ -520,6 +532,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
 
   const SplitBlock B = split_block<NH>(c, a, plan);
   const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
+  prefetch_hints(a, B.n_cache);
   if (n <= 0) {
     finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sh.red[0][0][0]);
     return;

@@ -655,6 +655,21 @@ int launch(const W4PackedView& w, const float* x, int B, float* y, const Prologu
 
 size_t w4_packed_device_bytes(int rows, int cols) { return w4_packed_bytes(rows, cols); }
 
+L2PrefetchRegion w4_packed_prefetch_region(const W4PackedView& w, float fraction) {
+  require_arg(w.records && w.rows >= 1 && w.cols >= kW4PackedGroup && w.cols % kW4PackedGroup == 0,
+              "w4_packed_prefetch_region: " + std::to_string(w.rows) + "x" + std::to_string(w.cols) +
+                  " is not a packed matrix with records");
+  const DeviceLimits& dl = device_limits();
+  const Plan p = make_plan(w.rows, w.cols, 1, dl.sms, dl.smem_optin);  // the blocks a B = 1 launch uses
+  L2PrefetchRegion r;
+  r.base = w.records;
+  r.units = p.tiles;
+  r.parts = p.blocks;
+  r.unit_bytes = p.groups * kRecordBytes;
+  r.fraction = fraction;
+  return r;
+}
+
 W4PackedView w4_packed_rows(const W4PackedView& w, int row0, int rows) {
   require_arg(row0 >= 0 && row0 % kW4PackedRows == 0 && rows >= 1 && row0 + rows <= w.rows && w.records,
               "w4_packed_rows: rows [" + std::to_string(row0) + ", " + std::to_string(row0 + rows) +

@@ -391,6 +391,66 @@ TEST(GpuKv4DecodeAttention, ReusedWorkspaceCountersReset) {
   run_reuse_case({4, 2, 64, 4, 1200, true, true, 0}, seed + i++);
 }
 
+// L2 prefetch hints are performance only: launches with hints over a real buffer (more pieces than blocks and
+// fewer, fractions 0.3 and 1, key limits below and above n_cache, host and device n_cache) give the same bits
+// as the launch without; malformed regions are refused.
+TEST(GpuKv4DecodeAttention, L2PrefetchHintsChangeNothing) {
+  WKV_REQUIRE_GPU();
+  const unsigned seed = std::random_device{}();
+  std::printf("seed %u\n", seed);
+  const SweepCase c{32, 8, 128, 128, 1500, true, true, 0};
+  SCOPED_TRACE(describe(c, seed));
+  SweepData data(c, seed);
+  SweepDevice d(data);
+  DeviceBuf<float> out(size_t(c.H) * c.D);
+  DeviceBuf<int32_t> n_dev(1);
+  const int32_t nv = c.n_max;
+  cuda_ok(cudaMemcpy(n_dev.ptr, &nv, sizeof(nv), cudaMemcpyHostToDevice), "set n_cache");
+  const size_t ws_bytes = wk::kv4_decode_workspace_bytes(c.H, c.D, c.n_max);
+  DeviceBuf<uint8_t> ws = make_workspace(c.H, ws_bytes);
+  DeviceBuf<uint8_t> target(size_t(3) << 20);  // what the hints point at: 96 units of 32 KB
+  auto launch = [&](wk::Kv4DecodeArgs a, bool device_n) {
+    cuda_ok(cudaMemset(out.ptr, 0xFF, sizeof(float) * out.n), "poison");
+    a.out = out.ptr;
+    a.n_cache = c.n_max;
+    if (device_n) {
+      a.n_cache = -1;
+      a.n_cache_dev = n_dev.ptr;
+      a.n_cache_max = c.n_max;
+    }
+    wk::kv4_decode_attention(d.dev.view, a, ws.ptr, ws_bytes);
+    cuda_ok(cudaDeviceSynchronize(), "sync");
+    return out.download();
+  };
+  for (bool device_n : {false, true}) {
+    const auto want = launch(d.args(c), device_n);
+    expect_within_budget(want, data.reference(c.H, c.n_max, c.poq), c.n_max);
+    for (float f : {0.3f, 1.0f})
+      for (int max_keys : {0, c.n_max - 1, c.n_max}) {
+        SCOPED_TRACE(std::string(device_n ? "device" : "host") + " n_cache, fraction " + std::to_string(f) +
+                     ", max keys " + std::to_string(max_keys));
+        wk::Kv4DecodeArgs a = d.args(c);
+        a.prefetch[0] = {target.ptr, 96, 1000, 32768, f};      // more pieces than blocks
+        a.prefetch[1] = {target.ptr + 16, 50, 7, 1024, f};     // fewer, at an offset
+        a.prefetch_max_keys = max_keys;
+        const auto got = launch(a, device_n);
+        EXPECT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(float) * got.size()))
+            << "the output changed with L2 prefetch hints";
+      }
+  }
+  wk::Kv4DecodeArgs a = d.args(c);
+  a.out = out.ptr;
+  a.n_cache = c.n_max;
+  a.prefetch[1] = {target.ptr + 8, 4, 2, 1024, 0.5f};  // base not 16-byte aligned
+  EXPECT_THROW(wk::kv4_decode_attention(d.dev.view, a, ws.ptr, ws_bytes), std::invalid_argument);
+  a.prefetch[1] = {target.ptr, 4, 2, 1000, 0.5f};  // unit bytes not a multiple of 16
+  EXPECT_THROW(wk::kv4_decode_attention(d.dev.view, a, ws.ptr, ws_bytes), std::invalid_argument);
+  a.prefetch[1] = {target.ptr, 4, 0, 1024, 0.5f};  // no pieces
+  EXPECT_THROW(wk::kv4_decode_attention(d.dev.view, a, ws.ptr, ws_bytes), std::invalid_argument);
+  a.prefetch[1] = {target.ptr, 4, 2, 1024, 1.5f};  // fraction outside [0, 1]
+  EXPECT_THROW(wk::kv4_decode_attention(d.dev.view, a, ws.ptr, ws_bytes), std::invalid_argument);
+}
+
 TEST(GpuKv4DecodeAttention, RejectsBadArguments) {
   WKV_REQUIRE_GPU();
   std::mt19937 rng(1);

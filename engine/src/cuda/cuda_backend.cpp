@@ -29,6 +29,7 @@
 // (eager launches, same results) for debugging.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -175,6 +176,25 @@ bool keep_w4_storage() {
     return e && std::string(e) == "1";
   }();
   return keep;
+}
+
+// WKV_L2_PREFETCH=f (0 < f ≤ 1; unset or 0: off, the default): in decode, the KV4 attention asks L2 for the
+// layer's whole output projection and the first f of every GEMV block's range of gate|up, which HBM can
+// deliver while the attention, latency-bound at short contexts, leaves it idle (wkv_kernels/l2_prefetch.h).
+// WKV_L2_PREFETCH_MAX_KEYS=n: only while the cache holds at most n keys (longer contexts keep HBM busier).
+struct L2PrefetchSetting {
+  float fraction = 0.0f;
+  int max_keys = 0;
+};
+
+const L2PrefetchSetting& l2_prefetch_setting() {
+  static const L2PrefetchSetting s = [] {
+    L2PrefetchSetting r;
+    if (const char* e = std::getenv("WKV_L2_PREFETCH")) r.fraction = std::clamp(float(std::atof(e)), 0.0f, 1.0f);
+    if (const char* e = std::getenv("WKV_L2_PREFETCH_MAX_KEYS")) r.max_keys = std::max(0, std::atoi(e));
+    return r;
+  }();
+  return s;
 }
 
 // Uploads linears with the same input size and format, stacked in the given order.
@@ -656,6 +676,17 @@ class CudaSessionState final : public SessionState {
     else wk::kv16_rope_append_at(caches16_[l], qk, v, info_.n_heads, P.pos_dev(), info_.rope_theta, stream_);
   }
 
+  // The decode attention's L2 prefetch hints (l2_prefetch_setting): the weights of the two linears after it.
+  void set_l2_prefetch(int l, wk::Kv4DecodeArgs& a) const {
+    const L2PrefetchSetting& s = l2_prefetch_setting();
+    if (!(s.fraction > 0.0f)) return;
+    const DeviceLayer& L = w_.layers[l];
+    const LinearView o = view_of(L.wo), gu = view_of(L.gate_up);
+    if (o.packed) a.prefetch[0] = wk::w4_packed_prefetch_region({o.rows, o.cols, o.packed}, 1.0f);
+    if (gu.packed) a.prefetch[1] = wk::w4_packed_prefetch_region({gu.rows, gu.cols, gu.packed}, s.fraction);
+    a.prefetch_max_keys = s.max_keys;
+  }
+
   // Decode (T = 1): with device positions k, v are already in the cache (rope_append_at); with a host position
   // they are appended here, also before the attention.
   void attention_kv4(int l, int T, const Positions& P, const float* q, const float* k, const float* v) {
@@ -676,6 +707,7 @@ class CudaSessionState final : public SessionState {
         a.n_cache_dev = poq_ ? P.pos_dev() : P.pos_plus_one_dev();
         a.n_cache_max = n_ctx_;
       }
+      set_l2_prefetch(l, a);
       wk::kv4_decode_attention(cache, a, workspace_.as<void>(), ws_bytes_, stream_);
       return;
     }

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "wkv_kernels/kv4_cache.h"
+#include "wkv_kernels/l2_prefetch.h"
 
 namespace wkv::kernels {
 
@@ -26,6 +27,12 @@ struct Kv4DecodeArgs {
   // cache capacity), so one captured CUDA graph serves every decode step of a session.
   const int32_t* n_cache_dev = nullptr;
   int n_cache_max = 0;
+  // Optional, performance only (l2_prefetch.h): block b of the launch (b = blockIdx.x + gridDim.x·(blockIdx.y +
+  // gridDim.y·blockIdx.z)) requests piece b of each region into L2 at its start, unless n_cache (the device
+  // value on the graph path) exceeds prefetch_max_keys (0: no limit). Honoured by the streaming kernel and its
+  // ring variant; the other kernels ignore it.
+  L2PrefetchRegion prefetch[2];
+  int prefetch_max_keys = 0;
 };
 
 // Supported head dims (the kernels are specialized).

@@ -19,6 +19,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "wkv_kernels/l2_prefetch.h"
 #include "wkv_kernels/w4_gemv.h"
 
 namespace wkv::kernels {
@@ -37,6 +38,9 @@ W4PackedView w4_packed_rows(const W4PackedView& w, int row0, int rows);
 // (fp16((q − z)·h), the product exact in FP32). out 16-byte aligned.
 void w4_dequant_f16_packed(const W4PackedView& w, uint16_t* out, cudaStream_t stream = 0);
 
+// The records of w as the one-token GEMV's thread blocks read them (block b: its contiguous range of 16-row
+// tiles), for another kernel's L2 prefetch hint of the first `fraction` of every block's range.
+L2PrefetchRegion w4_packed_prefetch_region(const W4PackedView& w, float fraction);
 // Bytes of the packed records of a rows × cols matrix.
 size_t w4_packed_device_bytes(int rows, int cols);
 // True when this device runs the packed GEMV for weights of this shape (B = 1 at least).
