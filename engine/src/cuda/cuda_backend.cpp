@@ -30,9 +30,11 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <string>
 
 #include "../cpu_weights.h"
 #include "../cuda_backend.h"
@@ -192,6 +194,40 @@ const L2PrefetchSetting& l2_prefetch_setting() {
     L2PrefetchSetting r;
     if (const char* e = std::getenv("WKV_L2_PREFETCH")) r.fraction = std::clamp(float(std::atof(e)), 0.0f, 1.0f);
     if (const char* e = std::getenv("WKV_L2_PREFETCH_MAX_KEYS")) r.max_keys = std::max(0, std::atoi(e));
+    return r;
+  }();
+  return s;
+}
+
+// WKV_DECODE_SKIP=stage[,stage...] — measurement only, the outputs are wrong: the fused decode step leaves
+// those launches out, so `wkv bench` times the step without them and the difference to a normal run is what
+// they cost in place, launch gaps and overlap included. Stages: rope (RoPE + KV append), attn, qkv, wo,
+// gate_up, down, head. Every buffer a skipped launch would write keeps the previous step's (finite) values.
+struct DecodeSkip {
+  bool rope = false, attn = false, qkv = false, wo = false, gate_up = false, down = false, head = false;
+  bool any() const { return rope || attn || qkv || wo || gate_up || down || head; }
+};
+
+const DecodeSkip& decode_skip() {
+  static const DecodeSkip s = [] {
+    DecodeSkip r;
+    const char* e = std::getenv("WKV_DECODE_SKIP");
+    std::string list = e ? e : "";
+    for (size_t b = 0; b < list.size();) {
+      size_t c = list.find(',', b);
+      if (c == std::string::npos) c = list.size();
+      const std::string name = list.substr(b, c - b);
+      bool* f = name == "rope" ? &r.rope : name == "attn" ? &r.attn : name == "qkv" ? &r.qkv : name == "wo" ? &r.wo
+              : name == "gate_up" ? &r.gate_up : name == "down" ? &r.down : name == "head" ? &r.head : nullptr;
+      if (f) *f = true;
+      else if (!name.empty())
+        std::fprintf(stderr, "WKV_DECODE_SKIP: unknown stage '%s' ignored (rope, attn, qkv, wo, gate_up, down, head)\n",
+                     name.c_str());
+      b = c + 1;
+    }
+    if (r.any())
+      std::fprintf(stderr, "WKV_DECODE_SKIP=%s: decode launches left out for timing; the outputs are wrong\n",
+                   list.c_str());
     return r;
   }();
   return s;
@@ -589,26 +625,31 @@ class CudaSessionState final : public SessionState {
     float *q = qkv, *k = q + H * D_, *v = k + kv_dim_;
     wk::embedding_lookup(w_.embed.as<uint16_t>(), info_.vocab_size, d, P.dev, 1, xs[0], stream_);
     wk::rmsnorm_f32(xs[0], w_.layers[0].attn_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
+    const DecodeSkip& skip = decode_skip();
     for (int l = 0; l < info_.n_layers; ++l) {
       const DeviceLayer& L = w_.layers[l];
       if (l == 0) {
-        wk::w4_gemv(view_of(L.qkv).w4_view(), h, 1, qkv, stream_);
-      } else {  // h = the previous layer's down projection
+        if (!skip.qkv) wk::w4_gemv(view_of(L.qkv).w4_view(), h, 1, qkv, stream_);
+      } else if (!skip.qkv) {  // h = the previous layer's down projection
         wk::w4_gemv_add_rmsnorm(view_of(L.qkv).w4_view(), xs[cur], h, L.attn_norm.as<float>(), info_.norm_eps,
                                 xs[cur ^ 1], xin, qkv, stream_);
         cur ^= 1;
       }
-      rope_append_at(l, P, q, v);
-      if (kv4_) attention_kv4(l, 1, P, q, k, v);
-      else attention_kv16(l, 1, P, q, k, v);
-      wk::w4_gemv(view_of(L.wo).w4_view(), att, 1, h, stream_);
-      wk::w4_gemv_add_rmsnorm(view_of(L.gate_up).w4_view(), xs[cur], h, L.ffn_norm.as<float>(), info_.norm_eps,
-                              xs[cur ^ 1], xin, g, stream_);
-      cur ^= 1;
-      wk::w4_gemv_swiglu(view_of(L.w_down).w4_view(), g, u, h, stream_);
+      if (!skip.rope) rope_append_at(l, P, q, v);
+      if (!skip.attn) {
+        if (kv4_) attention_kv4(l, 1, P, q, k, v);
+        else attention_kv16(l, 1, P, q, k, v);
+      }
+      if (!skip.wo) wk::w4_gemv(view_of(L.wo).w4_view(), att, 1, h, stream_);
+      if (!skip.gate_up) {
+        wk::w4_gemv_add_rmsnorm(view_of(L.gate_up).w4_view(), xs[cur], h, L.ffn_norm.as<float>(), info_.norm_eps,
+                                xs[cur ^ 1], xin, g, stream_);
+        cur ^= 1;
+      }
+      if (!skip.down) wk::w4_gemv_swiglu(view_of(L.w_down).w4_view(), g, u, h, stream_);
     }
     wk::add_rmsnorm_f32(xs[cur], h, w_.final_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
-    linear(view_of(w_.lm_head), h, 1, logits_.as<float>());
+    if (!skip.head) linear(view_of(w_.lm_head), h, 1, logits_.as<float>());
   }
 
   // Activations for T tokens and logits for `logit_rows` rows (1 unless every row's logits are wanted).
