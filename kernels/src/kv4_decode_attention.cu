@@ -35,6 +35,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -689,6 +690,8 @@ AttnVariant attn_variant() {
     if (s == "tc") r.stream = false;
     if (s == "ring") r.ring_slots = 4;
     if (s == "ring3") r.ring_slots = 3;
+    if (!s.empty() && s != "tc" && s != "ring" && s != "ring3" && s != "stream")
+      std::fprintf(stderr, "WKV_KV4_ATTN=%s is not a variant (tc, ring, ring3); the streaming kernel runs\n", e);
     return r;
   }();
   return v;
