@@ -417,15 +417,12 @@ __global__ void __launch_bounds__(kThreads, MinB)
       amax = fmaxf(amax, fabsf(q_s[hh][d]));
       if (c.k_delta) cs += q[(h0 + hh) * D + d] * c.k_delta[kvh * D + d];
     }
-    qsum = kv4dev::warp_sum(qsum);
-    cs = kv4dev::warp_sum(cs);
-    amax = kv4dev::warp_max(amax);
+    const QHeadConst k = reduce_q_head(qsum, cs, amax, inv_sqrt_d);
     if (lane == 0) {
-      const int k = prescale_exponent(amax);
-      qmul_s[hh] = pow2f(k);
-      qinv_s[hh] = pow2f(-k);
-      qsum_s[hh] = qsum;
-      cst_s[hh] = cs * inv_sqrt_d;
+      qmul_s[hh] = k.qmul;
+      qinv_s[hh] = k.qinv;
+      qsum_s[hh] = k.qsum;
+      cst_s[hh] = k.cst;
     }
   }
   __syncthreads();

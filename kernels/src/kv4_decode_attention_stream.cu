@@ -253,15 +253,12 @@ __device__ __forceinline__ void setup_q(const Kv4LayerCache& c, const float* __r
     amax = fmaxf(amax, fabsf(qv));
     if (c.k_delta) cs += q[(h0 + hh) * D + d] * c.k_delta[kvh * D + d];
   }
-  qsum = kv4dev::warp_sum(qsum);
-  cs = kv4dev::warp_sum(cs);
-  amax = kv4dev::warp_max(amax);
+  const QHeadConst k = reduce_q_head(qsum, cs, amax, inv_sqrt_d);
   if (lane == 0) {
-    const int k = prescale_exponent(amax);
-    sh.qmul[hh] = pow2f(k);
-    sh.qinv[hh] = pow2f(-k);
-    sh.qsum[hh] = qsum;
-    sh.cst[hh] = cs * inv_sqrt_d;
+    sh.qmul[hh] = k.qmul;
+    sh.qinv[hh] = k.qinv;
+    sh.qsum[hh] = k.qsum;
+    sh.cst[hh] = k.cst;
   }
 }
 

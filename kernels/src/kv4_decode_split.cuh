@@ -146,6 +146,22 @@ __device__ __forceinline__ int prescale_exponent(float amax) {
   return min(max(14 - e, -126), 126);
 }
 
+// Constants of one query head for the tensor-core kernels' step 1, from a warp's per-lane partial sums of
+// q' (qsum), of q·δ_K (cs) and max |q'| (amax): every lane calls it and gets the warp's values — the prescale
+// 2^kq and its inverse, Σq' and C = Σ q·δ_K/√D.
+struct QHeadConst {
+  float qmul, qinv, qsum, cst;
+};
+__device__ __forceinline__ QHeadConst reduce_q_head(float qsum, float cs, float amax, float inv_sqrt_d) {
+  QHeadConst r;
+  r.qsum = kv4dev::warp_sum(qsum);
+  r.cst = kv4dev::warp_sum(cs) * inv_sqrt_d;
+  const int k = prescale_exponent(kv4dev::warp_max(amax));
+  r.qmul = pow2f(k);
+  r.qinv = pow2f(-k);
+  return r;
+}
+
 // FP16 bits of term v (0 = hi, 1 = lo) of x: hi = fp16(x), lo = fp16(x − hi).
 __device__ __forceinline__ uint32_t split_term(float x, int v) {
   const __half hi = __float2half_rn(x);
