@@ -63,9 +63,10 @@
 // fused combine (finish_group) as in the other kernels. The combine's scratch reuses the merge buffer.
 //
 // Registers (D = 128): two tile sets 40, qf 16, accumulators 32, softmax state and addresses ~15. ptxas -v
-// (sm_90, bound 4 blocks per SM): D = 128 uses 128 for NH = 1, 2, 4, D = 64 96 / 99 / 96 (113 for NH = 4 before session 7), no spills; static
-// shared memory 4.6 / 7.3 / 12.5 KB (D = 128), 3.4 / 4.7 / 7.4 KB (D = 64). So 16 warps per SM, as the
-// default kernel, each with one tile (2.2 KB at D = 128) in flight while it computes the previous one.
+// (sm_90, bound 4 blocks per SM): D = 128 uses 128 for NH = 1, 2, 4, D = 64 96 / 99 / 96 (113 for NH = 4
+// before session 7), no spills; static shared memory 4.6 / 7.3 / 12.5 KB (D = 128), 3.4 / 4.7 / 7.4 KB
+// (D = 64). So 16 warps per SM, as the default kernel, each with one tile (2.2 KB at D = 128) in flight while
+// it computes the previous one.
 #include <cuda_fp16.h>
 
 #include <cmath>
