@@ -113,7 +113,7 @@ __device__ __forceinline__ void trace_point(const Args& a, int point, float dep 
 
 size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-Plan make_plan(int rows, int cols, int B, int sms, int smem_optin) {
+Plan make_plan(int rows, int cols, int B, int sms, int smem_optin, int max_slots = kMaxSlots) {
   Plan p;
   p.rows = rows;
   p.groups = cols / kW4PackedGroup;
@@ -136,7 +136,7 @@ Plan make_plan(int rows, int cols, int B, int sms, int smem_optin) {
   o += 2 * kMaxSlots * sizeof(uint64_t);
   o = align_up(o, 128);
   const size_t fixed = o + 1024;  // + static shared memory and slack
-  p.slots = fixed >= (size_t)smem_optin ? 0 : (int)std::min<size_t>(kMaxSlots, ((size_t)smem_optin - fixed) / kChunkBytes);
+  p.slots = fixed >= (size_t)smem_optin ? 0 : (int)std::min<size_t>(max_slots, ((size_t)smem_optin - fixed) / kChunkBytes);
   const int chunks = (per_block + kChunkRecords - 1) / kChunkRecords;
   p.slots = std::min(p.slots, std::max(2, chunks));
   p.smem = o + (size_t)p.slots * kChunkBytes;
@@ -391,8 +391,10 @@ __device__ __forceinline__ void record_math(const uint8_t* rec, const uint8_t* x
   acc1 = fmaf(h.y, fmaf((float)d[3], cs.y, (float)d[2] * cs.x), acc1);
 }
 
-template <Prologue kPro>
-__global__ void __launch_bounds__(kThreads, 1)
+// kMinBlocks 2 (WKV_W4_PACKED_PAIR): registers bounded so that two blocks fit on one SM (≤ 60 per thread at
+// 544 threads), for a following launch's block to start beside this one (launch() says why).
+template <Prologue kPro, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
     w4_gemv_packed_kernel(Args a, const float* __restrict__ x, float* __restrict__ y, PrologueArgs pro) {
   extern __shared__ __align__(128) uint8_t sm[];
   __shared__ float part[kWarps];
@@ -615,22 +617,30 @@ PdlMode pdl_mode() {
   return m;
 }
 
-template <Prologue kPro>
-// Launches one kernel (B ≤ kMaxBatch); returns its block count. One launch plan per call: the checks below are
-// w4_gemv_packed_supported's, on the plan this launch uses.
-int launch(const W4PackedView& w, const float* x, int B, float* y, const PrologueArgs& pro, cudaStream_t stream,
-           unsigned long long* trace = nullptr) {
-  const DeviceLimits& dl = device_limits();
-  Args a{};
-  a.p = make_plan(w.rows, w.cols, B, dl.sms, dl.smem_optin);
-  require_arg(w4_packable(w.rows, w.cols, kW4PackedGroup) && dl.compute_major >= 9 && a.p.slots >= 2 && w.records,
-              "w4_gemv_packed: " + std::to_string(w.rows) + "x" + std::to_string(w.cols) + " batch " +
-                  std::to_string(B) + " is not a supported packed matrix on this device, or records is null");
-  a.records = static_cast<const uint8_t*>(w.records);
-  static const int prefetch = env_flag("WKV_W4_PACKED_PREFETCH") ? 1 : 0;
-  a.prefetch = prefetch;
-  a.trace = trace;
-  static const bool attr_set = (allow_max_dynamic_smem(w4_gemv_packed_kernel<kPro>), true);
+// Paired blocks, WKV_W4_PACKED_PAIR=1 (an experiment, off by default): every launch plans a ring of 2 slots
+// (the smallest that streams: session 5's sweep found at most 2 chunks in flight as fast as 12) and bounds its
+// registers for two blocks per SM, so that with programmatic dependent launch (WKV_W4_PACKED_PDL=2) the next
+// linear's block can start beside this one and stream its weights while this one finishes; with the
+// whole-SM ring it can only start once this block has left. The grid is the same (one block per SM and
+// launch). 7B shapes, dynamic shared memory with 2 slots (make_plan): q|k|v 96,640 bytes, o 92,544, gate|up
+// 101,760, down 127,104 (its staged x and constants of 11,008 columns take 55 K), so every consecutive pair
+// fits one SM's 233,472 bytes with 1,024 reserved per block (gate|up → down: 231,040). The kernels ask for
+// the largest shared-memory carveout: an SM configured for a smaller one would have to drain before a second
+// block fits.
+bool pair_mode() {
+  static const bool on = env_flag("WKV_W4_PACKED_PAIR");
+  return on;
+}
+
+template <Prologue kPro, int kMinBlocks>
+void launch_kernel(const Args& a, const float* x, float* y, const PrologueArgs& pro, cudaStream_t stream) {
+  static const bool attr_set = [] {
+    allow_max_dynamic_smem(w4_gemv_packed_kernel<kPro, kMinBlocks>);
+    if (kMinBlocks > 1)
+      CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_packed_kernel<kPro, kMinBlocks>,
+                                      cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+    return true;
+  }();
   (void)attr_set;
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3((unsigned)a.p.blocks);
@@ -640,14 +650,35 @@ int launch(const W4PackedView& w, const float* x, int B, float* y, const Prologu
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
-  const PdlMode pdl = pdl_mode();
-  a.early_ring = pdl == PdlMode::early_ring ? 1 : 0;
-  if (pdl != PdlMode::off) {
+  if (pdl_mode() != PdlMode::off) {
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
   }
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, w4_gemv_packed_kernel<kPro>, a, x, y, pro));
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, w4_gemv_packed_kernel<kPro, kMinBlocks>, a, x, y, pro));
   WKV_CHECK_LAUNCH();
+}
+
+template <Prologue kPro>
+// Launches one kernel (B ≤ kMaxBatch); returns its block count. One launch plan per call: the checks below are
+// w4_gemv_packed_supported's, on the plan this launch uses.
+int launch(const W4PackedView& w, const float* x, int B, float* y, const PrologueArgs& pro, cudaStream_t stream,
+           unsigned long long* trace = nullptr) {
+  const DeviceLimits& dl = device_limits();
+  Args a{};
+  const bool paired = pair_mode();
+  a.p = make_plan(w.rows, w.cols, B, dl.sms, dl.smem_optin, paired ? 2 : kMaxSlots);
+  require_arg(w4_packable(w.rows, w.cols, kW4PackedGroup) && dl.compute_major >= 9 && a.p.slots >= 2 && w.records,
+              "w4_gemv_packed: " + std::to_string(w.rows) + "x" + std::to_string(w.cols) + " batch " +
+                  std::to_string(B) + " is not a supported packed matrix on this device, or records is null");
+  a.records = static_cast<const uint8_t*>(w.records);
+  static const int prefetch = env_flag("WKV_W4_PACKED_PREFETCH") ? 1 : 0;
+  a.prefetch = prefetch;
+  a.trace = trace;
+  a.early_ring = pdl_mode() == PdlMode::early_ring ? 1 : 0;
+  if (paired)
+    launch_kernel<kPro, 2>(a, x, y, pro, stream);
+  else
+    launch_kernel<kPro, 1>(a, x, y, pro, stream);
   return a.p.blocks;
 }
 

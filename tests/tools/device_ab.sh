@@ -4,8 +4,8 @@
 # ("name -" for no variables); ROUNDS rounds, each running every setting once at the depths $DEPTHS.
 # Builds first unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build (TEST_EXCLUDE: a
 # regex of tests left out, TEST_J: parallel tests, default 2); KATTN="v1 v2 ..." runs the KV4 attention kernel
-# bench per setting ("default", "attn:tc", "attn:ring", "occ:2x6" = the tc kernel's variant). GPU clocks are
-# logged before and after.
+# bench per setting ("default", "attn:tc", "attn:ring", "occ:2x6" = the tc kernel's variant), KW4 (lines as
+# in AB) the W4 GEMV kernel bench per setting. GPU clocks are logged before and after.
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... AB=... tests/tools/device_ab.sh
 set -uo pipefail
 source "$(dirname "$0")/device_out.sh"
@@ -33,8 +33,16 @@ for v in ${KATTN:-}; do
   echo "== kv4 attention bench, $v: exit $?" >> "$S"
   grep -E "validate decode|^graph H32|^split" "$OUT/kbench_attn_${v/:/_}.log" >> "$S"
 done
+# KW4: W4 GEMV kernel bench per setting, lines "name ENV=V ..." as in AB (the per-token graph of all linears).
+while read -r name envs; do
+  [ -z "$name" ] && continue
+  [ "$envs" = "-" ] && envs=""
+  env $envs timeout 150 $B/kernels/bench/wkv_kernel_bench_w4_gemv > "$OUT/kbench_w4_${name}.log" 2>&1
+  echo "== w4 gemv bench, $name ($envs): exit $?" >> "$S"
+  grep -E "^ +F B=1 |^ +[A-F]: |FAILED|validate F" "$OUT/kbench_w4_${name}.log" >> "$S"
+done <<< "${KW4:-}"
 wait
-[ -n "${KATTN:-}" ] && stamp "kernel benches done"
+[ -n "${KATTN:-}${KW4:-}" ] && stamp "kernel benches done"
 for r in $(seq 1 ${ROUNDS:-2}); do
   while read -r name envs; do
     [ -z "$name" ] && continue
