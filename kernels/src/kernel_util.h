@@ -5,8 +5,10 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "cuda_check.h"
 #include "wkv/error.h"
@@ -41,6 +43,52 @@ inline const DeviceLimits& device_limits() {
     return l;
   }();
   return limits;
+}
+
+// Programmatic dependent launch (sm_90; no-ops elsewhere and for grids launched without the attribute).
+// grid_dependency_wait: returns once the grids this one depends on have completed and their memory is
+// visible; a kernel launched with PDL must call it before it reads what they wrote or writes what they read.
+// grid_dependents_launch: lets the next grid in the stream, if launched with PDL, start before this one ends.
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependents_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch when `pdl` (the
+// kernel must then call grid_dependency_wait before touching its predecessors' data).
+template <typename... KernelArgs, typename... Args>
+void launch_kernel_pdl(bool pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                       cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  if (pdl) {
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+  }
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+// WKV_PDL_CHAIN=1 (an experiment, off by default): the decode step's RoPE + KV4 append and the streaming KV4
+// attention are launched with programmatic dependent launch too, so that with WKV_W4_PACKED_PDL the whole
+// layer is one chain of early launches (each waits for its predecessor before touching its data).
+inline bool pdl_chain() {
+  static const bool on = [] {
+    const char* e = std::getenv("WKV_PDL_CHAIN");
+    return e && *e == '1';
+  }();
+  return on;
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

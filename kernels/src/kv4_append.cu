@@ -14,6 +14,7 @@
 #include <string>
 
 #include "cuda_check.h"
+#include "kernel_util.h"
 #include "kv4_device.cuh"
 #include "quant_formats.h"
 #include "rope_device.cuh"
@@ -110,6 +111,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int D = c.head_dim, half = D / 2, Hkv = c.n_kv_heads;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int item = blockIdx.x * kWarpsPerBlock + warp;
+  // WKV_PDL_CHAIN: launched early behind the q|k|v projection; the attention may launch as early behind this.
+  grid_dependents_launch();
+  grid_dependency_wait();
   if (item >= 2 * Hkv + n_heads) return;  // warp-uniform
   const int pos = *pos_dev;
   const bool in_range = pos >= 0 && int64_t(pos) < int64_t(c.n_pages) * c.page_size;
@@ -190,8 +194,8 @@ void kv4_rope_append_at(const Kv4LayerCache& cache, float* qk, const float* v, i
   const int blocks = int((items + kWarpsPerBlock - 1) / kWarpsPerBlock);
   const size_t smem = sizeof(float) * kWarpsPerBlock * cache.head_dim;
   if (smem > 48 * 1024) throw std::invalid_argument("kv4_rope_append_at: head_dim too large");
-  kv4_rope_append_kernel<<<blocks, kWarpsPerBlock * 32, smem, stream>>>(cache, qk, v, n_heads, pos_dev, theta,
-                                                                        head_bytes);
+  launch_kernel_pdl(pdl_chain(), kv4_rope_append_kernel, dim3(blocks), dim3(kWarpsPerBlock * 32), smem, stream, cache,
+                    qk, v, n_heads, pos_dev, theta, head_bytes);
   WKV_CHECK_LAUNCH();
 }
 

@@ -395,6 +395,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   __shared__ uint32_t row_s[kMaxChunk];  // cache row of each key of the split (slots of a tile: its warp's)
   __shared__ BlockShared<D, NH> sh;
 
+  grid_dependency_wait();  // WKV_PDL_CHAIN: launched early behind RoPE + append
   const SplitBlock B = split_block<NH>(c, a, plan);
   const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
   prefetch_hints(a, B.n_cache);
@@ -443,6 +444,9 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
       tile = t2;
     }
   }
+  // The next grid (the output projection, with PDL) may start once every block is here: the last wave of
+  // this grid is then resident, so its blocks take no SM slot a block of this one still needs.
+  grid_dependents_launch();
   merge_and_finish<D, NH>(st, sh, c, a, plan, n_splits, split, kvh, h0, ws_ml, ws_acc, counters);
 }
 
@@ -528,6 +532,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   __shared__ uint32_t tile_row_s[kMaxChunk / 16 + 1];  // first cache row of each tile (slots: its warp's)
   __shared__ BlockShared<D, NH> sh;
 
+  grid_dependency_wait();  // WKV_PDL_CHAIN: launched early behind RoPE + append
   const SplitBlock B = split_block<NH>(c, a, plan);
   const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
   prefetch_hints(a, B.n_cache);
@@ -577,6 +582,9 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
     compute_tile<D>(b, lq, 16 * (T0 + tile) - j0, n, g, t, st);
   }
   cp_async_wait<0>();  // nothing real is pending (the groups after the last tile are empty); keeps it so
+  // The next grid (the output projection, with PDL) may start once every block is here: the last wave of
+  // this grid is then resident, so its blocks take no SM slot a block of this one still needs.
+  grid_dependents_launch();
   merge_and_finish<D, NH>(st, sh, c, a, plan, n_splits, split, kvh, h0, ws_ml, ws_acc, counters);
 }
 
@@ -585,10 +593,11 @@ void launch(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& pla
             const SplitWorkspace& ws, cudaStream_t stream) {
   const dim3 grid(n_splits, c.n_kv_heads, a.n_heads / c.n_kv_heads / NH);
   if constexpr (S == 0)
-    decode_split_stream_kernel<D, NH><<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+    launch_kernel_pdl(pdl_chain(), decode_split_stream_kernel<D, NH>, grid, dim3(kThreads), 0, stream, c, a, plan,
+                      n_splits, ws.ml, ws.acc, ws.counters);
   else
-    decode_split_ring_kernel<D, NH, S>
-        <<<grid, kThreads, 0, stream>>>(c, a, plan, n_splits, ws.ml, ws.acc, ws.counters);
+    launch_kernel_pdl(pdl_chain(), decode_split_ring_kernel<D, NH, S>, grid, dim3(kThreads), 0, stream, c, a, plan,
+                      n_splits, ws.ml, ws.acc, ws.counters);
   WKV_CHECK_LAUNCH();
 }
 

@@ -333,23 +333,6 @@ __device__ __forceinline__ void stage_x_convert(const Plan& p, const float* __re
   consumer_sync();
 }
 
-// Waits until the grids this one depends on have completed and their memory is visible (a no-op without
-// programmatic dependent launch).
-__device__ __forceinline__ void grid_dependency_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-// Lets the grid that follows in the stream launch before this one completes, if it was launched with
-// programmatic dependent launch (it must then wait with griddepcontrol.wait before reading what this grid
-// writes). A no-op otherwise.
-__device__ __forceinline__ void grid_dependents_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 // ---- the main loop ------------------------------------------------------------------------------
 
 // D (int32, rows g / g + 8 × columns 2t, 2t + 1) += A (u8 codes) · B (s8 digits), m16n8k32.
@@ -642,19 +625,8 @@ void launch_kernel(const Args& a, const float* x, float* y, const PrologueArgs& 
     return true;
   }();
   (void)attr_set;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3((unsigned)a.p.blocks);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = a.p.smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  if (pdl_mode() != PdlMode::off) {
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-  }
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, w4_gemv_packed_kernel<kPro, kMinBlocks>, a, x, y, pro));
+  launch_kernel_pdl(pdl_mode() != PdlMode::off, w4_gemv_packed_kernel<kPro, kMinBlocks>, dim3((unsigned)a.p.blocks),
+                    dim3(kThreads), a.p.smem, stream, a, x, y, pro);
   WKV_CHECK_LAUNCH();
 }
 
