@@ -35,6 +35,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <utility>
 
 #include "../cpu_weights.h"
 #include "../cuda_backend.h"
@@ -217,10 +218,14 @@ const DecodeSkip& decode_skip() {
       size_t c = list.find(',', b);
       if (c == std::string::npos) c = list.size();
       const std::string name = list.substr(b, c - b);
-      bool* f = name == "rope" ? &r.rope : name == "attn" ? &r.attn : name == "qkv" ? &r.qkv : name == "wo" ? &r.wo
-              : name == "gate_up" ? &r.gate_up : name == "down" ? &r.down : name == "head" ? &r.head : nullptr;
-      if (f) *f = true;
-      else if (!name.empty())
+      static constexpr std::pair<const char*, bool DecodeSkip::*> kStages[] = {
+          {"rope", &DecodeSkip::rope}, {"attn", &DecodeSkip::attn},       {"qkv", &DecodeSkip::qkv},
+          {"wo", &DecodeSkip::wo},     {"gate_up", &DecodeSkip::gate_up}, {"down", &DecodeSkip::down},
+          {"head", &DecodeSkip::head}};
+      bool known = name.empty();
+      for (const auto& [stage, flag] : kStages)
+        if (name == stage) r.*flag = known = true;
+      if (!known)
         std::fprintf(stderr, "WKV_DECODE_SKIP: unknown stage '%s' ignored (rope, attn, qkv, wo, gate_up, down, head)\n",
                      name.c_str());
       b = c + 1;
