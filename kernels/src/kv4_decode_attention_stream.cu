@@ -473,9 +473,20 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
 // reading slot k − 1, read in iteration k − 1), reads tile k into registers, issues tile k + S − 1 into slot
 // (k − 1) mod S, commits, and computes tile k.
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+// An L2 policy for data read once: the cache rows of this token are read again only one token later, after
+// the whole model's weights have streamed through L2, so they should not push out what the next kernels read
+// (the weights the L2 prefetch hints fetched, Kv4DecodeArgs::prefetch).
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+
+// 16 bytes global → shared, bypassing L1 (.cg), with an L2 cache policy.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, uint64_t policy) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem), "l"(policy)
+               : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
@@ -486,13 +497,14 @@ __device__ __forceinline__ void cp_async_wait() {
 // Copies the K and V rows of the tile whose first cache row is `row` (16 rows of HB bytes each) into a slot.
 template <int D>
 __device__ __forceinline__ void issue_tile_copy(uint8_t* dst_k, uint8_t* dst_v, const uint8_t* __restrict__ kpool,
-                                                const uint8_t* __restrict__ vpool, uint32_t row, int lane) {
+                                                const uint8_t* __restrict__ vpool, uint32_t row, int lane,
+                                                uint64_t policy) {
   constexpr int CH = D / 2 + 4;  // 16-byte chunks per 16-row tile (16·HB / 16)
   const size_t off = size_t(row) * CH;
   for (int ch = lane; ch < 2 * CH; ch += 32) {
     const bool isv = ch >= CH;
     const int cc = isv ? ch - CH : ch;
-    cp_async16((isv ? dst_v : dst_k) + 16 * cc, (isv ? vpool : kpool) + off + 16 * cc);
+    cp_async16((isv ? dst_v : dst_k) + 16 * cc, (isv ? vpool : kpool) + off + 16 * cc, policy);
   }
 }
 
@@ -553,10 +565,12 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   __syncwarp();
   const uint8_t* kpool = c.k_pool;
   const uint8_t* vpool = c.v_pool;
+  const uint64_t policy = l2_evict_first_policy();
 #pragma unroll
   for (int s = 0; s < S - 1; ++s) {  // in flight during the setup
     const int tile = warp + kWarps * s;
-    if (tile < n_tiles) issue_tile_copy<D>(ring[warp][s][0], ring[warp][s][1], kpool, vpool, tile_row_s[tile], lane);
+    if (tile < n_tiles)
+      issue_tile_copy<D>(ring[warp][s][0], ring[warp][s][1], kpool, vpool, tile_row_s[tile], lane, policy);
     cp_async_commit();
   }
 
@@ -576,7 +590,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
     const int tn = tile + kWarps * (S - 1);
     if (tn < n_tiles) {
       const int fill = (k + S - 1) % S;
-      issue_tile_copy<D>(ring[warp][fill][0], ring[warp][fill][1], kpool, vpool, tile_row_s[tn], lane);
+      issue_tile_copy<D>(ring[warp][fill][0], ring[warp][fill][1], kpool, vpool, tile_row_s[tn], lane, policy);
     }
     cp_async_commit();
     compute_tile<D>(b, lq, 16 * (T0 + tile) - j0, n, g, t, st);
