@@ -231,6 +231,9 @@ constexpr int kStreamMinBlocks = 4;
 // warp's merged sums and (m, l) (merge; red is the fused combine's scratch afterwards).
 template <int D, int NH>
 struct BlockShared {
+  static_assert(D == 64 || D == 128, "tensor-core path: D ∈ {64, 128}");
+  static_assert(NH >= 1 && NH <= 4 && NH <= kWarps, "N = 8 columns hold 4 heads × (hi, lo); a warp per head");
+  static_assert(kWarps * D >= kCombineTile + D / 32, "the combine's scratch fits in red");
   float q[NH][D];  // q' = q·s_K/√D
   float qsum[NH], cst[NH], qinv[NH], qmul[NH];
   float red[kWarps][NH][D];  // per-warp acc·2^−K + pb
@@ -375,13 +378,20 @@ __device__ __forceinline__ SplitBlock split_block(const Kv4LayerCache& c, const 
   return b;
 }
 
-// The launch's L2 prefetch hints (Kv4DecodeArgs::prefetch): thread 0 of block b requests piece b of each
-// region, first thing, so the requests overlap the whole attention.
-__device__ __forceinline__ void prefetch_hints(const Kv4DecodeArgs& a, int n_cache) {
-  if (threadIdx.x != 0 || (a.prefetch_max_keys > 0 && n_cache > a.prefetch_max_keys)) return;
-  const int b = int(blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
-  detail::l2_prefetch_piece(a.prefetch[0], b);
-  detail::l2_prefetch_piece(a.prefetch[1], b);
+// The start of both streaming kernels: wait for the predecessor (a no-op unless launched with PDL,
+// WKV_PDL_CHAIN), find the block's work, and issue the launch's L2 prefetch hints (Kv4DecodeArgs::prefetch:
+// thread 0 of block b requests piece b of each region, first thing, so the requests overlap the attention).
+template <int NH>
+__device__ __forceinline__ SplitBlock begin_block(const Kv4LayerCache& c, const Kv4DecodeArgs& a,
+                                                  const SplitPlan& plan) {
+  grid_dependency_wait();
+  const SplitBlock B = split_block<NH>(c, a, plan);
+  if (threadIdx.x == 0 && (a.prefetch_max_keys <= 0 || B.n_cache <= a.prefetch_max_keys)) {
+    const int b = int(blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
+    detail::l2_prefetch_piece(a.prefetch[0], b);
+    detail::l2_prefetch_piece(a.prefetch[1], b);
+  }
+  return B;
 }
 
 template <int D, int NH>
@@ -389,16 +399,11 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
     decode_split_stream_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
                                float* __restrict__ ws_ml, float* __restrict__ ws_acc,
                                unsigned int* __restrict__ counters) {
-  static_assert(D == 64 || D == 128, "tensor-core path: D ∈ {64, 128}");
-  static_assert(NH >= 1 && NH <= 4 && NH <= kWarps, "N = 8 columns hold 4 heads × (hi, lo); a warp per head");
-  static_assert(kWarps * D >= kCombineTile + D / 32, "the combine's scratch fits in red");
   __shared__ uint32_t row_s[kMaxChunk];  // cache row of each key of the split (slots of a tile: its warp's)
   __shared__ BlockShared<D, NH> sh;
 
-  grid_dependency_wait();  // WKV_PDL_CHAIN: launched early behind RoPE + append
-  const SplitBlock B = split_block<NH>(c, a, plan);
+  const SplitBlock B = begin_block<NH>(c, a, plan);
   const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
-  prefetch_hints(a, B.n_cache);
   if (n <= 0) {  // block-uniform: a split past the (device) n_cache: no partials, but it arrives
     finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sh.red[0][0][0]);
     return;
@@ -471,7 +476,8 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
 // each, empty groups past the warp's last tile keep the count uniform); iteration k waits until at most S − 2
 // groups are pending (tile k landed), __syncwarp (the lanes' copies visible to all lanes; every lane is done
 // reading slot k − 1, read in iteration k − 1), reads tile k into registers, issues tile k + S − 1 into slot
-// (k − 1) mod S, commits, and computes tile k.
+// (k − 1) mod S, commits, and computes tile k. Every real copy is waited for inside the loop: the groups
+// committed after the warp's last tile are empty.
 
 // An L2 policy for data read once: the cache rows of this token are read again only one token later, after
 // the whole model's weights have streamed through L2, so they should not push out what the next kernels read
@@ -536,18 +542,14 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
     decode_split_ring_kernel(Kv4LayerCache c, Kv4DecodeArgs a, SplitPlan plan, int n_splits,
                              float* __restrict__ ws_ml, float* __restrict__ ws_acc,
                              unsigned int* __restrict__ counters) {
-  static_assert(D == 64 || D == 128, "tensor-core path: D ∈ {64, 128}");
-  static_assert(NH >= 1 && NH <= 4 && NH <= kWarps, "N = 8 columns hold 4 heads × (hi, lo); a warp per head");
   static_assert(S >= 2, "a ring needs a slot to compute from and one to fill");
   constexpr int TB = 16 * (D / 2 + 4);  // bytes of a 16-row tile of one pool
   __shared__ __align__(16) uint8_t ring[kWarps][S][2][TB];
   __shared__ uint32_t tile_row_s[kMaxChunk / 16 + 1];  // first cache row of each tile (slots: its warp's)
   __shared__ BlockShared<D, NH> sh;
 
-  grid_dependency_wait();  // WKV_PDL_CHAIN: launched early behind RoPE + append
-  const SplitBlock B = split_block<NH>(c, a, plan);
+  const SplitBlock B = begin_block<NH>(c, a, plan);
   const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
-  prefetch_hints(a, B.n_cache);
   if (n <= 0) {
     finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sh.red[0][0][0]);
     return;
@@ -595,7 +597,6 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
     cp_async_commit();
     compute_tile<D>(b, lq, 16 * (T0 + tile) - j0, n, g, t, st);
   }
-  cp_async_wait<0>();  // nothing real is pending (the groups after the last tile are empty); keeps it so
   // The next grid (the output projection, with PDL) may start once every block is here: the last wave of
   // this grid is then resident, so its blocks take no SM slot a block of this one still needs.
   grid_dependents_launch();

@@ -33,24 +33,22 @@ for v in ${KATTN:-}; do
   echo "== kv4 attention bench, $v: exit $?" >> "$S"
   grep -E "validate decode|^graph H32|^split" "$OUT/kbench_attn_${v/:/_}.log" >> "$S"
 done
-# KW4: W4 GEMV kernel bench per setting, lines "name ENV=V ..." as in AB (the per-token graph of all linears).
-while read -r name envs; do
-  [ -z "$name" ] && continue
-  [ "$envs" = "-" ] && envs=""
+# Reads setting lines "name ENV=V ..." ("name -": none) from stdin and prints "name<TAB>env" per setting.
+settings() { while read -r name envs; do [ -n "$name" ] && printf '%s\t%s\n' "$name" "${envs/#-/}"; done; }
+# KW4: W4 GEMV kernel bench per setting, lines as in AB (the per-token graph of all linears).
+while IFS=$'\t' read -r name envs; do
   env $envs timeout 150 $B/kernels/bench/wkv_kernel_bench_w4_gemv > "$OUT/kbench_w4_${name}.log" 2>&1
   echo "== w4 gemv bench, $name ($envs): exit $?" >> "$S"
   grep -E "^ +F B=1 |^ +[A-F]: |FAILED|validate F" "$OUT/kbench_w4_${name}.log" >> "$S"
-done <<< "${KW4:-}"
+done < <(settings <<< "${KW4:-}")
 wait
 [ -n "${KATTN:-}${KW4:-}" ] && stamp "kernel benches done"
 for r in $(seq 1 ${ROUNDS:-2}); do
-  while read -r name envs; do
-    [ -z "$name" ] && continue
-    [ "$envs" = "-" ] && envs=""
+  while IFS=$'\t' read -r name envs; do
     env $envs timeout 150 $B/engine/wkv bench $WKVQ --mode w4kv4 --prompt-tokens 2048 --gen 128 \
       --depth ${DEPTHS:-0,32768} --repeats 1 > "$OUT/bench_${name}_$r.txt" 2>&1
     echo "== round $r, $name ($envs): exit $?" >> "$S"; grep -E "^\| +[0-9]" "$OUT/bench_${name}_$r.txt" >> "$S"
-  done <<< "$AB"
+  done < <(settings <<< "$AB")
 done
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active \
   --format=csv >> "$S" 2>&1
