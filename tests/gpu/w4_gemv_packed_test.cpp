@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "gpu_test_util.h"
+#include "w4_packed_test_util.h"
 #include "half.h"
 #include "quant_formats.h"
 #include "test_support.h"
@@ -32,29 +33,9 @@
 namespace {
 
 using wkv::test::DeviceBuffer;
+using wkv::test::Packed;
+using wkv::test::random_w4;
 namespace wk = wkv::kernels;
-
-struct Packed {
-  DeviceBuffer<uint32_t> q;
-  DeviceBuffer<uint16_t> s, z;
-  DeviceBuffer<uint8_t> records;
-  wk::W4PackedView view;
-  explicit Packed(const wkv::W4Matrix& m)
-      : q(m.qweight), s(m.scales), z(m.zeros), records(wk::w4_packed_device_bytes(m.rows, m.cols)) {
-    records.poison(0xAB);
-    wk::w4_pack(dense(m), records.get());
-    view = {m.rows, m.cols, records.get()};
-  }
-  wk::W4DeviceWeights dense(const wkv::W4Matrix& m) const {
-    return {m.rows, m.cols, m.group, q.get(), s.get(), z.get()};
-  }
-};
-
-wkv::W4Matrix random_w4(std::mt19937& rng, int rows, int cols) {
-  auto W = wkv::test::random_normal(rng, (size_t)rows * cols, 0.02f);
-  for (int r = 0; r < rows; r += 7) W[(size_t)r * cols + (r % cols)] *= 40.0f;  // outlier channels
-  return wkv::quantize_w4_ref(W.data(), rows, cols, 128);
-}
 
 bool device_runs_packed() { return wk::w4_gemv_packed_supported(64, 4096, 128); }
 

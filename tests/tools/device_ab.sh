@@ -5,7 +5,9 @@
 # Builds first unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build (TEST_EXCLUDE: a
 # regex of tests left out, TEST_J: parallel tests, default 2); KATTN="v1 v2 ..." runs the KV4 attention kernel
 # bench per setting ("default", "attn:tc", "attn:ring", "occ:2x6" = the tc kernel's variant), KW4 (lines as
-# in AB) the W4 GEMV kernel bench per setting. GPU clocks are logged before and after.
+# in AB) the W4 GEMV kernel bench per setting, KEXTRA="op ..." the kernel benches wkv_kernel_bench_<op> once each,
+# MEMCHECK="test ..." a compute-sanitizer memcheck of those gpu test programs (before any timing). GPU clocks are
+# logged before and after.
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... AB=... tests/tools/device_ab.sh
 set -uo pipefail
 source "$(dirname "$0")/device_out.sh"
@@ -25,8 +27,16 @@ if [ -n "${TESTS:-}" ]; then
   grep -E "tests passed|tests failed|\(Failed" "$OUT/tests.log" >> "$S"
   stamp "tests done"
 fi
+for t in ${MEMCHECK:-}; do
+  timeout 180 compute-sanitizer --tool memcheck --error-exitcode 99 $B/tests/$t --gtest_brief=1 > "$OUT/memcheck_$t.log" 2>&1
+  echo "memcheck $t: exit $? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$t.log" | tail -1)" >> "$S"
+done
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
   --format=csv >> "$S" 2>&1
+for k in ${KEXTRA:-}; do
+  timeout 150 $B/kernels/bench/wkv_kernel_bench_$k > "$OUT/kbench_$k.log" 2>&1
+  echo "== kernel bench $k: exit $?" >> "$S"; grep -vE "^$" "$OUT/kbench_$k.log" | tail -6 >> "$S"
+done
 for v in ${KATTN:-}; do
   envs=(); case $v in occ:*) envs=(WKV_KV4_ATTN=tc WKV_KV4_TC_OCC=${v#occ:});; attn:*) envs=(WKV_KV4_ATTN=${v#attn:});; esac
   env "${envs[@]}" timeout 100 $B/kernels/bench/wkv_kernel_bench_kv4_attention > "$OUT/kbench_attn_${v/:/_}.log" 2>&1

@@ -56,6 +56,7 @@
 #include "wkv_kernels/top_k.h"
 #include "wkv_kernels/w4_dequant.h"
 #include "wkv_kernels/w4_gemv.h"
+#include "wkv_kernels/w4_gemv_chain.h"
 #include "wkv_kernels/w4_gemv_packed.h"
 
 namespace wkv {
@@ -198,6 +199,17 @@ const L2PrefetchSetting& l2_prefetch_setting() {
     return r;
   }();
   return s;
+}
+
+// WKV_W4_CHAIN=1 (off by default until measured): the fused decode step runs each layer's o → gate|up → down →
+// next layer's q|k|v as one persistent launch (wkv_kernels/w4_gemv_chain.h) where every weight has a packed
+// copy; otherwise, or with WKV_DECODE_SKIP set, one launch per linear.
+bool w4_chain_requested() {
+  static const bool on = [] {
+    const char* e = std::getenv("WKV_W4_CHAIN");
+    return e && *e == '1';
+  }();
+  return on;
 }
 
 // WKV_DECODE_SKIP=stage[,stage...] — measurement only, the outputs are wrong: the fused decode step leaves
@@ -369,6 +381,8 @@ class CudaSessionState final : public SessionState {
     // counts arrivals on counters at the workspace's start, which must be zero before its first launch;
     // every launch leaves them at zero, so zeroing once here serves the whole session, graph replays too.
     check(cudaMemsetAsync(workspace_.as<void>(), 0, ws_bytes_, stream_), "attention workspace");
+    chain_counters_ = DeviceBuffer(sizeof(unsigned int) * wk::kW4ChainCounters, "linear chain counters");
+    check(cudaMemsetAsync(chain_counters_.as<void>(), 0, chain_counters_.bytes(), stream_), "linear chain counters");
     step_dev_ = DeviceBuffer(sizeof(int32_t) * 3, "decode step");
     step_host_ = PinnedBuffer(sizeof(int32_t) * 3, "decode step");
     logits_host_ = PinnedBuffer(sizeof(float) * size_t(info_.vocab_size), "logits");
@@ -631,9 +645,12 @@ class CudaSessionState final : public SessionState {
     wk::embedding_lookup(w_.embed.as<uint16_t>(), info_.vocab_size, d, P.dev, 1, xs[0], stream_);
     wk::rmsnorm_f32(xs[0], w_.layers[0].attn_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
     const DecodeSkip& skip = decode_skip();
+    bool qkv_done = false;  // the previous layer's chain computed this layer's q|k|v
     for (int l = 0; l < info_.n_layers; ++l) {
       const DeviceLayer& L = w_.layers[l];
-      if (l == 0) {
+      if (qkv_done) {
+        qkv_done = false;
+      } else if (l == 0) {
         if (!skip.qkv) wk::w4_gemv(view_of(L.qkv).w4_view(), h, 1, qkv, stream_);
       } else if (!skip.qkv) {  // h = the previous layer's down projection
         wk::w4_gemv_add_rmsnorm(view_of(L.qkv).w4_view(), xs[cur], h, L.attn_norm.as<float>(), info_.norm_eps,
@@ -645,6 +662,10 @@ class CudaSessionState final : public SessionState {
         if (kv4_) attention_kv4(l, 1, P, q, k, v);
         else attention_kv16(l, 1, P, q, k, v);
       }
+      if (enqueue_layer_chain(l, xs, cur, att, h, g, qkv)) {
+        qkv_done = l + 1 < info_.n_layers;
+        continue;
+      }
       if (!skip.wo) wk::w4_gemv(view_of(L.wo).w4_view(), att, 1, h, stream_);
       if (!skip.gate_up) {
         wk::w4_gemv_add_rmsnorm(view_of(L.gate_up).w4_view(), xs[cur], h, L.ffn_norm.as<float>(), info_.norm_eps,
@@ -655,6 +676,37 @@ class CudaSessionState final : public SessionState {
     }
     wk::add_rmsnorm_f32(xs[cur], h, w_.final_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
     if (!skip.head) linear(view_of(w_.lm_head), h, 1, logits_.as<float>());
+  }
+
+  // WKV_W4_CHAIN: layer l's o → gate|up (add + RMSNorm) → down (SwiGLU) → layer l + 1's q|k|v (add + RMSNorm) as
+  // one persistent launch, the same buffers and residual alternation as the separate launches (cur flips once
+  // per add + RMSNorm). False (nothing enqueued) when the switch is off, a stage is skipped for timing, or a
+  // weight has no packed copy or the shapes do not fit one chain.
+  bool enqueue_layer_chain(int l, float* const xs[2], int& cur, const float* att, float* h, float* g, float* qkv) {
+    if (!w4_chain_requested() || decode_skip().any()) return false;
+    const DeviceLayer& L = w_.layers[l];
+    const bool next = l + 1 < info_.n_layers;
+    const DeviceLayer* N = next ? &w_.layers[l + 1] : nullptr;
+    for (const DeviceLinear* lin : {&L.wo, &L.gate_up, &L.w_down, next ? &N->qkv : &L.wo})
+      if (lin->packed.bytes() == 0) return false;
+    wk::W4ChainOp ops[wk::kW4ChainMaxOps];
+    auto packed = [](const DeviceLinear& d) { return wk::W4PackedView{d.rows, d.cols, d.packed.as<void>()}; };
+    ops[0].w = packed(L.wo), ops[0].x = att, ops[0].y = h;
+    ops[1].w = packed(L.gate_up), ops[1].input = wk::W4ChainInput::add_rmsnorm;
+    ops[1].res = xs[cur], ops[1].r = h, ops[1].norm_weight = L.ffn_norm.as<float>(), ops[1].eps = info_.norm_eps;
+    ops[1].res_out = xs[cur ^ 1], ops[1].y = g;
+    ops[2].w = packed(L.w_down), ops[2].input = wk::W4ChainInput::swiglu, ops[2].x = g, ops[2].u = g + info_.ffn_dim;
+    ops[2].y = h;
+    if (next) {
+      ops[3].w = packed(N->qkv), ops[3].input = wk::W4ChainInput::add_rmsnorm;
+      ops[3].res = xs[cur ^ 1], ops[3].r = h, ops[3].norm_weight = N->attn_norm.as<float>();
+      ops[3].eps = info_.norm_eps, ops[3].res_out = xs[cur], ops[3].y = qkv;
+    }
+    const int n = next ? 4 : 3;
+    if (!wk::w4_gemv_chain_supported(ops, n)) return false;
+    wk::w4_gemv_chain(ops, n, chain_counters_.as<unsigned int>(), stream_);
+    if (!next) cur ^= 1;  // with the next q|k|v the residual stream is back in xs[cur]
+    return true;
   }
 
   // Activations for T tokens and logits for `logit_rows` rows (1 unless every row's logits are wanted).
@@ -824,6 +876,7 @@ class CudaSessionState final : public SessionState {
   cudaStream_t stream_ = nullptr;
   wk::CublasContext cublas_;
   DeviceBuffer page_table_, workspace_, step_dev_;
+  DeviceBuffer chain_counters_;  // w4_gemv_chain's counters (zeroed once; every launch leaves them zeroed)
   PinnedBuffer step_host_, logits_host_;
   std::vector<DeviceBuffer> k_pools_, v_pools_;
   std::vector<wk::Kv4LayerCache> caches_;
