@@ -3,8 +3,8 @@
 # clocks do not pass for a difference between settings. Each setting is one line of $AB: "name ENV=V ..."
 # ("name -" for no variables); ROUNDS rounds, each running every setting once at the depths $DEPTHS.
 # Builds first unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build (TEST_EXCLUDE: a
-# regex of tests left out, TEST_J: parallel tests, default 2); KATTN="v1 v2 ..." runs the KV4 attention kernel
-# bench per setting ("default", "attn:tc", "attn:ring", "occ:2x6" = the tc kernel's variant), KW4 (lines as
+# regex of tests left out, TEST_J: parallel tests, default 2, TEST_TIMEOUT: seconds per test, default 200);
+# KATTN="v1 v2 ..." runs the KV4 attention kernel bench per setting ("default", "attn:tc", "attn:ring", "occ:2x6" = the tc kernel's variant), KW4 (lines as
 # in AB) the W4 GEMV kernel bench per setting, KEXTRA="op ..." the kernel benches wkv_kernel_bench_<op> once each,
 # MEMCHECK="test ..." a compute-sanitizer memcheck of those gpu test programs (before any timing). GPU clocks are
 # logged before and after.
@@ -23,8 +23,8 @@ WKVQ=/tmp/llama2-7b-w4.wkvq
 [ -f $WKVQ ] || ( $B/engine/wkv synth --shape llama2-7b --tokenizer "$TOK" --wkvq -o $WKVQ > "$OUT/synth.log" 2>&1 ) &
 if [ -n "${TESTS:-}" ]; then
   (cd $B && ctest -L gpu -R "$TESTS" ${TEST_EXCLUDE:+-E "$TEST_EXCLUDE"} --output-on-failure -j${TEST_J:-2} \
-    --timeout 200) > "$OUT/tests.log" 2>&1
-  grep -E "tests passed|tests failed|\(Failed" "$OUT/tests.log" >> "$S"
+    --timeout ${TEST_TIMEOUT:-200}) > "$OUT/tests.log" 2>&1
+  grep -E "tests passed|tests failed|\((Failed|Timeout)\)" "$OUT/tests.log" >> "$S"
   stamp "tests done"
 fi
 for t in ${MEMCHECK:-}; do
