@@ -95,9 +95,10 @@ __device__ __forceinline__ void stage_op(const ChainOpArgs& op, uint8_t* sm, flo
   }
 }
 
-// 120 registers (544 threads: one block per SM, the most that fit): with __launch_bounds__(kThreads, 1) ptxas
-// stopped at 96 and spilled 92 bytes around the three inlined x stagings; at 120 it spills 24 (sm_90, nvcc 13).
-__global__ void __maxnreg__(120) w4_gemv_chain_kernel(ChainArgs a) {
+// Registers: 17 warps spread over an SM's 4 register-file partitions (16K registers each) put 5 warps in one, so
+// at most 102 per thread fit (ptxas takes 96 under this bound and spills 92 bytes around the three inlined x
+// stagings; __maxnreg__(120) compiled but failed to launch: cudaErrorLaunchOutOfResources on the H100).
+__global__ void __launch_bounds__(kThreads, 1) w4_gemv_chain_kernel(ChainArgs a) {
   extern __shared__ __align__(128) uint8_t sm[];
   __shared__ float part[kWarps];
   const Plan& lay = a.op[0].p;  // the layout fields are the same in every op

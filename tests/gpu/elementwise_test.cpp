@@ -113,6 +113,7 @@ TEST(Elementwise, RopeAtMatchesRopeBitExact) {
       dref.upload(x);
       const int32_t p = pos;
       wkv::test::cuda_ok(cudaMemcpy(dpos.get(), &p, sizeof(p), cudaMemcpyHostToDevice), "pos");
+      wkv::test::cuda_ok(cudaDeviceSynchronize(), "pageable copy landed");  // before non-blocking-stream work
       wkv::test::cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
       wkv::test::cuda_ok(cudaStreamSynchronize(stream), "graph sync");
       wkv::kernels::rope(dref.get(), 1, c.heads, c.D, pos, c.theta);

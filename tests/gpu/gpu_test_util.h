@@ -42,6 +42,9 @@ class DeviceBuffer {
   void upload(const std::vector<T>& v) {
     if (v.size() != n_) throw std::runtime_error("DeviceBuffer::upload: size mismatch");
     cuda_ok(cudaMemcpy(p_, v.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), "upload");
+    // From pageable memory the copy may return before its DMA has landed, and kernels on non-blocking
+    // streams are not ordered after it: wait, so every later launch sees the data.
+    cuda_ok(cudaDeviceSynchronize(), "upload");
   }
   std::vector<T> download() const {
     cuda_ok(cudaDeviceSynchronize(), "kernel");

@@ -111,6 +111,7 @@ TEST(GpuKv4Append, DevicePositionMatchesHostPosition) {
     cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
     auto replay_at = [&](int32_t p) {
       cuda_ok(cudaMemcpy(pos.ptr, &p, sizeof(p), cudaMemcpyHostToDevice), "set pos");
+      cuda_ok(cudaDeviceSynchronize(), "pageable copy landed");  // before non-blocking-stream work
       cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
       cuda_ok(cudaStreamSynchronize(stream), "graph sync");
     };

@@ -277,6 +277,7 @@ void run_graph_case(const SweepCase& c, unsigned seed) {
     SCOPED_TRACE("n_cache " + std::to_string(n));
     const int32_t nv = n;
     cuda_ok(cudaMemcpy(n_dev.ptr, &nv, sizeof(nv), cudaMemcpyHostToDevice), "set n_cache");
+    cuda_ok(cudaDeviceSynchronize(), "pageable copy landed");  // before non-blocking-stream work
     cuda_ok(cudaMemset(out_host.ptr, 0xFF, sizeof(float) * out_host.n), "poison");
     wk::Kv4DecodeArgs ah = a;
     ah.out = out_host.ptr;
@@ -345,6 +346,7 @@ void run_reuse_case(const SweepCase& c, unsigned seed) {
     if (device_n) {
       const int32_t nv = n;
       cuda_ok(cudaMemcpy(n_dev.ptr, &nv, sizeof(nv), cudaMemcpyHostToDevice), "set n_cache");
+      cuda_ok(cudaDeviceSynchronize(), "pageable copy landed");  // before non-blocking-stream work
       x.n_cache = -1;  // ignored on the device path
       x.n_cache_dev = n_dev.ptr;
       x.n_cache_max = c.n_max;
@@ -406,6 +408,7 @@ TEST(GpuKv4DecodeAttention, L2PrefetchHintsChangeNothing) {
   DeviceBuf<int32_t> n_dev(1);
   const int32_t nv = c.n_max;
   cuda_ok(cudaMemcpy(n_dev.ptr, &nv, sizeof(nv), cudaMemcpyHostToDevice), "set n_cache");
+  cuda_ok(cudaDeviceSynchronize(), "pageable copy landed");  // before non-blocking-stream work
   const size_t ws_bytes = wk::kv4_decode_workspace_bytes(c.H, c.D, c.n_max);
   DeviceBuf<uint8_t> ws = make_workspace(c.H, ws_bytes);
   DeviceBuf<uint8_t> target(size_t(3) << 20);  // what the hints point at: 96 units of 32 KB

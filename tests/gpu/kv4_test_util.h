@@ -38,6 +38,9 @@ struct DeviceBuf {
   void upload(const std::vector<T>& h) {
     if (h.size() != n) throw std::runtime_error("DeviceBuf::upload size mismatch");
     cuda_ok(cudaMemcpy(ptr, h.data(), sizeof(T) * n, cudaMemcpyHostToDevice), "upload");
+    // From pageable memory the copy may return before its DMA has landed, and kernels on non-blocking
+    // streams are not ordered after it: wait, so every later launch sees the data.
+    cuda_ok(cudaDeviceSynchronize(), "upload");
   }
   std::vector<T> download() const {
     std::vector<T> h(n);

@@ -23,6 +23,7 @@
 #include "gpu_test_util.h"
 #include "quant_formats.h"
 #include "w4_packed_test_util.h"
+#include "wkv/error.h"
 #include "wkv_kernels/w4_gemv_packed.h"
 
 namespace {
@@ -278,7 +279,7 @@ TEST(W4GemvChain, RefusesBadRunsNamingTheField) {
   auto message_of = [&](const std::vector<wk::W4ChainOp>& v, int n, unsigned int* c) -> std::string {
     try {
       wk::w4_gemv_chain(v.data(), n, c);
-    } catch (const std::invalid_argument& e) {
+    } catch (const wkv::Error& e) {
       return e.what();
     }
     return "(no error)";

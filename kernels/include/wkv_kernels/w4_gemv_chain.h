@@ -56,8 +56,8 @@ struct W4ChainOp {
 // True when this device runs these ops as one chain launch (shapes, count; pointers are checked at launch).
 bool w4_gemv_chain_supported(const W4ChainOp* ops, int n_ops);
 
-// Runs ops[0 … n_ops) in order, in one launch on `stream`. Throws std::invalid_argument (naming the op and
-// field) for unsupported shapes, null or misaligned pointers, or aliasing outputs.
+// Runs ops[0 … n_ops) in order, in one launch on `stream`. Throws wkv::Error (invalid_argument, naming the op
+// and field) for unsupported shapes, null or misaligned pointers, or aliasing outputs.
 void w4_gemv_chain(const W4ChainOp* ops, int n_ops, unsigned int* counters, cudaStream_t stream = 0);
 
 }  // namespace wkv::kernels
