@@ -150,6 +150,7 @@ __global__ void __launch_bounds__(kThreads, 1) w4_gemv_chain_kernel(ChainArgs a)
       if (tid == 0) {
         const unsigned int target = (unsigned int)p.blocks;
         while (load_acquire_gpu(a.counters + (o - 1)) < target) __nanosleep(20);
+        __threadfence();  // as cooperative groups' grid sync: the acquire already orders the loads after it
       }
       consumer_sync();
     }
