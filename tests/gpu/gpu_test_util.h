@@ -52,8 +52,12 @@ class DeviceBuffer {
     cuda_ok(cudaMemcpy(v.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost), "download");
     return v;
   }
-  // Fills every byte with `byte` (0xFF makes FP32 / FP16 NaN) so unwritten outputs are detectable.
-  void poison(int byte = 0xFF) { cuda_ok(cudaMemset(p_, byte, (n_ ? n_ : 1) * sizeof(T)), "poison"); }
+  // Fills every byte with `byte` (0xFF makes FP32 / FP16 NaN) so unwritten outputs are detectable. Waits for the
+  // fill: cudaMemset runs on the legacy stream, which work on non-blocking streams is not ordered after.
+  void poison(int byte = 0xFF) {
+    cuda_ok(cudaMemset(p_, byte, (n_ ? n_ : 1) * sizeof(T)), "poison");
+    cuda_ok(cudaDeviceSynchronize(), "poison");
+  }
 
  private:
   T* p_ = nullptr;
