@@ -21,8 +21,10 @@
 // Requirements: every op's weights are packed (group 128) with cols ≤ the staged-x limit, compute capability
 // ≥ 9.0, B = 1, 1 … kW4ChainMaxOps ops (w4_gemv_chain_supported), vectors 16-byte aligned, and `counters`:
 // kW4ChainCounters zeroed unsigned ints of device memory that this launch leaves zeroed again, used by one
-// launch at a time (the engine keeps one set per stream). Every block must be resident at once (one per SM,
-// grid ≤ the SM count): the launch must not share the device with a kernel that occupies SMs indefinitely.
+// launch at a time (the engine keeps one set per session). Every block must be resident at once (one per SM,
+// grid ≤ the SM count; a plain launch, not a cooperative one): the launch must not run concurrently with a
+// kernel that holds SMs until something else happens — in particular not with another chain on another stream
+// of the same context, where each could hold part of the SMs and wait for the rest.
 #pragma once
 
 #include <cuda_runtime.h>
