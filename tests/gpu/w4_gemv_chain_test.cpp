@@ -29,11 +29,10 @@
 namespace {
 
 using wkv::test::DeviceBuffer;
+using wkv::test::device_runs_packed;
 using wkv::test::Packed;
 using wkv::test::random_w4;
 namespace wk = wkv::kernels;
-
-bool device_runs_chain() { return wk::w4_gemv_packed_supported(64, 4096, 128); }
 
 constexpr size_t kGuard = 32;  // poisoned elements after every output vector
 
@@ -225,26 +224,26 @@ void check_layer(int dim, int ffn, int qkv_rows) {
 
 TEST(W4GemvChain, RefALayerMatchesFp64AndSingleLaunches) {
   WKV_REQUIRE_GPU();
-  if (!device_runs_chain()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
+  if (!device_runs_packed()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
   check_layer(256, 768, 768);
 }
 
 TEST(W4GemvChain, GqaLayerWithPaddedTiles) {
   WKV_REQUIRE_GPU();
-  if (!device_runs_chain()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
+  if (!device_runs_packed()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
   check_layer(640, 1664, 640 + 2 * 168 + 5);  // q|k|v rows not a multiple of 16; 40 tiles → 40 blocks
 }
 
 TEST(W4GemvChain, SevenBLayerMatchesFp64AndSingleLaunches) {
   WKV_REQUIRE_GPU();
-  if (!device_runs_chain()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
+  if (!device_runs_packed()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
   check_layer(4096, 11008, 3 * 4096);
 }
 
 // Runs of 1, 2 and 3 ops (the last layer's chain has 3) give what the longer run gives for those ops.
 TEST(W4GemvChain, ShorterRunsMatchFp64) {
   WKV_REQUIRE_GPU();
-  if (!device_runs_chain()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
+  if (!device_runs_packed()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
   const uint32_t seed = wkv::test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
@@ -270,7 +269,7 @@ TEST(W4GemvChain, ShorterRunsMatchFp64) {
 
 TEST(W4GemvChain, RefusesBadRunsNamingTheField) {
   WKV_REQUIRE_GPU();
-  if (!device_runs_chain()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
+  if (!device_runs_packed()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
   std::mt19937 rng(7);
   LayerRun L(rng, 256, 768, 768);
   auto ops = L.ops();

@@ -33,11 +33,10 @@
 namespace {
 
 using wkv::test::DeviceBuffer;
+using wkv::test::device_runs_packed;
 using wkv::test::Packed;
 using wkv::test::random_w4;
 namespace wk = wkv::kernels;
-
-bool device_runs_packed() { return wk::w4_gemv_packed_supported(64, 4096, 128); }
 
 TEST(W4GemvPacked, PackMatchesReferenceBytes) {
   WKV_REQUIRE_GPU();
