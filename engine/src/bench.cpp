@@ -7,6 +7,8 @@
 #include <cstring>
 #include <random>
 
+extern char** environ;  // POSIX: the process environment
+
 namespace wkv {
 namespace {
 
@@ -20,6 +22,14 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 }  // namespace
+
+std::vector<std::string> engine_switches() {
+  std::vector<std::string> out;
+  for (char** e = environ; e && *e; ++e)
+    if (std::strncmp(*e, "WKV_", 4) == 0) out.emplace_back(*e);
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 std::vector<BenchRow> run_bench(std::shared_ptr<const Model> model, const BenchOptions& o) {
   const int vocab = model->info().vocab_size;

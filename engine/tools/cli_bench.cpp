@@ -37,7 +37,10 @@ int cmd_bench(const Args& a) {
               human_bytes(double(w.weight_bytes_fp16)).c_str(),
               quant_spec(model->mode()).kv4 ? "KV4" : "full precision");
   std::printf("weights resident on the backend: %s\n", human_bytes(double(w.backend_weight_bytes)).c_str());
-  std::printf("measured copy bandwidth %.1f GB/s (read + write; %s)\n\n", copy_bw / 1e9, bw_source.c_str());
+  std::printf("measured copy bandwidth %.1f GB/s (read + write; %s)\n", copy_bw / 1e9, bw_source.c_str());
+  std::string switches;
+  for (const std::string& s : engine_switches()) switches += " " + s;
+  std::printf("engine switches:%s\n\n", switches.empty() ? " none (defaults)" : switches.c_str());
   std::printf("| %7s | %6s | %4s | %12s | %11s | %14s | %8s | %7s | %10s |\n", "depth", "prompt", "gen",
               "prefill t/s", "decode t/s", "bytes/token", "GB/s", "% copy", "KV MiB");
   std::printf(

@@ -1,4 +1,7 @@
 // `wkv synth` models load with the shapes they claim, and `wkv bench` reports consistent figures.
+#include <algorithm>
+#include <cstdlib>
+
 #include "test_support.h"
 #include "wkv/bench.h"
 #include "wkv/synth.h"
@@ -84,6 +87,26 @@ TEST(Bench, RowsAreConsistentWithMemoryAccounting) {
   const double bw = measure_copy_bandwidth(*m, &source);
   EXPECT_EQ(source, "host");
   EXPECT_GT(bw, 1e8);  // any machine copies more than 100 MB/s
+}
+
+// The bench header names the WKV_* switches in effect, exactly and sorted, and nothing else from the environment.
+TEST(Bench, EngineSwitchesListTheWkvVariablesSorted) {
+  ::setenv("WKV_ZZ_TEST_SWITCH", "2", 1);
+  ::setenv("WKV_AA_TEST_SWITCH", "a,b", 1);
+  ::setenv("NOT_WKV_TEST_SWITCH", "1", 1);
+  const std::vector<std::string> s = engine_switches();
+  ::unsetenv("WKV_ZZ_TEST_SWITCH");
+  ::unsetenv("WKV_AA_TEST_SWITCH");
+  ::unsetenv("NOT_WKV_TEST_SWITCH");
+  EXPECT_TRUE(std::is_sorted(s.begin(), s.end()));
+  const auto a = std::find(s.begin(), s.end(), "WKV_AA_TEST_SWITCH=a,b");
+  const auto z = std::find(s.begin(), s.end(), "WKV_ZZ_TEST_SWITCH=2");
+  ASSERT_NE(a, s.end());
+  ASSERT_NE(z, s.end());
+  EXPECT_LT(a, z);
+  for (const std::string& v : s) EXPECT_EQ(v.rfind("WKV_", 0), 0u) << v;
+  const std::vector<std::string> after = engine_switches();
+  EXPECT_EQ(std::find(after.begin(), after.end(), "WKV_ZZ_TEST_SWITCH=2"), after.end());
 }
 
 }  // namespace

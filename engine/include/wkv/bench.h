@@ -39,6 +39,10 @@ struct BenchRow {
 // Runs the benchmark; throws Error(invalid_argument) if depth + prompt + gen exceeds the context.
 std::vector<BenchRow> run_bench(std::shared_ptr<const Model> model, const BenchOptions& options);
 
+// The WKV_* environment variables set in this process ("NAME=value", sorted): the engine's experiment and
+// measurement switches (WKV_W4_CHAIN, WKV_KV4_ATTN, WKV_DECODE_SKIP, …), so that a figure says what produced it.
+std::vector<std::string> engine_switches();
+
 // Host memory copy bandwidth (bytes read + written per second), measured with a large memcpy.
 double measure_host_copy_bandwidth();
 
