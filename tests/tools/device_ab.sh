@@ -4,10 +4,10 @@
 # ("name -" for no variables); ROUNDS rounds, each running every setting once at the depths $DEPTHS.
 # Builds first unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build (TEST_EXCLUDE: a
 # regex of tests left out, TEST_J: parallel tests, default 2, TEST_TIMEOUT: seconds per test, default 200);
-# KATTN="v1 v2 ..." runs the KV4 attention kernel bench per setting ("default", "attn:tc", "attn:ring", "occ:2x6" = the tc kernel's variant), KW4 (lines as
-# in AB) the W4 GEMV kernel bench per setting, KEXTRA="op ..." the kernel benches wkv_kernel_bench_<op> once each,
-# MEMCHECK="test ..." a compute-sanitizer memcheck of those gpu test programs (before any timing). GPU clocks are
-# logged before and after.
+# KATTN="v1 v2 ..." runs the KV4 attention kernel bench per setting ("default", "attn:tc", "attn:ring",
+# "occ:2x6" = the tc kernel's variant), KW4 (lines as in AB) the W4 GEMV kernel bench per setting,
+# KEXTRA="op ..." the kernel benches wkv_kernel_bench_<op> once each, MEMCHECK="test ..." a compute-sanitizer
+# memcheck of those gpu test programs (before any timing). GPU clocks are logged before and after.
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... AB=... tests/tools/device_ab.sh
 set -uo pipefail
 source "$(dirname "$0")/device_out.sh"
