@@ -201,13 +201,15 @@ const L2PrefetchSetting& l2_prefetch_setting() {
   return s;
 }
 
-// WKV_W4_CHAIN=1 (off by default until measured): the fused decode step runs each layer's o → gate|up → down →
-// next layer's q|k|v as one persistent launch (wkv_kernels/w4_gemv_chain.h) where every weight has a packed
-// copy; otherwise, or with WKV_DECODE_SKIP set, one launch per linear.
+// WKV_W4_CHAIN=1 / 0 (unset: kW4ChainDefault, off until the chain has been timed): the fused decode step runs each
+// layer's o → gate|up → down → next layer's q|k|v as one persistent launch (wkv_kernels/w4_gemv_chain.h) where
+// every weight has a packed copy; otherwise, or with WKV_DECODE_SKIP set, one launch per linear.
+constexpr bool kW4ChainDefault = false;
+
 bool w4_chain_requested() {
   static const bool on = [] {
     const char* e = std::getenv("WKV_W4_CHAIN");
-    return e && *e == '1';
+    return e && *e ? *e == '1' : kW4ChainDefault;
   }();
   return on;
 }
