@@ -1,14 +1,15 @@
 // The W4 linears of one LLaMA-2-7B decode token as the decode step runs them, two ways, B = 1:
-//   separate  per layer o → gate|up (add + RMSNorm) → down (SwiGLU) → next q|k|v (add + RMSNorm), four launches
+//   separate  per layer o → gate|up (add + RMSNorm) → down (SwiGLU) → next q|k|v (add + RMSNorm), four
+//   launches
 //             of the packed GEMV F (w4_gemv_packed*), 128 launches per token;
 //   chain     the same four linears as one persistent launch per layer (w4_gemv_chain), 32 per token.
 // Each is captured once as a CUDA graph of a whole token (32 layers, each with its own weights: 3.2 GB, far
 // beyond L2) and replayed; printed: median µs per token over the replays, GB/s of weight bytes, and % of the
 // H200's 4.3 TB/s copy bandwidth (docs/performance.md). Nothing sits between the linears here (the real step
 // has RoPE/append and attention between q|k|v and o), so this isolates the launch boundaries.
-// Validation first: one layer's q|k|v and residual from the chain against the separate launches' (rel L2 ≤ 1e-6:
-// the same arithmetic up to per-row summation order); exit 1 on failure.
-// Weights: random 4-bit codes, scale 1/64 (FP16 0x2400), zero point 8, packed on the device; x ~ U(−1, 1).
+// Validation first: one layer's q|k|v and residual from the chain against the separate launches' (rel L2 ≤
+// 1e-6: the same arithmetic up to per-row summation order); exit 1 on failure. Weights: random 4-bit codes,
+// scale 1/64 (FP16 0x2400), zero point 8, packed on the device; x ~ U(−1, 1).
 //
 // Usage: wkv_kernel_bench_w4_gemv_chain [--quick]
 #include <cuda_runtime.h>
@@ -16,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <vector>
 
 #include "bench_util.cuh"
@@ -32,13 +34,6 @@ namespace wk = wkv::kernels;
 constexpr int kLayers = 32, kDim = 4096, kFfn = 11008, kQkv = 3 * 4096;
 constexpr double kPeakGBs = 4300.0;
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
-    std::exit(2);
-  }
-}
-
 // Random codes → packed records of a rows × cols matrix (the storage arrays are freed after packing).
 __global__ void random_codes_kernel(uint32_t* q, size_t n, uint32_t seed) {
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
@@ -51,23 +46,24 @@ __global__ void random_codes_kernel(uint32_t* q, size_t n, uint32_t seed) {
 }
 
 __global__ void fill_u16_kernel(uint16_t* p, size_t n, uint16_t v) {
-  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) p[i] = v;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    p[i] = v;
 }
 
 wk::W4PackedView random_packed(int rows, int cols, uint32_t seed) {
   const size_t words = (size_t)rows * cols / 8, groups = (size_t)rows * cols / 128;
   uint32_t* q;
   uint16_t *s, *z;
-  check(cudaMalloc(&q, words * 4), "cudaMalloc");
-  check(cudaMalloc(&s, groups * 2), "cudaMalloc");
-  check(cudaMalloc(&z, groups * 2), "cudaMalloc");
+  CUDA_CHECK(cudaMalloc(&q, words * 4));
+  CUDA_CHECK(cudaMalloc(&s, groups * 2));
+  CUDA_CHECK(cudaMalloc(&z, groups * 2));
   random_codes_kernel<<<1024, 256>>>(q, words, seed);
   fill_u16_kernel<<<256, 256>>>(s, groups, 0x2400);  // FP16 1/64
   fill_u16_kernel<<<256, 256>>>(z, groups, 0x4800);  // FP16 8
   void* rec;
-  check(cudaMalloc(&rec, wk::w4_packed_device_bytes(rows, cols)), "cudaMalloc");
+  CUDA_CHECK(cudaMalloc(&rec, wk::w4_packed_device_bytes(rows, cols)));
   wk::w4_pack({rows, cols, 128, q, s, z}, rec);
-  check(cudaDeviceSynchronize(), "pack");
+  CUDA_CHECK(cudaDeviceSynchronize());
   cudaFree(q), cudaFree(s), cudaFree(z);
   return {rows, cols, rec};
 }
@@ -83,26 +79,29 @@ struct Buffers {
 
 float* device_floats(size_t n, uint32_t seed, float lo, float hi) {
   float* p;
-  check(cudaMalloc(&p, n * 4), "cudaMalloc");
+  CUDA_CHECK(cudaMalloc(&p, n * 4));
   wkv::bench::fill_uniform(p, n, seed, lo, hi);
   return p;
 }
 
-// The linears of `layers` layers of a token; the residual stream starts in x[0] and alternates as in the decode
-// step (an even count of add + RMSNorm per layer, so it is back in x[0] after each layer).
-void enqueue_token(const std::vector<Layer>& L, const Buffers& b, bool chain, unsigned int* counters, cudaStream_t s,
-                   int layers = kLayers) {
+// The linears of `layers` layers of a token; the residual stream starts in x[0] and alternates as in the
+// decode step (an even count of add + RMSNorm per layer, so it is back in x[0] after each layer).
+void enqueue_token(const std::vector<Layer>& L, const Buffers& b, bool chain, unsigned int* counters,
+                   cudaStream_t s, int layers = kLayers) {
   int cur = 0;
   for (int l = 0; l < layers; ++l) {
     const Layer& c = L[l];
-    const Layer& n = L[(l + 1) % kLayers];  // the last layer feeds layer 0's q|k|v (a stand-in for the next token)
+    const Layer& n =
+        L[(l + 1) % kLayers];  // the last layer feeds layer 0's q|k|v (a stand-in for the next token)
     if (chain) {
       wk::W4ChainOp ops[4];
       ops[0].w = c.wo, ops[0].x = b.att, ops[0].y = b.h;
       ops[1].w = c.gu, ops[1].input = wk::W4ChainInput::add_rmsnorm, ops[1].res = b.x[cur], ops[1].r = b.h;
       ops[1].norm_weight = c.ffn_norm, ops[1].eps = 1e-5f, ops[1].res_out = b.x[cur ^ 1], ops[1].y = b.g;
-      ops[2].w = c.down, ops[2].input = wk::W4ChainInput::swiglu, ops[2].x = b.g, ops[2].u = b.g + kFfn, ops[2].y = b.h;
-      ops[3].w = n.qkv, ops[3].input = wk::W4ChainInput::add_rmsnorm, ops[3].res = b.x[cur ^ 1], ops[3].r = b.h;
+      ops[2].w = c.down, ops[2].input = wk::W4ChainInput::swiglu, ops[2].x = b.g, ops[2].u = b.g + kFfn,
+      ops[2].y = b.h;
+      ops[3].w = n.qkv, ops[3].input = wk::W4ChainInput::add_rmsnorm, ops[3].res = b.x[cur ^ 1],
+      ops[3].r = b.h;
       ops[3].norm_weight = n.attn_norm, ops[3].eps = 1e-5f, ops[3].res_out = b.x[cur], ops[3].y = b.qkv;
       wk::w4_gemv_chain(ops, 4, counters, s);
     } else {
@@ -116,19 +115,18 @@ void enqueue_token(const std::vector<Layer>& L, const Buffers& b, bool chain, un
 
 std::vector<float> download(const float* p, size_t n) {
   std::vector<float> v(n);
-  check(cudaMemcpy(v.data(), p, n * 4, cudaMemcpyDeviceToHost), "download");
+  CUDA_CHECK(cudaMemcpy(v.data(), p, n * 4, cudaMemcpyDeviceToHost));
   return v;
 }
 
 double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
   double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) num += (a[i] - (double)ref[i]) * (a[i] - (double)ref[i]), den += (double)ref[i] * ref[i];
+  for (size_t i = 0; i < a.size(); ++i)
+    num += (a[i] - (double)ref[i]) * (a[i] - (double)ref[i]), den += (double)ref[i] * ref[i];
   return std::sqrt(num / den);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   const auto info = wk::query_device();
   if (!info.available) {
@@ -136,45 +134,47 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!wk::w4_gemv_packed_supported(kDim, kDim, 128)) {
-    std::printf("device %s: the packed GEMV needs compute capability 9.0; nothing to time\n", info.name.c_str());
+    std::printf("device %s: the packed GEMV needs compute capability 9.0; nothing to time\n",
+                info.name.c_str());
     return 0;
   }
   std::printf("device: %s (%d SMs)\n", info.name.c_str(), info.multiprocessors);
   std::vector<Layer> L(kLayers);
   for (int l = 0; l < kLayers; ++l) {
     const uint32_t seed = 1000u * (l + 1);
-    L[l] = {random_packed(kDim, kDim, seed + 1), random_packed(2 * kFfn, kDim, seed + 2),
-            random_packed(kDim, kFfn, seed + 3), random_packed(kQkv, kDim, seed + 4),
+    L[l] = {random_packed(kDim, kDim, seed + 1),       random_packed(2 * kFfn, kDim, seed + 2),
+            random_packed(kDim, kFfn, seed + 3),       random_packed(kQkv, kDim, seed + 4),
             device_floats(kDim, seed + 5, 0.5f, 1.5f), device_floats(kDim, seed + 6, 0.5f, 1.5f)};
   }
   Buffers b{};
   b.att = device_floats(kDim, 7, -1.0f, 1.0f);
   b.x[1] = device_floats(kDim, 9, -1.0f, 1.0f);
-  check(cudaMalloc(&b.x[0], kDim * 4), "cudaMalloc");
-  check(cudaMalloc(&b.h, kDim * 4), "cudaMalloc");
-  check(cudaMalloc(&b.g, 2 * kFfn * 4), "cudaMalloc");
-  check(cudaMalloc(&b.qkv, kQkv * 4), "cudaMalloc");
+  CUDA_CHECK(cudaMalloc(&b.x[0], kDim * 4));
+  CUDA_CHECK(cudaMalloc(&b.h, kDim * 4));
+  CUDA_CHECK(cudaMalloc(&b.g, 2 * kFfn * 4));
+  CUDA_CHECK(cudaMalloc(&b.qkv, kQkv * 4));
   const float* x_init = device_floats(kDim, 8, -1.0f, 1.0f);
   unsigned int* counters;
-  check(cudaMalloc(&counters, wk::kW4ChainCounters * 4), "cudaMalloc");
-  check(cudaMemset(counters, 0, wk::kW4ChainCounters * 4), "memset");
+  CUDA_CHECK(cudaMalloc(&counters, wk::kW4ChainCounters * 4));
+  CUDA_CHECK(cudaMemset(counters, 0, wk::kW4ChainCounters * 4));
   cudaStream_t s;
-  check(cudaStreamCreate(&s), "stream");  // blocking: median_us's events on the legacy stream order with it
+  CUDA_CHECK(cudaStreamCreate(&s));  // blocking: median_us's events on the legacy stream order with it
 
   // Validation: one layer each way from the same residual stream (one layer: random weights amplify the
   // summation-order differences from layer to layer, so deeper runs would test the weights, not the chain).
   std::vector<float> out[2][2];
   for (int chain = 0; chain < 2; ++chain) {
-    check(cudaMemcpy(b.x[0], x_init, kDim * 4, cudaMemcpyDeviceToDevice), "reset");
+    CUDA_CHECK(cudaMemcpy(b.x[0], x_init, kDim * 4, cudaMemcpyDeviceToDevice));
     enqueue_token(L, b, chain, counters, s, 1);
-    check(cudaStreamSynchronize(s), chain ? "chain token" : "separate token");
+    CUDA_CHECK(cudaStreamSynchronize(s));
     out[chain][0] = download(b.qkv, kQkv);
     out[chain][1] = download(b.x[0], kDim);
   }
   const double eq = rel_l2(out[1][0], out[0][0]), er = rel_l2(out[1][1], out[0][1]);
   const bool ok = eq <= 1e-6 && er <= 1e-6 && std::isfinite(eq) && std::isfinite(er);
-  std::printf("validate chain vs separate launches, one layer: q|k|v rel L2 %.2e, residual %.2e (budget 1e-6) %s\n",
-              eq, er, ok ? "ok" : "FAILED");
+  std::printf(
+      "validate chain vs separate launches, one layer: q|k|v rel L2 %.2e, residual %.2e (budget 1e-6) %s\n",
+      eq, er, ok ? "ok" : "FAILED");
   if (!ok) return 1;
 
   double bytes = 0;
@@ -185,21 +185,35 @@ int main(int argc, char** argv) {
   for (int chain = 0; chain < 2; ++chain) {
     cudaGraph_t graph;
     cudaGraphExec_t exec;
-    check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "begin capture");
+    CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     enqueue_token(L, b, chain, counters, s);
-    check(cudaStreamEndCapture(s, &graph), "end capture");
-    check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
-    us[chain] = wkv::bench::median_us(replays, [&](int) { check(cudaGraphLaunch(exec, s), "graph launch"); });
+    CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    us[chain] = wkv::bench::median_us(replays, [&](int) { CUDA_CHECK(cudaGraphLaunch(exec, s)); });
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
   }
-  std::printf("\nLLaMA-2-7B W4 linears per token (o, gate|up, down, q|k|v; packed %.2f GB), CUDA graph of one token:\n",
-              bytes / 1e9);
+  std::printf(
+      "\nLLaMA-2-7B W4 linears per token (o, gate|up, down, q|k|v; packed %.2f GB), CUDA graph of one "
+      "token:\n",
+      bytes / 1e9);
   for (int chain = 0; chain < 2; ++chain) {
     const double gbs = bytes / (us[chain] * 1e-6) / 1e9;
     std::printf("  %-9s %4d launches  %9.1f us/token  %7.1f GB/s  %5.1f%% of %.1f TB/s\n",
-                chain ? "chain" : "separate", chain ? kLayers : 4 * kLayers, us[chain], gbs, 100.0 * gbs / kPeakGBs,
-                kPeakGBs / 1000);
+                chain ? "chain" : "separate", chain ? kLayers : 4 * kLayers, us[chain], gbs,
+                100.0 * gbs / kPeakGBs, kPeakGBs / 1000);
   }
   return 0;
+}
+
+}  // namespace
+
+// CUDA errors throw (CUDA_CHECK, with file and line): reported, exit 2.
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "wkv_kernel_bench_w4_gemv_chain: %s\n", e.what());
+    return 2;
+  }
 }

@@ -1,35 +1,36 @@
 // A run of one-token packed W4 GEMVs in one persistent launch: wkv_kernels/w4_gemv_chain.h says why.
 //
-// Grid: one block per SM (blocks = min(SMs, the smallest op's tiles)), 16 consumer warps + 1 producer warp, as
-// the single-launch kernel (w4_gemv_packed.cu, whose record math, x staging and partial-sum layout this reuses
-// through w4_gemv_packed.cuh). Block k takes the tiles [T·k/n, T·(k+1)/n) of every op.
+// Grid: one block per SM (blocks = min(SMs, the smallest op's tiles)), 16 consumer warps + 1 producer warp,
+// as the single-launch kernel (w4_gemv_packed.cu, whose record math, x staging and partial-sum layout this
+// reuses through w4_gemv_packed.cuh). Block k takes the tiles [T·k/n, T·(k+1)/n) of every op.
 //
 // Shared memory: one layout for all ops, sized for the largest (x digits and constants of the op with most
 // groups, partial sums of the op with most tiles per block), then a ring of S slots of 32 records.
 //
-// Producer (warp 16, lane 0): issues the chunks of op 0, then op 1, … into the ring, chunk gc (counted over all
-// ops) into slot gc % S once its previous content (chunk gc − S) has been released by all 16 consumer warps. It
-// never waits for activations, so op i + 1's weights stream in while op i's tail and boundary run.
+// Producer (warp 16, lane 0): issues the chunks of op 0, then op 1, … into the ring, chunk gc (counted over
+// all ops) into slot gc % S once its previous content (chunk gc − S) has been released by all 16 consumer
+// warps. It never waits for activations, so op i + 1's weights stream in while op i's tail and boundary run.
 // Consumers, per op i:
 //   1. i > 0: thread 0 waits until counters[i − 1] == blocks (every block has written op i − 1's y), then the
-//      consumers meet (named barrier 1): op i's inputs are complete and visible (release/acquire at gpu scope;
-//      the inputs are read through L2 only, ld.global.cg, since other SMs wrote them during this launch).
+//      consumers meet (named barrier 1): op i's inputs are complete and visible (release/acquire at gpu
+//      scope; the inputs are read through L2 only, ld.global.cg, since other SMs wrote them during this
+//      launch).
 //   2. x staging through the op's prologue (the single-launch kernel's code), partial sums zeroed.
 //   3. The chunks of the op: every consumer warp waits for every chunk (also those without a record of its
 //      own, so that no warp can release a slot ahead of the phase the producer waits on) and releases it.
-//   4. Partial sums per tile reduced in warp order and y written (deterministic for a given block count), then
+//   4. Partial sums per tile reduced in warp order and y written (deterministic for a given block count),
+//   then
 //      thread 0 publishes: __threadfence, counters[i] += 1.
 // End: thread 0 adds 1 to counters[kW4ChainMaxOps]; the block that brings it to `blocks` has seen every block
 // finish every op (no block is still waiting on a counter) and zeroes all counters for the next launch, which
 // the stream orders after this one.
-#include "wkv_kernels/w4_gemv_chain.h"
-
 #include <algorithm>
 #include <string>
 
 #include "cuda_check.h"
 #include "kernel_util.h"
 #include "w4_gemv_packed.cuh"
+#include "wkv_kernels/w4_gemv_chain.h"
 
 namespace wkv::kernels {
 
@@ -95,9 +96,9 @@ __device__ __forceinline__ void stage_op(const ChainOpArgs& op, uint8_t* sm, flo
   }
 }
 
-// Registers: 17 warps spread over an SM's 4 register-file partitions (16K registers each) put 5 warps in one, so
-// at most 102 per thread fit (ptxas takes 96 under this bound and spills 92 bytes around the three inlined x
-// stagings; __maxnreg__(120) compiled but failed to launch: cudaErrorLaunchOutOfResources on the H100).
+// Registers: 17 warps spread over an SM's 4 register-file partitions (16K registers each) put 5 warps in one,
+// so at most 102 per thread fit (ptxas takes 96 under this bound and spills 92 bytes around the three inlined
+// x stagings; __maxnreg__(120) compiled but failed to launch: cudaErrorLaunchOutOfResources on the H100).
 __global__ void __launch_bounds__(kThreads, 1) w4_gemv_chain_kernel(ChainArgs a) {
   extern __shared__ __align__(128) uint8_t sm[];
   __shared__ float part[kWarps];
@@ -135,7 +136,8 @@ __global__ void __launch_bounds__(kThreads, 1) w4_gemv_chain_kernel(ChainArgs a)
         }
       }
       // Leaves only once the consumers have released the last S chunks: every copy it issued has landed.
-      for (int c = std::max(0, gc - S); c < gc; ++c) mbar_wait(smem_u32(empty + c % S), (uint32_t)((c / S) & 1));
+      for (int c = std::max(0, gc - S); c < gc; ++c)
+        mbar_wait(smem_u32(empty + c % S), (uint32_t)((c / S) & 1));
     }
     return;  // the producer warp takes no part in the consumers' barriers
   }
@@ -185,7 +187,8 @@ __global__ void __launch_bounds__(kThreads, 1) w4_gemv_chain_kernel(ChainArgs a)
           flush();
           cur = tile;
         }
-        record_math(chunk + (size_t)rc * kRecordBytes, xbase + grp * xstride, cst[grp * 4], lane, g, acc0, acc1);
+        record_math(chunk + (size_t)rc * kRecordBytes, xbase + grp * xstride, cst[grp * 4], lane, g, acc0,
+                    acc1);
         grp += kConsumerWarps;
         while (grp >= p.groups) grp -= p.groups, ++tile;
       }
@@ -199,7 +202,8 @@ __global__ void __launch_bounds__(kThreads, 1) w4_gemv_chain_kernel(ChainArgs a)
     for (int i = tid; i < (br.t1 - br.t0) * kW4PackedRows; i += kConsumerThreads) {
       const int tl = i / kW4PackedRows, r = i % kW4PackedRows;
       float sum = 0.0f;
-      for (int w = 0; w < kConsumerWarps; ++w) sum += red[((size_t)tl * kConsumerWarps + w) * kW4PackedRows + r];
+      for (int w = 0; w < kConsumerWarps; ++w)
+        sum += red[((size_t)tl * kConsumerWarps + w) * kW4PackedRows + r];
       const int row = (br.t0 + tl) * kW4PackedRows + r;
       if (row < p.rows) op.y[row] = sum;
     }
@@ -220,7 +224,9 @@ __global__ void __launch_bounds__(kThreads, 1) w4_gemv_chain_kernel(ChainArgs a)
   }
 }
 
-std::string op_name(int i) { return "w4_gemv_chain: op " + std::to_string(i); }
+std::string op_name(int i) {
+  return "w4_gemv_chain: op " + std::to_string(i);
+}
 
 // The chain's launch plan, or slots = 0 in ops[0].p when unsupported (shapes only).
 ChainArgs make_chain(const W4ChainOp* ops, int n_ops) {
@@ -257,13 +263,16 @@ bool w4_gemv_chain_supported(const W4ChainOp* ops, int n_ops) {
 }
 
 void w4_gemv_chain(const W4ChainOp* ops, int n_ops, unsigned int* counters, cudaStream_t stream) {
-  require_arg(ops && n_ops >= 1 && n_ops <= kW4ChainMaxOps,
-              "w4_gemv_chain: needs 1 … " + std::to_string(kW4ChainMaxOps) + " ops, got " + std::to_string(n_ops));
-  require_arg(counters != nullptr, "w4_gemv_chain: counters must be a device pointer to zeroed unsigned ints");
+  require_arg(
+      ops && n_ops >= 1 && n_ops <= kW4ChainMaxOps,
+      "w4_gemv_chain: needs 1 … " + std::to_string(kW4ChainMaxOps) + " ops, got " + std::to_string(n_ops));
+  require_arg(counters != nullptr,
+              "w4_gemv_chain: counters must be a device pointer to zeroed unsigned ints");
   ChainArgs a = make_chain(ops, n_ops);
-  require_arg(a.op[0].p.slots >= 2,
-              "w4_gemv_chain: the ops' shapes are not all packed matrices (group 128, cols % 128 == 0) that fit one "
-              "chain's shared memory on this device (compute capability 9.0 needed)");
+  require_arg(
+      a.op[0].p.slots >= 2,
+      "w4_gemv_chain: the ops' shapes are not all packed matrices (group 128, cols % 128 == 0) that fit one "
+      "chain's shared memory on this device (compute capability 9.0 needed)");
   for (int i = 0; i < n_ops; ++i) {
     const W4ChainOp& op = ops[i];
     ChainOpArgs& d = a.op[i];
@@ -273,7 +282,8 @@ void w4_gemv_chain(const W4ChainOp* ops, int n_ops, unsigned int* counters, cuda
     d.y = op.y;
     switch (op.input) {
       case W4ChainInput::plain:
-        require_arg(op.x && aligned16(op.x), op_name(i) + ": x must be a non-null, 16-byte aligned device pointer");
+        require_arg(op.x && aligned16(op.x),
+                    op_name(i) + ": x must be a non-null, 16-byte aligned device pointer");
         require_arg(op.y != op.x, op_name(i) + ": y must not alias x");
         d.kind = Prologue::none;
         d.x = op.x;
@@ -287,9 +297,10 @@ void w4_gemv_chain(const W4ChainOp* ops, int n_ops, unsigned int* counters, cuda
         d.pro = detail::swiglu_prologue(op.u);
         break;
       case W4ChainInput::add_rmsnorm:
-        require_arg(op.res && op.r && op.norm_weight && op.res_out && aligned16(op.res) && aligned16(op.r) &&
-                        aligned16(op.norm_weight) && aligned16(op.res_out),
-                    op_name(i) + ": add_rmsnorm needs non-null, 16-byte aligned res, r, norm_weight and res_out");
+        require_arg(
+            op.res && op.r && op.norm_weight && op.res_out && aligned16(op.res) && aligned16(op.r) &&
+                aligned16(op.norm_weight) && aligned16(op.res_out),
+            op_name(i) + ": add_rmsnorm needs non-null, 16-byte aligned res, r, norm_weight and res_out");
         require_arg(op.res_out != op.res && op.res_out != op.r && op.y != op.res && op.y != op.r &&
                         op.y != op.res_out,
                     op_name(i) + ": res_out and y must not alias res, r or each other");

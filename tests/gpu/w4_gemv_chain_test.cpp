@@ -1,9 +1,10 @@
 // The persistent chain of packed W4 GEMVs (wkv_kernels/w4_gemv_chain.h) against independent references:
 //   * each op's output against an FP64 matvec of the dequantized weights (dequantize_w4_ref) applied to that
 //     op's input computed on the host in FP64 from the chain's own earlier outputs (so every op is checked on
-//     its own, with F's error budget: rel L2 ≤ 2e-6, expected ~1e-7), and the residual sums res_out bit for bit
-//     against the host's FP32 res + r;
-//   * the same ops run as separate single-launch F kernels (w4_gemv_packed, _add_rmsnorm, _swiglu) on the same
+//     its own, with F's error budget: rel L2 ≤ 2e-6, expected ~1e-7), and the residual sums res_out bit for
+//     bit against the host's FP32 res + r;
+//   * the same ops run as separate single-launch F kernels (w4_gemv_packed, _add_rmsnorm, _swiglu) on the
+//   same
 //     inputs: rel L2 ≤ 1e-6 (only the per-row summation order may differ with the chain's block count);
 //   * repeated launches and a CUDA-graph replay give the same bits, and the counters are left zeroed;
 //   * outputs are poisoned with guard elements (nothing written past a row count, every row written).
@@ -28,8 +29,8 @@
 
 namespace {
 
-using wkv::test::DeviceBuffer;
 using wkv::test::device_runs_packed;
+using wkv::test::DeviceBuffer;
 using wkv::test::Packed;
 using wkv::test::random_w4;
 namespace wk = wkv::kernels;
@@ -65,7 +66,9 @@ void expect_poison_intact(const std::vector<float>& y, size_t n, const std::stri
   for (size_t i = 0; i < n; ++i) ASSERT_TRUE(std::isfinite(y[i])) << what << ": row " << i << " not written";
 }
 
-std::vector<float> head(const std::vector<float>& v, size_t n) { return std::vector<float>(v.begin(), v.begin() + n); }
+std::vector<float> head(const std::vector<float>& v, size_t n) {
+  return std::vector<float>(v.begin(), v.begin() + n);
+}
 
 // One decode layer's run of linears: o (dim × dim) → gate|up (2·ffn × dim, add + RMSNorm) → down (dim × ffn,
 // SwiGLU) → next q|k|v (qkv_rows × dim, add + RMSNorm), as the engine chains them.
@@ -77,15 +80,30 @@ struct LayerRun {
   DeviceBuffer<float> d_att, d_res, d_res1, d_res2, d_ffn_norm, d_attn_norm, d_h, d_g, d_h2, d_qkv;
 
   LayerRun(std::mt19937& rng, int dim_, int ffn_, int qkv_rows_)
-      : dim(dim_), ffn(ffn_), qkv_rows(qkv_rows_),
-        wo(random_w4(rng, dim, dim)), wgu(random_w4(rng, 2 * ffn, dim)), wd(random_w4(rng, dim, ffn)),
+      : dim(dim_),
+        ffn(ffn_),
+        qkv_rows(qkv_rows_),
+        wo(random_w4(rng, dim, dim)),
+        wgu(random_w4(rng, 2 * ffn, dim)),
+        wd(random_w4(rng, dim, ffn)),
         wqkv(random_w4(rng, qkv_rows, dim)),
-        po(std::make_unique<Packed>(wo)), pgu(std::make_unique<Packed>(wgu)), pd(std::make_unique<Packed>(wd)),
+        po(std::make_unique<Packed>(wo)),
+        pgu(std::make_unique<Packed>(wgu)),
+        pd(std::make_unique<Packed>(wd)),
         pqkv(std::make_unique<Packed>(wqkv)),
-        att(wkv::test::random_normal(rng, dim, 1.0f)), res(wkv::test::random_normal(rng, dim, 2.0f)),
-        ffn_norm(wkv::test::uniform(rng, dim, 0.5f, 1.5f)), attn_norm(wkv::test::uniform(rng, dim, 0.5f, 1.5f)),
-        d_att(att), d_res(res), d_res1(dim + kGuard), d_res2(dim + kGuard), d_ffn_norm(ffn_norm),
-        d_attn_norm(attn_norm), d_h(dim + kGuard), d_g(2 * ffn + kGuard), d_h2(dim + kGuard),
+        att(wkv::test::random_normal(rng, dim, 1.0f)),
+        res(wkv::test::random_normal(rng, dim, 2.0f)),
+        ffn_norm(wkv::test::uniform(rng, dim, 0.5f, 1.5f)),
+        attn_norm(wkv::test::uniform(rng, dim, 0.5f, 1.5f)),
+        d_att(att),
+        d_res(res),
+        d_res1(dim + kGuard),
+        d_res2(dim + kGuard),
+        d_ffn_norm(ffn_norm),
+        d_attn_norm(attn_norm),
+        d_h(dim + kGuard),
+        d_g(2 * ffn + kGuard),
+        d_h2(dim + kGuard),
         d_qkv(qkv_rows + kGuard) {}
 
   void poison_outputs() {
@@ -95,11 +113,13 @@ struct LayerRun {
   std::vector<wk::W4ChainOp> ops() const {
     std::vector<wk::W4ChainOp> v(4);
     v[0].w = po->view, v[0].x = d_att.get(), v[0].y = d_h.get();
-    v[1].w = pgu->view, v[1].input = wk::W4ChainInput::add_rmsnorm, v[1].res = d_res.get(), v[1].r = d_h.get();
+    v[1].w = pgu->view, v[1].input = wk::W4ChainInput::add_rmsnorm, v[1].res = d_res.get(),
+    v[1].r = d_h.get();
     v[1].norm_weight = d_ffn_norm.get(), v[1].eps = 1e-5f, v[1].res_out = d_res1.get(), v[1].y = d_g.get();
     v[2].w = pd->view, v[2].input = wk::W4ChainInput::swiglu, v[2].x = d_g.get(), v[2].u = d_g.get() + ffn;
     v[2].y = d_h2.get();
-    v[3].w = pqkv->view, v[3].input = wk::W4ChainInput::add_rmsnorm, v[3].res = d_res1.get(), v[3].r = d_h2.get();
+    v[3].w = pqkv->view, v[3].input = wk::W4ChainInput::add_rmsnorm, v[3].res = d_res1.get(),
+    v[3].r = d_h2.get();
     v[3].norm_weight = d_attn_norm.get(), v[3].eps = 1e-5f, v[3].res_out = d_res2.get(), v[3].y = d_qkv.get();
     return v;
   }
@@ -110,21 +130,22 @@ struct Outputs {
 };
 
 Outputs download(const LayerRun& L) {
-  return {L.d_h.download(), L.d_g.download(), L.d_res1.download(), L.d_h2.download(), L.d_res2.download(),
-          L.d_qkv.download()};
+  return {L.d_h.download(),  L.d_g.download(),    L.d_res1.download(),
+          L.d_h2.download(), L.d_res2.download(), L.d_qkv.download()};
 }
 
 // Every op against FP64 on the inputs the chain itself produced; the residual sums bit for bit.
 void check_against_fp64(const LayerRun& L, const Outputs& o, int n_ops) {
   const int d = L.dim, f = L.ffn;
   std::vector<double> x0(L.att.begin(), L.att.end());
-  EXPECT_LE(wkv::test::rel_l2_d(head(o.h, d), matvec(wkv::dequantize_w4_ref(L.wo), d, d, x0)), 2e-6) << "op 0 (o)";
+  EXPECT_LE(wkv::test::rel_l2_d(head(o.h, d), matvec(wkv::dequantize_w4_ref(L.wo), d, d, x0)), 2e-6)
+      << "op 0 (o)";
   if (n_ops < 2) return;
   std::vector<float> res1(d);
   for (int i = 0; i < d; ++i) res1[i] = L.res[i] + o.h[i];
   ASSERT_EQ(std::memcmp(res1.data(), o.res1.data(), d * 4), 0) << "op 1 res_out differs from res + h";
-  EXPECT_LE(wkv::test::rel_l2_d(head(o.g, 2 * f),
-                                matvec(wkv::dequantize_w4_ref(L.wgu), 2 * f, d, rmsnorm_d(res1, L.ffn_norm, 1e-5f))),
+  EXPECT_LE(wkv::test::rel_l2_d(head(o.g, 2 * f), matvec(wkv::dequantize_w4_ref(L.wgu), 2 * f, d,
+                                                         rmsnorm_d(res1, L.ffn_norm, 1e-5f))),
             2e-6)
       << "op 1 (gate|up)";
   if (n_ops < 3) return;
@@ -140,15 +161,14 @@ void check_against_fp64(const LayerRun& L, const Outputs& o, int n_ops) {
   for (int i = 0; i < d; ++i) res2[i] = o.res1[i] + o.h2[i];
   ASSERT_EQ(std::memcmp(res2.data(), o.res2.data(), d * 4), 0) << "op 3 res_out differs from res1 + h2";
   EXPECT_LE(wkv::test::rel_l2_d(head(o.qkv, L.qkv_rows), matvec(wkv::dequantize_w4_ref(L.wqkv), L.qkv_rows, d,
-                                                                 rmsnorm_d(res2, L.attn_norm, 1e-5f))),
+                                                                rmsnorm_d(res2, L.attn_norm, 1e-5f))),
             2e-6)
       << "op 3 (q|k|v)";
 }
 
-double rel_l2_f(const std::vector<float>& a, const std::vector<float>& b, size_t n) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < n; ++i) num += (a[i] - (double)b[i]) * (a[i] - (double)b[i]), den += (double)b[i] * b[i];
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+// The first n elements of v as the FP64 reference of wkv::test::rel_l2_d.
+std::vector<double> ref_of(const std::vector<float>& v, size_t n) {
+  return std::vector<double>(v.begin(), v.begin() + n);
 }
 
 // The same ops as single-launch F kernels, each on the chain's own inputs (so the comparison is per op).
@@ -157,14 +177,17 @@ void check_against_single_launches(const LayerRun& L, const Outputs& o) {
   DeviceBuffer<float> y(std::max(2 * f, L.qkv_rows)), scratch(d), h(head(o.h, d)), g(head(o.g, 2 * f)),
       h2(head(o.h2, d)), res1(head(o.res1, d));
   wk::w4_gemv_packed(L.po->view, L.d_att.get(), 1, y.get());
-  EXPECT_LE(rel_l2_f(y.download(), o.h, d), 1e-6) << "o vs single launch";
-  wk::w4_gemv_packed_add_rmsnorm(L.pgu->view, L.d_res.get(), h.get(), L.d_ffn_norm.get(), 1e-5f, scratch.get(), y.get());
-  EXPECT_LE(rel_l2_f(y.download(), o.g, 2 * f), 1e-6) << "gate|up vs single launch";
+  EXPECT_LE(wkv::test::rel_l2_d(head(y.download(), d), ref_of(o.h, d)), 1e-6) << "o vs single launch";
+  wk::w4_gemv_packed_add_rmsnorm(L.pgu->view, L.d_res.get(), h.get(), L.d_ffn_norm.get(), 1e-5f,
+                                 scratch.get(), y.get());
+  EXPECT_LE(wkv::test::rel_l2_d(head(y.download(), 2 * f), ref_of(o.g, 2 * f)), 1e-6)
+      << "gate|up vs single launch";
   wk::w4_gemv_packed_swiglu(L.pd->view, g.get(), g.get() + f, y.get());
-  EXPECT_LE(rel_l2_f(y.download(), o.h2, d), 1e-6) << "down vs single launch";
-  wk::w4_gemv_packed_add_rmsnorm(L.pqkv->view, res1.get(), h2.get(), L.d_attn_norm.get(), 1e-5f, scratch.get(),
-                                 y.get());
-  EXPECT_LE(rel_l2_f(y.download(), o.qkv, L.qkv_rows), 1e-6) << "q|k|v vs single launch";
+  EXPECT_LE(wkv::test::rel_l2_d(head(y.download(), d), ref_of(o.h2, d)), 1e-6) << "down vs single launch";
+  wk::w4_gemv_packed_add_rmsnorm(L.pqkv->view, res1.get(), h2.get(), L.d_attn_norm.get(), 1e-5f,
+                                 scratch.get(), y.get());
+  EXPECT_LE(wkv::test::rel_l2_d(head(y.download(), L.qkv_rows), ref_of(o.qkv, L.qkv_rows)), 1e-6)
+      << "q|k|v vs single launch";
 }
 
 bool same_bits(const Outputs& a, const Outputs& b) {
@@ -177,8 +200,8 @@ bool same_bits(const Outputs& a, const Outputs& b) {
 
 void check_layer(int dim, int ffn, int qkv_rows) {
   const uint32_t seed = wkv::test::fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed) + " dim " + std::to_string(dim) + " ffn " + std::to_string(ffn) +
-               " qkv rows " + std::to_string(qkv_rows));
+  SCOPED_TRACE("seed " + std::to_string(seed) + " dim " + std::to_string(dim) + " ffn " +
+               std::to_string(ffn) + " qkv rows " + std::to_string(qkv_rows));
   std::mt19937 rng(seed);
   LayerRun L(rng, dim, ffn, qkv_rows);
   const auto ops = L.ops();

@@ -36,6 +36,8 @@ inline wkv::W4Matrix random_w4(std::mt19937& rng, int rows, int cols) {
 }
 
 // True on devices that run the packed GEMV (and so the chain): compute capability 9.0.
-inline bool device_runs_packed() { return kernels::w4_gemv_packed_supported(64, 4096, 128); }
+inline bool device_runs_packed() {
+  return kernels::w4_gemv_packed_supported(64, 4096, 128);
+}
 
 }  // namespace wkv::test

@@ -3,20 +3,20 @@
 // Why. A decode token runs 4 linears per layer, each a launch of the packed GEMV F whose blocks stream their
 // weights through a ring of shared-memory slots. Every launch boundary costs: the launch itself, the blocks'
 // start-up (barriers, x staging), the ring fill before the first record lands (~5 µs, an SM's share of HBM
-// bandwidth fills ~170 KB), and the tail while the slowest block finishes. In session 6's kernel bench that is
-// ~6 µs per launch over 129 launches, the difference between 1.6 ms of linears per token and the 0.86 ms the
-// weight bytes need. Programmatic dependent launch could overlap only part of it and slowed the decode step
-// (docs/kernel-notes.md). Here one block per SM runs the whole run of linears: its producer thread streams the
-// weights of every linear back to back (weights do not depend on activations, so the ring keeps filling across
-// the boundaries), and only the consumer warps wait, at each boundary, until every block has written the
-// previous linear's output (a counter in global memory per linear).
+// bandwidth fills ~170 KB), and the tail while the slowest block finishes. In session 6's kernel bench that
+// is ~6 µs per launch over 129 launches, the difference between 1.6 ms of linears per token and the 0.86 ms
+// the weight bytes need. Programmatic dependent launch could overlap only part of it and slowed the decode
+// step (docs/kernel-notes.md). Here one block per SM runs the whole run of linears: its producer thread
+// streams the weights of every linear back to back (weights do not depend on activations, so the ring keeps
+// filling across the boundaries), and only the consumer warps wait, at each boundary, until every block has
+// written the previous linear's output (a counter in global memory per linear).
 //
-// Semantics: op i reads its inputs after ops 0 … i − 1 have completed (in every block) and writes y; the outputs
-// are those of the single-launch entry points (w4_gemv_packed, _add_rmsnorm, _swiglu) up to the order of the
-// per-row sums (the chain's block ranges may differ from a single launch's), so within F's error budget.
-// An op's inputs may be earlier ops' outputs, and a later op may overwrite a buffer an earlier op read (every
-// read of op i happens before op i signals completion: the decode step reuses h, g and the residual buffers so);
-// an op's y must not alias its own inputs.
+// Semantics: op i reads its inputs after ops 0 … i − 1 have completed (in every block) and writes y; the
+// outputs are those of the single-launch entry points (w4_gemv_packed, _add_rmsnorm, _swiglu) up to the order
+// of the per-row sums (the chain's block ranges may differ from a single launch's), so within F's error
+// budget. An op's inputs may be earlier ops' outputs, and a later op may overwrite a buffer an earlier op
+// read (every read of op i happens before op i signals completion: the decode step reuses h, g and the
+// residual buffers so); an op's y must not alias its own inputs.
 //
 // Requirements: every op's weights are packed (group 128) with cols ≤ the staged-x limit, compute capability
 // ≥ 9.0, B = 1, 1 … kW4ChainMaxOps ops (w4_gemv_chain_supported), vectors 16-byte aligned, and `counters`:
@@ -47,9 +47,9 @@ enum class W4ChainInput {
 struct W4ChainOp {
   W4PackedView w;
   W4ChainInput input = W4ChainInput::plain;
-  const float* x = nullptr;  // plain: the input; swiglu: the gate
-  const float* u = nullptr;  // swiglu: up
-  const float* res = nullptr, *r = nullptr, *norm_weight = nullptr;  // add_rmsnorm
+  const float* x = nullptr;                                          // plain: the input; swiglu: the gate
+  const float* u = nullptr;                                          // swiglu: up
+  const float *res = nullptr, *r = nullptr, *norm_weight = nullptr;  // add_rmsnorm
   float eps = 0.0f;
   float* res_out = nullptr;
   float* y = nullptr;  // [w.rows]
