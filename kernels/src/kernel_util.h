@@ -80,6 +80,26 @@ void launch_kernel_pdl(bool pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
+// Launches kernel<<<grid, block, smem, stream>>>(args...) as a cooperative launch: the runtime refuses it
+// (cudaErrorCooperativeLaunchTooLarge) unless every block can be resident at once, and never runs it beside
+// another cooperative grid that could hold part of the SMs. Valid under stream capture (a cooperative
+// kernel node). For persistent kernels whose blocks wait on each other through global memory.
+template <typename... KernelArgs, typename... Args>
+void launch_kernel_cooperative(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                               cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeCooperative;
+  attr.val.cooperative = 1;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
 // WKV_PDL_CHAIN=1 (an experiment, off by default): the decode step's RoPE + KV4 append and the streaming KV4
 // attention are launched with programmatic dependent launch too, so that with WKV_W4_PACKED_PDL the whole
 // layer is one chain of early launches (each waits for its predecessor before touching its data).

@@ -25,6 +25,7 @@
 // finish every op (no block is still waiting on a counter) and zeroes all counters for the next launch, which
 // the stream orders after this one.
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 
 #include "cuda_check.h"
@@ -316,7 +317,17 @@ void w4_gemv_chain(const W4ChainOp* ops, int n_ops, unsigned int* counters, cuda
     return true;
   }();
   (void)attr_set;
-  w4_gemv_chain_kernel<<<(unsigned)a.op[0].p.blocks, kThreads, a.op[0].p.smem, stream>>>(a);
+  // Cooperative by default: co-residency of every block (which the counters' waits need) is then the
+  // runtime's guarantee, not an assumption about what else runs. WKV_W4_CHAIN_COOP=0: a plain launch (A/B).
+  static const bool cooperative = [] {
+    const char* e = std::getenv("WKV_W4_CHAIN_COOP");
+    return !(e && *e == '0');
+  }();
+  const dim3 grid((unsigned)a.op[0].p.blocks), block(kThreads);
+  if (cooperative)
+    launch_kernel_cooperative(w4_gemv_chain_kernel, grid, block, a.op[0].p.smem, stream, a);
+  else
+    w4_gemv_chain_kernel<<<grid, block, a.op[0].p.smem, stream>>>(a);
   WKV_CHECK_LAUNCH();
 }
 

@@ -22,9 +22,10 @@
 // ≥ 9.0, B = 1, 1 … kW4ChainMaxOps ops (w4_gemv_chain_supported), vectors 16-byte aligned, and `counters`:
 // kW4ChainCounters zeroed unsigned ints of device memory that this launch leaves zeroed again, used by one
 // launch at a time (the engine keeps one set per session). Every block must be resident at once (one per SM,
-// grid ≤ the SM count; a plain launch, not a cooperative one): the launch must not run concurrently with a
-// kernel that holds SMs until something else happens — in particular not with another chain on another stream
-// of the same context, where each could hold part of the SMs and wait for the rest.
+// grid ≤ the SM count): the launch is cooperative, so the runtime guarantees it (and refuses a grid that
+// cannot fit) instead of the caller; WKV_W4_CHAIN_COOP=0 makes it a plain launch, for A/B timing only — a
+// plain launch must not run concurrently with a kernel that holds SMs until something else happens, such as
+// another chain on another stream, where each could hold part of the SMs and wait for the rest.
 #pragma once
 
 #include <cuda_runtime.h>
