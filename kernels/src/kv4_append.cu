@@ -15,6 +15,7 @@
 
 #include "cuda_check.h"
 #include "kernel_util.h"
+#include "kv4_append_device.cuh"
 #include "kv4_device.cuh"
 #include "quant_formats.h"
 #include "rope_device.cuh"
@@ -44,28 +45,7 @@ namespace {
 
 constexpr int kWarpsPerBlock = 4;
 
-// Quantizes one smoothed head vector xs[D] (this warp's shared-memory slice, complete: the caller synced the
-// warp after writing it) into `row` (D/2 code bytes, then the D/G group headers): per group of G channels a
-// shuffle min/max, lane 0 writes the header, the lanes write one code byte per channel pair.
-__device__ __forceinline__ void quantize_smoothed_row(const float* xs, uint8_t* row, int D, int G, int lane) {
-  KV4GroupHeader* hdr = reinterpret_cast<KV4GroupHeader*>(row + D / 2);
-  for (int g0 = 0; g0 < D; g0 += G) {
-    float mn = INFINITY, mx = -INFINITY;
-    for (int ch = g0 + lane; ch < g0 + G; ch += 32) q4_minmax_update(xs[ch], mn, mx);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const float omn = __shfl_xor_sync(0xffffffffu, mn, off), omx = __shfl_xor_sync(0xffffffffu, mx, off);
-      // Partials are never NaN (q4_minmax_update skips NaN), so plain comparisons merge them exactly.
-      if (omn < mn) mn = omn;
-      if (omx > mx) mx = omx;
-    }
-    const KV4GroupHeader gh = kv4_group_header(mn, mx);
-    if (lane == 0) hdr[g0 / G] = gh;
-    const float sc = fp16_to_float(gh.scale), mnf = fp16_to_float(gh.min);
-    for (int i = g0 / 2 + lane; i < (g0 + G) / 2; i += 32)
-      row[i] = kv4_pack_byte(kv4_quantize_value(xs[2 * i], mnf, sc), kv4_quantize_value(xs[2 * i + 1], mnf, sc));
-  }
-}
+using kv4append::quantize_smoothed_row;
 
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     kv4_append_kernel(Kv4LayerCache c, const float* __restrict__ k, const float* __restrict__ v, int T, int pos0,
@@ -116,7 +96,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   grid_dependency_wait();
   if (item >= 2 * Hkv + n_heads) return;  // warp-uniform
   const int pos = *pos_dev;
-  const bool in_range = pos >= 0 && int64_t(pos) < int64_t(c.n_pages) * c.page_size;
+  const bool in_range = kv4append::pos_in_range(c, pos);
   if (item >= 2 * Hkv) {  // a query head
     float a, b;
     for (int i = lane; i < half; i += 32)
@@ -124,28 +104,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     return;
   }
   const int which = item & 1, h = item >> 1;
-  const float* delta = which ? c.v_delta : c.k_delta;
-  const float* scale = which ? c.v_scale : c.k_scale;
-  float* xs = smem + warp * D;
-  if (which == 0) {
-    for (int i = lane; i < half; i += 32) {
-      float a, b;
-      ropedev::rope_pair_in_place(qk + size_t(n_heads + h) * D, i, D, pos, theta, a, b);
-      if (in_range) {
-        const int lo = h * D + i, hi = lo + half;
-        xs[i] = kv4_smooth(a, delta ? delta[lo] : 0.0f, scale ? scale[lo] : 1.0f);
-        xs[i + half] = kv4_smooth(b, delta ? delta[hi] : 0.0f, scale ? scale[hi] : 1.0f);
-      }
-    }
-  } else if (in_range) {
-    const float* x = v + size_t(h) * D;
-    for (int ch = lane; ch < D; ch += 32)
-      xs[ch] = kv4_smooth(x[ch], delta ? delta[h * D + ch] : 0.0f, scale ? scale[h * D + ch] : 1.0f);
-  }
-  if (!in_range) return;  // warp-uniform: nothing to store
-  __syncwarp();
-  uint8_t* row = const_cast<uint8_t*>(kv4dev::row_ptr(which ? c.v_pool : c.k_pool, c, head_bytes, pos, h));
-  quantize_smoothed_row(xs, row, D, c.group, lane);
+  float* key = qk + size_t(n_heads + h) * D;
+  kv4append::rope_append_head(c, which ? v + size_t(h) * D : key, which ? nullptr : key, which, h, pos,
+                              in_range, theta, head_bytes, smem + warp * D, lane);
 }
 
 }  // namespace

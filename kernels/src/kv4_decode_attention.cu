@@ -720,6 +720,11 @@ void dispatch_d(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan&
 
 size_t kv4_decode_counter_bytes(int n_heads) { return split_counter_bytes(n_heads); }
 
+bool kv4_decode_attention_fuses_rope(const Kv4LayerCache& c, const Kv4DecodeArgs& a) {
+  return a.poq && c.group == c.head_dim && kv4_decode_supports_head_dim(c.head_dim) &&
+         device_limits().compute_major >= 8 && attn_variant().stream;
+}
+
 // Blocks per SM the automatic split plan aims for (the keys per split follow from n_cache: about
 // n / (blocks · SMs / other grid dims), 64 … 512), read once per process from WKV_KV4_SPLIT_BLOCKS (1 … 64),
 // default 2. H200, session 6, streaming kernel, wkv bench 7B w4kv4 decode at depth 0 / 4K / 16K / 32K (one
@@ -762,6 +767,16 @@ void kv4_decode_attention(const Kv4LayerCache& c, const Kv4DecodeArgs& a, void* 
   if (a.poq && (!a.k_cur || !a.v_cur)) fail("with POQ, k_cur and v_cur must be non-null device pointers");
   if (a.keys_per_split != 0 && (a.keys_per_split < kMinChunk || a.keys_per_split > kMaxChunk))
     fail("keys_per_split " + std::to_string(a.keys_per_split) + " must be 0 or in [32, 512]");
+  if (a.rope_pos_dev) {
+    if (!kv4_decode_attention_fuses_rope(c, a))
+      fail(
+          "rope_pos_dev (fused RoPE + append) needs POQ, group == head_dim on a device with tensor cores and "
+          "the streaming kernel (WKV_KV4_ATTN unset, ring or ring3); got poq " +
+          std::to_string(int(a.poq)) + ", group " + std::to_string(c.group) + ", head_dim " +
+          std::to_string(D) + ": run kv4_rope_append_at first instead");
+    if (!std::isfinite(a.rope_theta) || !(a.rope_theta > 0.0f))
+      fail("rope_theta " + std::to_string(a.rope_theta) + " must be finite and > 0");
+  }
   for (int i = 0; i < 2; ++i) {
     const L2PrefetchRegion& r = a.prefetch[i];
     if (r.base == nullptr) continue;

@@ -240,22 +240,26 @@ struct BlockShared {
   float wml[kWarps][NH][2];  // per-warp m, l
 };
 
-// q' of head `warp` (warps 0 … NH − 1), its Σq', max |q'| (→ prescale 2^kq) and C. The caller synchronizes
-// the block before reading sh.
+// q' of head `warp` (warps 0 … NH − 1), its Σq', max |q'| (→ prescale 2^kq) and C. With the fused RoPE
+// (a.rope_pos_dev) q is read before RoPE and rotated here. The caller synchronizes the block before reading
+// sh.
 template <int D, int NH>
-__device__ __forceinline__ void setup_q(const Kv4LayerCache& c, const float* __restrict__ q, int kvh, int h0,
+__device__ __forceinline__ void setup_q(const Kv4LayerCache& c, const Kv4DecodeArgs& a, int kvh, int h0,
                                         int warp, int lane, BlockShared<D, NH>& sh) {
   if (warp >= NH) return;
   const float inv_sqrt_d = 1.0f / sqrtf(float(D));
   const int hh = warp;
+  const float* qh = a.q + (h0 + hh) * D;
+  const int rope_pos = a.rope_pos_dev ? __ldg(a.rope_pos_dev) : 0;
   float qsum = 0.0f, cs = 0.0f, amax = 0.0f;
   for (int d = lane; d < D; d += 32) {
     const float s = c.k_scale ? c.k_scale[kvh * D + d] : 1.0f;
-    const float qv = q[(h0 + hh) * D + d] * s * inv_sqrt_d;
+    const float qr = a.rope_pos_dev ? ropedev::rope_element(qh, d, D, rope_pos, a.rope_theta) : qh[d];
+    const float qv = qr * s * inv_sqrt_d;
     sh.q[hh][d] = qv;
     qsum += qv;
     amax = fmaxf(amax, fabsf(qv));
-    if (c.k_delta) cs += q[(h0 + hh) * D + d] * c.k_delta[kvh * D + d];
+    if (c.k_delta) cs += qr * c.k_delta[kvh * D + d];
   }
   const QHeadConst k = reduce_q_head(qsum, cs, amax, inv_sqrt_d);
   if (lane == 0) {
@@ -270,10 +274,10 @@ __device__ __forceinline__ void setup_q(const Kv4LayerCache& c, const float* __r
 // step 1 (file comment): column g = (head g/2, term g%2); step s = 2i + e, word w = 4i + t: b0 = q' at
 // channels (8w + 2e, 8w + 2e + 4), b1 = (8w + 2e + 1, 8w + 2e + 5).
 template <int D, int NH>
-__device__ __forceinline__ LaneQ<D> setup_block(const Kv4LayerCache& c, const float* __restrict__ q, int kvh, int h0,
-                                                BlockShared<D, NH>& sh) {
+__device__ __forceinline__ LaneQ<D> setup_block(const Kv4LayerCache& c, const Kv4DecodeArgs& a, int kvh,
+                                                int h0, BlockShared<D, NH>& sh) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  setup_q<D, NH>(c, q, kvh, h0, warp, lane, sh);
+  setup_q<D, NH>(c, a, kvh, h0, warp, lane, sh);
   __syncthreads();
   LaneQ<D> r;
   auto& qf = r.qf;
@@ -304,6 +308,28 @@ __device__ __forceinline__ void init_state(StreamState<D>& st) {
   st.K = 126;
 #pragma unroll
   for (int mt = 0; mt < D / 16; ++mt) st.acc[mt][0] = st.acc[mt][1] = st.acc[mt][2] = st.acc[mt][3] = 0.0f;
+}
+
+// The end of every block of both streaming kernels (every thread, after its partials or at once for an empty
+// split): the fused combine (finish_group), then, with the fused RoPE (a.rope_pos_dev), block (split 0, kvh,
+// z 0) appends this token's rotated key and its value for KV head kvh at row p (warps 0 and 1, each with D
+// floats of sh.red as scratch once the combine is done with it). No block of this launch reads row p (they
+// read rows < n_cache ≤ p; the ring kernel's padding rows past n_cache are selected away, never used).
+template <int D, int NH>
+__device__ __forceinline__ void end_block(const Kv4LayerCache& c, const Kv4DecodeArgs& a,
+                                          const SplitPlan& plan, int n_splits, int kvh, int h0,
+                                          float* __restrict__ ws_ml, float* __restrict__ ws_acc,
+                                          unsigned int* __restrict__ counters, BlockShared<D, NH>& sh) {
+  finish_group<D, NH, kCombinePassTc, true>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters,
+                                            &sh.red[0][0][0]);
+  if (!a.rope_pos_dev || blockIdx.x != 0 || blockIdx.z != 0) return;  // block-uniform
+  __syncthreads();                                                    // every thread is done with sh.red
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (warp >= 2) return;
+  const int pos = __ldg(a.rope_pos_dev);
+  kv4append::rope_append_head(c, (warp == 0 ? a.k_cur : a.v_cur) + kvh * D, nullptr, warp, kvh, pos,
+                              kv4append::pos_in_range(c, pos), a.rope_theta, size_t(D / 2 + 4),
+                              &sh.red[0][0][0] + warp * D, lane);
 }
 
 // The block's one merge (every thread calls it): l, pb summed over the 8 lanes g of head t; acc back from the
@@ -355,7 +381,7 @@ __device__ __forceinline__ void merge_and_finish(const StreamState<D>& st, Block
       ws_ml[(size_t(h0 + hh) * n_splits + split) * 2 + 1] = L;
     }
   }
-  finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sh.red[0][0][0]);
+  end_block<D, NH>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, sh);
 }
 
 // Which work block (split, kvh, z) of the grid has: KV head kvh, query heads h0 … h0 + NH − 1, the split's
@@ -405,7 +431,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   const SplitBlock B = begin_block<NH>(c, a, plan);
   const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
   if (n <= 0) {  // block-uniform: a split past the (device) n_cache: no partials, but it arrives
-    finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sh.red[0][0][0]);
+    end_block<D, NH>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, sh);
     return;
   }
   const int n_tiles = (n + 15) / 16;
@@ -429,7 +455,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   StreamTile<D> ta, tb;
   if (active) load_tile<D>(ta, kpool, vpool, row_s + 16 * warp, g, t);  // in flight during the setup
 
-  const LaneQ<D> lq = setup_block<D, NH>(c, a.q, kvh, h0, sh);
+  const LaneQ<D> lq = setup_block<D, NH>(c, a, kvh, h0, sh);
   StreamState<D> st;
   init_state(st);
 
@@ -551,7 +577,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   const SplitBlock B = begin_block<NH>(c, a, plan);
   const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
   if (n <= 0) {
-    finish_group<D, NH, kCombinePassTc>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, &sh.red[0][0][0]);
+    end_block<D, NH>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, sh);
     return;
   }
   const int T0 = j0 / 16, n_tiles = (j0 + n - 1) / 16 - T0 + 1;
@@ -576,7 +602,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
     cp_async_commit();
   }
 
-  const LaneQ<D> lq = setup_block<D, NH>(c, a.q, kvh, h0, sh);
+  const LaneQ<D> lq = setup_block<D, NH>(c, a, kvh, h0, sh);
   StreamState<D> st;
   init_state(st);
 

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kv4_append_device.cuh"
 #include "kv4_device.cuh"
 #include "split_combine.cuh"
 #include "wkv_kernels/kv4_decode_attention.h"
@@ -76,17 +77,27 @@ __device__ __forceinline__ int plan_n_cache(const SplitPlan& p) {
 // read on the device on the graph path; the workspace stride is the grid's split count n_splits) of heads
 // h0 … h0 + NH − 1 and writes their outputs (see the file comment). scratch: the kernel's sc array. kMaxPass:
 // heads merged at a time per team (combine_group).
-template <int D, int NH, int kMaxPass>
-__device__ __forceinline__ void finish_group(const Kv4LayerCache& c, const Kv4DecodeArgs& a, const SplitPlan& plan,
-                                             int n_splits, int kvh, int h0, const float* ws_ml, const float* ws_acc,
-                                             unsigned int* counters, float* scratch) {
+template <int D, int NH, int kMaxPass, bool kFusedRope = false>
+__device__ __forceinline__ void finish_group(const Kv4LayerCache& c, const Kv4DecodeArgs& a,
+                                             const SplitPlan& plan, int n_splits, int kvh, int h0,
+                                             const float* ws_ml, const float* ws_acc, unsigned int* counters,
+                                             float* scratch) {
   if (!arrive_last(counters + h0 / NH, gridDim.x)) return;
   const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
   const int n_active = min((n_cache + chunk - 1) / chunk, n_splits);
+  const int rope_pos = kFusedRope && a.rope_pos_dev ? __ldg(a.rope_pos_dev) : 0;
   combine_group<D, NH, kThreads, kCombineTile, kMaxPass>(
       ws_ml, ws_acc, h0, n_splits, n_active, a.poq,
-      [&](int hh, int d) { return a.q[(h0 + hh) * D + d] * a.k_cur[kvh * D + d]; }, 1.0f / sqrtf(float(D)),
-      scratch, [&](int hh, int d, float acc, float l_cache, float M, float mt) {
+      [&](int hh, int d) {
+        const float *qh = a.q + (h0 + hh) * D, *kh = a.k_cur + kvh * D;
+        // Fused RoPE (the streaming kernels): q and k_cur as kv4_rope_append_at would rotate them in memory.
+        if (kFusedRope && a.rope_pos_dev)
+          return ropedev::rope_element(qh, d, D, rope_pos, a.rope_theta) *
+                 ropedev::rope_element(kh, d, D, rope_pos, a.rope_theta);
+        return qh[d] * kh[d];
+      },
+      1.0f / sqrtf(float(D)), scratch,
+      [&](int hh, int d, float acc, float l_cache, float M, float mt) {
         const float sv = c.v_scale ? c.v_scale[kvh * D + d] : 1.0f;
         const float dv = c.v_delta ? c.v_delta[kvh * D + d] : 0.0f;
         float num = acc * sv + dv * l_cache, den = l_cache;

@@ -1,6 +1,7 @@
 // RoPE's per-pair arithmetic on the device (half-split convention: pair i < D/2 is (x_i, x_{i+D/2})), shared
-// by every kernel that rotates — rope / rope_at (elementwise.cu) and the decode step's fused rotation + KV
-// append (kv4_append.cu, kv16_append.cu) — so they all store the same bits for the same input.
+// by every kernel that rotates — rope / rope_at (elementwise.cu), the decode step's fused rotation + KV
+// append (kv4_append.cu, kv16_append.cu) and the KV4 decode attention's fused RoPE (kv4_decode_split.cuh) —
+// so they all compute the same bits for the same input.
 //
 // Matching cpu::rope: inv_freq = 1 / theta^(2i/D) with the exponent the same float quotient as the reference
 // and the power taken in double and rounded once to float (the correctly rounded powf value the host
@@ -31,18 +32,33 @@ __device__ __forceinline__ void rope_rotate(float& a, float& b, float c, float s
   b = rb;
 }
 
-// Pair i of the head x (x_i, x_{i+D/2}) rotated in place for position pos; the rotated values are returned in
-// a, b (the decode step's fused append quantizes or stores them next).
-__device__ __forceinline__ void rope_pair_in_place(float* x, int i, int head_dim, int pos, float theta, float& a,
-                                                   float& b) {
+// Pair i of the head x (x_i, x_{i+D/2}) rotated for position pos, returned in a, b; x is not written.
+__device__ __forceinline__ void rope_pair(const float* x, int i, int head_dim, int pos, float theta, float& a,
+                                          float& b) {
   const int half = head_dim / 2;
   float c, s;
   rope_cos_sin(i, head_dim, pos, theta, c, s);
   a = x[i];
   b = x[i + half];
   rope_rotate(a, b, c, s);
+}
+
+// Pair i of the head x rotated in place for position pos; the rotated values are also returned in a, b (the
+// decode step's fused append quantizes or stores them next).
+__device__ __forceinline__ void rope_pair_in_place(float* x, int i, int head_dim, int pos, float theta,
+                                                   float& a, float& b) {
+  rope_pair(x, i, head_dim, pos, theta, a, b);
   x[i] = a;
-  x[i + half] = b;
+  x[i + head_dim / 2] = b;
+}
+
+// Element d of the head x rotated for position pos: the value rope_pair_in_place would leave at x[d] (the
+// decode attention's fused RoPE rotates q and k_cur where it reads them, without writing them back).
+__device__ __forceinline__ float rope_element(const float* x, int d, int head_dim, int pos, float theta) {
+  const int half = head_dim / 2;
+  float a, b;
+  rope_pair(x, d < half ? d : d - half, head_dim, pos, theta, a, b);
+  return d < half ? a : b;
 }
 
 }  // namespace wkv::kernels::ropedev

@@ -214,6 +214,20 @@ bool w4_chain_requested() {
   return on;
 }
 
+// WKV_KV4_FUSED_ROPE=1 / 0 (unset: kKv4FusedRopeDefault, off until it has been timed): the fused decode step
+// with a KV4 cache and POQ leaves out the RoPE + append launch (kv4_rope_append_at) and lets the attention
+// rotate q and k where it reads them and append the row (Kv4DecodeArgs::rope_pos_dev), one launch per layer
+// fewer. Where the attention cannot fuse it (kv4_decode_attention_fuses_rope), the separate launch runs.
+constexpr bool kKv4FusedRopeDefault = false;
+
+bool kv4_fused_rope_requested() {
+  static const bool on = [] {
+    const char* e = std::getenv("WKV_KV4_FUSED_ROPE");
+    return e && *e ? *e == '1' : kKv4FusedRopeDefault;
+  }();
+  return on;
+}
+
 // WKV_DECODE_SKIP=stage[,stage...] — measurement only, the outputs are wrong: the fused decode step leaves
 // those launches out, so `wkv bench` times the step without them and the difference to a normal run is what
 // they cost in place, launch gaps and overlap included. Stages: rope (RoPE + KV append), attn, qkv, wo,
@@ -659,10 +673,13 @@ class CudaSessionState final : public SessionState {
                                 xs[cur ^ 1], xin, qkv, stream_);
         cur ^= 1;
       }
-      if (!skip.rope) rope_append_at(l, P, q, v);
+      const bool fused_rope = !skip.any() && fuses_rope(l);
+      if (!skip.rope && !fused_rope) rope_append_at(l, P, q, v);
       if (!skip.attn) {
-        if (kv4_) attention_kv4(l, 1, P, q, k, v);
-        else attention_kv16(l, 1, P, q, k, v);
+        if (kv4_)
+          attention_kv4(l, 1, P, q, k, v, fused_rope);
+        else
+          attention_kv16(l, 1, P, q, k, v);
       }
       if (enqueue_layer_chain(l, xs, cur, att, h, g, qkv)) {
         qkv_done = l + 1 < info_.n_layers;
@@ -787,18 +804,36 @@ class CudaSessionState final : public SessionState {
     a.prefetch_max_keys = s.max_keys;
   }
 
-  // Decode (T = 1): with device positions k, v are already in the cache (rope_append_at); with a host position
+  // Args of layer l's decode attention (T = 1) for q, k, v of this token; the cache length comes from P.
+  wk::Kv4DecodeArgs decode_args_kv4(const float* q, const float* k, const float* v) {
+    wk::Kv4DecodeArgs a;
+    a.q = q;
+    a.k_cur = k;
+    a.v_cur = v;
+    a.out = att_.as<float>();
+    a.n_heads = info_.n_heads;
+    a.poq = poq_;
+    return a;
+  }
+
+  // Whether the fused decode step lets layer l's KV4 attention do RoPE + append (WKV_KV4_FUSED_ROPE).
+  bool fuses_rope(int l) {
+    return kv4_ && kv4_fused_rope_requested() &&
+           wk::kv4_decode_attention_fuses_rope(caches_[l], decode_args_kv4(nullptr, nullptr, nullptr));
+  }
+
+  // Decode (T = 1): with device positions k, v are already in the cache (rope_append_at) unless fused_rope
+  // (then q, k are still unrotated and the attention rotates them and appends k, v); with a host position
   // they are appended here, also before the attention.
-  void attention_kv4(int l, int T, const Positions& P, const float* q, const float* k, const float* v) {
+  void attention_kv4(int l, int T, const Positions& P, const float* q, const float* k, const float* v,
+                     bool fused_rope = false) {
     const wk::Kv4LayerCache& cache = caches_[l];
     if (T == 1) {
-      wk::Kv4DecodeArgs a;
-      a.q = q;
-      a.k_cur = k;
-      a.v_cur = v;
-      a.out = att_.as<float>();
-      a.n_heads = info_.n_heads;
-      a.poq = poq_;
+      wk::Kv4DecodeArgs a = decode_args_kv4(q, k, v);
+      if (fused_rope) {
+        a.rope_pos_dev = P.pos_dev();
+        a.rope_theta = info_.rope_theta;
+      }
       // POQ: the attention reads the n_past = pos earlier tokens from the cache and the current one at full
       // precision from k, v; without POQ it reads the current one back from the cache like the past.
       if (!P.dev) wk::kv4_append(cache, k, v, 1, P.pos0, stream_);

@@ -12,7 +12,7 @@
 namespace wkv::kernels {
 
 struct Kv4DecodeArgs {
-  const float* q = nullptr;       // [H][D] FP32, this token's queries (after RoPE)
+  const float* q = nullptr;       // [H][D] FP32, this token's queries (after RoPE, unless rope_pos_dev)
   const float* k_cur = nullptr;   // [H_kv][D] FP32, this token's full-precision key (read only when poq)
   const float* v_cur = nullptr;   // [H_kv][D] FP32, this token's full-precision value (read only when poq)
   float* out = nullptr;           // [H][D] FP32
@@ -33,10 +33,25 @@ struct Kv4DecodeArgs {
   // ring variant; the other kernels ignore it.
   L2PrefetchRegion prefetch[2];
   int prefetch_max_keys = 0;
+  // Fused RoPE + append (the decode step's kv4_rope_append_at folded into this launch; POQ only, see
+  // kv4_decode_attention_fuses_rope): when rope_pos_dev is set, q and k_cur hold this token's queries and key
+  // BEFORE RoPE, and the launch rotates them for position p = *rope_pos_dev (device int32) where it reads
+  // them (rope_device.cuh's arithmetic: the bits kv4_rope_append_at would leave in memory) and appends the
+  // rotated key and v_cur at row p of the cache (one block per KV head, after its own work), as
+  // kv4_rope_append_at does; q and k_cur are not written. p outside [0, capacity): nothing is appended. The
+  // attention reads only rows < n_cache ≤ p, so the row being written is never read in the same launch.
+  const int32_t* rope_pos_dev = nullptr;
+  float rope_theta = 10000.0f;
 };
 
 // Supported head dims (the kernels are specialized).
 constexpr bool kv4_decode_supports_head_dim(int D) { return D == 64 || D == 128; }
+
+// Whether kv4_decode_attention can fuse RoPE + append (Kv4DecodeArgs::rope_pos_dev) for this cache and these
+// arguments: POQ, one header per row (G = D) on a device with tensor cores, and the streaming kernel or its
+// ring variant selected (WKV_KV4_ATTN unset, "ring" or "ring3"). Otherwise the caller runs
+// kv4_rope_append_at first and leaves rope_pos_dev null; passing it anyway is refused.
+bool kv4_decode_attention_fuses_rope(const Kv4LayerCache& cache, const Kv4DecodeArgs& args);
 
 // Workspace (device memory, any alignment ≥ 16) for up to n_cache_max cached keys at any keys_per_split.
 // It starts with kv4_decode_counter_bytes(n_heads) bytes of arrival counters (uint32), then the per-launch
