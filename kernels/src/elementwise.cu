@@ -173,6 +173,20 @@ __global__ void __launch_bounds__(kThreads) rope_at_kernel(float* __restrict__ x
   rope_heads(x, n_heads, (r / half) * kRopeHeads, head_dim, r % half, *pos_dev, theta);
 }
 
+// Thread i < D/2: cos and sin of pair i's angle at *pos_dev (rope_cos_sin: the bits every rotating kernel
+// uses).
+__global__ void __launch_bounds__(kThreads)
+    rope_table_kernel(const int32_t* __restrict__ pos_dev, int head_dim, float theta,
+                      float* __restrict__ cs) {
+  const int half = head_dim / 2;
+  const int i = blockIdx.x * kThreads + threadIdx.x;
+  if (i >= half) return;
+  float c, s;
+  ropedev::rope_cos_sin(i, head_dim, *pos_dev, theta, c, s);
+  cs[i] = c;
+  cs[half + i] = s;
+}
+
 __global__ void swiglu_kernel(float* __restrict__ g, const float* __restrict__ u, int64_t n) {
   const int64_t stride = (int64_t)gridDim.x * kThreads;
   for (int64_t i = (int64_t)blockIdx.x * kThreads + threadIdx.x; i < n; i += stride) {
@@ -288,6 +302,17 @@ void rope_at(float* x, int n_heads, int head_dim, const int32_t* pos_dev, float 
   const int threads = (n_heads + kRopeHeads - 1) / kRopeHeads * (head_dim / 2);
   const int blocks = (threads + kThreads - 1) / kThreads;
   rope_at_kernel<<<blocks, kThreads, 0, stream>>>(x, n_heads, head_dim, pos_dev, theta);
+  WKV_CHECK_LAUNCH();
+}
+
+void rope_table_at(const int32_t* pos_dev, int head_dim, float theta, float* cs, cudaStream_t stream) {
+  require_arg(head_dim >= 2 && head_dim % 2 == 0,
+              "rope_table_at: head_dim " + std::to_string(head_dim) + " must be even and >= 2");
+  require_arg(std::isfinite(theta) && theta > 0.0f, "rope_table_at: theta must be finite and > 0");
+  require_arg(pos_dev != nullptr && cs != nullptr,
+              "rope_table_at: pos_dev and cs must be non-null device pointers");
+  const int half = head_dim / 2;
+  rope_table_kernel<<<(half + kThreads - 1) / kThreads, kThreads, 0, stream>>>(pos_dev, head_dim, theta, cs);
   WKV_CHECK_LAUNCH();
 }
 

@@ -106,7 +106,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   const int which = item & 1, h = item >> 1;
   float* key = qk + size_t(n_heads + h) * D;
   kv4append::rope_append_head(c, which ? v + size_t(h) * D : key, which ? nullptr : key, which, h, pos,
-                              in_range, theta, head_bytes, smem + warp * D, lane);
+                              in_range, theta, nullptr, head_bytes, smem + warp * D, lane);
 }
 
 }  // namespace

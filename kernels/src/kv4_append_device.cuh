@@ -48,17 +48,21 @@ __device__ __forceinline__ void quantize_smoothed_row(const float* xs, uint8_t* 
 //   which = 1: the value head x [D], not rotated.
 // With in_range (pos inside the cache's capacity) the head is smoothed (per element, so the stored row is the
 // one kv4_append_at makes from the rotated key) into xs [D] (this warp's shared scratch) and quantized into
-// row pos; otherwise only the rotation (and its store) happens.
+// row pos; otherwise only the rotation (and its store) happens. cs: the position's cos/sin table
+// (rope_table_at) or null to compute the angles here (the same bits either way).
 __device__ __forceinline__ void rope_append_head(const Kv4LayerCache& c, const float* x, float* store,
                                                  int which, int h, int pos, bool in_range, float theta,
-                                                 size_t head_bytes, float* xs, int lane) {
+                                                 const float* cs, size_t head_bytes, float* xs, int lane) {
   const int D = c.head_dim, half = D / 2;
   const float* delta = which ? c.v_delta : c.k_delta;
   const float* scale = which ? c.v_scale : c.k_scale;
   if (which == 0) {
     for (int i = lane; i < half; i += 32) {
       float a, b;
-      ropedev::rope_pair(x, i, D, pos, theta, a, b);
+      if (cs)
+        ropedev::rope_pair_cs(x, i, D, cs[i], cs[half + i], a, b);
+      else
+        ropedev::rope_pair(x, i, D, pos, theta, a, b);
       if (store) {
         store[i] = a;
         store[i + half] = b;

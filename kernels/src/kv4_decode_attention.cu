@@ -774,8 +774,10 @@ void kv4_decode_attention(const Kv4LayerCache& c, const Kv4DecodeArgs& a, void* 
           "the streaming kernel (WKV_KV4_ATTN unset, ring or ring3); got poq " +
           std::to_string(int(a.poq)) + ", group " + std::to_string(c.group) + ", head_dim " +
           std::to_string(D) + ": run kv4_rope_append_at first instead");
-    if (!std::isfinite(a.rope_theta) || !(a.rope_theta > 0.0f))
-      fail("rope_theta " + std::to_string(a.rope_theta) + " must be finite and > 0");
+    if (!a.rope_cs || reinterpret_cast<uintptr_t>(a.rope_cs) % alignof(float) != 0)
+      fail(
+          "rope_cs (the position's cos/sin table, rope_table_at) must be a non-null, 4-byte aligned device "
+          "pointer when rope_pos_dev is set");
   }
   for (int i = 0; i < 2; ++i) {
     const L2PrefetchRegion& r = a.prefetch[i];

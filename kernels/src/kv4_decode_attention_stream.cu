@@ -250,11 +250,10 @@ __device__ __forceinline__ void setup_q(const Kv4LayerCache& c, const Kv4DecodeA
   const float inv_sqrt_d = 1.0f / sqrtf(float(D));
   const int hh = warp;
   const float* qh = a.q + (h0 + hh) * D;
-  const int rope_pos = a.rope_pos_dev ? __ldg(a.rope_pos_dev) : 0;
   float qsum = 0.0f, cs = 0.0f, amax = 0.0f;
   for (int d = lane; d < D; d += 32) {
     const float s = c.k_scale ? c.k_scale[kvh * D + d] : 1.0f;
-    const float qr = a.rope_pos_dev ? ropedev::rope_element(qh, d, D, rope_pos, a.rope_theta) : qh[d];
+    const float qr = a.rope_pos_dev ? ropedev::rope_element_cs(qh, d, D, a.rope_cs) : qh[d];
     const float qv = qr * s * inv_sqrt_d;
     sh.q[hh][d] = qv;
     qsum += qv;
@@ -328,7 +327,7 @@ __device__ __forceinline__ void end_block(const Kv4LayerCache& c, const Kv4Decod
   if (warp >= 2) return;
   const int pos = __ldg(a.rope_pos_dev);
   kv4append::rope_append_head(c, (warp == 0 ? a.k_cur : a.v_cur) + kvh * D, nullptr, warp, kvh, pos,
-                              kv4append::pos_in_range(c, pos), a.rope_theta, size_t(D / 2 + 4),
+                              kv4append::pos_in_range(c, pos), 0.0f, a.rope_cs, size_t(D / 2 + 4),
                               &sh.red[0][0][0] + warp * D, lane);
 }
 

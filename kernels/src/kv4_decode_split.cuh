@@ -85,15 +85,14 @@ __device__ __forceinline__ void finish_group(const Kv4LayerCache& c, const Kv4De
   if (!arrive_last(counters + h0 / NH, gridDim.x)) return;
   const int n_cache = plan_n_cache(plan), chunk = plan_chunk(plan, n_cache);
   const int n_active = min((n_cache + chunk - 1) / chunk, n_splits);
-  const int rope_pos = kFusedRope && a.rope_pos_dev ? __ldg(a.rope_pos_dev) : 0;
   combine_group<D, NH, kThreads, kCombineTile, kMaxPass>(
       ws_ml, ws_acc, h0, n_splits, n_active, a.poq,
       [&](int hh, int d) {
         const float *qh = a.q + (h0 + hh) * D, *kh = a.k_cur + kvh * D;
         // Fused RoPE (the streaming kernels): q and k_cur as kv4_rope_append_at would rotate them in memory.
         if (kFusedRope && a.rope_pos_dev)
-          return ropedev::rope_element(qh, d, D, rope_pos, a.rope_theta) *
-                 ropedev::rope_element(kh, d, D, rope_pos, a.rope_theta);
+          return ropedev::rope_element_cs(qh, d, D, a.rope_cs) *
+                 ropedev::rope_element_cs(kh, d, D, a.rope_cs);
         return qh[d] * kh[d];
       },
       1.0f / sqrtf(float(D)), scratch,

@@ -32,15 +32,21 @@ __device__ __forceinline__ void rope_rotate(float& a, float& b, float c, float s
   b = rb;
 }
 
-// Pair i of the head x (x_i, x_{i+D/2}) rotated for position pos, returned in a, b; x is not written.
+// Pair i of the head x (x_i, x_{i+D/2}) rotated by the angle whose cos and sin are c, s, returned in a, b;
+// x is not written.
+__device__ __forceinline__ void rope_pair_cs(const float* x, int i, int head_dim, float c, float s, float& a,
+                                             float& b) {
+  a = x[i];
+  b = x[i + head_dim / 2];
+  rope_rotate(a, b, c, s);
+}
+
+// Pair i of the head x rotated for position pos, returned in a, b; x is not written.
 __device__ __forceinline__ void rope_pair(const float* x, int i, int head_dim, int pos, float theta, float& a,
                                           float& b) {
-  const int half = head_dim / 2;
   float c, s;
   rope_cos_sin(i, head_dim, pos, theta, c, s);
-  a = x[i];
-  b = x[i + half];
-  rope_rotate(a, b, c, s);
+  rope_pair_cs(x, i, head_dim, c, s, a, b);
 }
 
 // Pair i of the head x rotated in place for position pos; the rotated values are also returned in a, b (the
@@ -52,12 +58,13 @@ __device__ __forceinline__ void rope_pair_in_place(float* x, int i, int head_dim
   x[i + head_dim / 2] = b;
 }
 
-// Element d of the head x rotated for position pos: the value rope_pair_in_place would leave at x[d] (the
-// decode attention's fused RoPE rotates q and k_cur where it reads them, without writing them back).
-__device__ __forceinline__ float rope_element(const float* x, int d, int head_dim, int pos, float theta) {
-  const int half = head_dim / 2;
+// Element d of the head x rotated by the angles of the table cs = [cos of pairs 0 … D/2 − 1][sin of the same]
+// (rope_table_at's output for a position): the value rope_pair_in_place would leave at x[d] for that position
+// (the decode attention's fused RoPE rotates q and k_cur where it reads them, without writing them back).
+__device__ __forceinline__ float rope_element_cs(const float* x, int d, int head_dim, const float* cs) {
+  const int half = head_dim / 2, i = d < half ? d : d - half;
   float a, b;
-  rope_pair(x, d < half ? d : d - half, head_dim, pos, theta, a, b);
+  rope_pair_cs(x, i, head_dim, cs[i], cs[half + i], a, b);
   return d < half ? a : b;
 }
 

@@ -21,6 +21,7 @@
 
 #include "gpu_test_util.h"
 #include "kv4_test_util.h"
+#include "wkv_kernels/elementwise.h"
 #include "wkv_kernels/kv4_append.h"
 #include "wkv_kernels/kv4_decode_attention.h"
 
@@ -109,9 +110,10 @@ void run_rope_case(const RopeCase& c, unsigned seed, bool graph, const std::vect
   const int n_max = graph ? host.n_pages * host.P : c.n_cache;
   Side ref(host, qk, v, c.H, c.D, n_max), got(host, qk, v, c.H, c.D, n_max);
   DeviceBuf<int32_t> pos_dev(1);
+  DeviceBuf<float> cs(c.D);  // the position's cos/sin table, as the decode step computes it once per token
   wk::Kv4DecodeArgs ar = ref.args(c.H, c.D), ag = got.args(c.H, c.D);
   ag.rope_pos_dev = pos_dev.ptr;
-  ag.rope_theta = kTheta;
+  ag.rope_cs = cs.ptr;
   ASSERT_TRUE(wk::kv4_decode_attention_fuses_rope(got.cache.view, ag));
 
   cudaStream_t stream = nullptr;
@@ -120,7 +122,10 @@ void run_rope_case(const RopeCase& c, unsigned seed, bool graph, const std::vect
     wk::kv4_rope_append_at(ref.cache.view, ref.qk.ptr, ref.v.ptr, c.H, pos_dev.ptr, kTheta, stream);
     wk::kv4_decode_attention(ref.cache.view, ar, ref.ws.ptr, ref.ws_bytes, stream);
   };
-  auto enqueue_got = [&] { wk::kv4_decode_attention(got.cache.view, ag, got.ws.ptr, got.ws_bytes, stream); };
+  auto enqueue_got = [&] {
+    wk::rope_table_at(pos_dev.ptr, c.D, kTheta, cs.ptr, stream);
+    wk::kv4_decode_attention(got.cache.view, ag, got.ws.ptr, got.ws_bytes, stream);
+  };
   auto compare = [&](int pos) {
     SCOPED_TRACE("pos " + std::to_string(pos));
     cuda_ok(cudaStreamSynchronize(stream), "sync");
@@ -224,6 +229,31 @@ TEST(GpuKv4AttentionRope, PositionPastTheCapacityAppendsNothing) {
   run_rope_case({8, 4, 128, 128, true, 128}, seed, true, {128, 1 << 20});
 }
 
+// rope_table_at against the CPU's angles (cpu::rope's inv_freq, std::cos / std::sin of the float angle):
+// sincosf is within 2 ulp of the correctly rounded value, so 4e-7 absolute on values in [−1, 1].
+TEST(GpuKv4AttentionRope, AngleTableMatchesCpu) {
+  WKV_REQUIRE_GPU();
+  for (int D : {64, 128, 6}) {
+    for (int pos : {0, 1, 77, 4095, 32767}) {
+      SCOPED_TRACE("D " + std::to_string(D) + " pos " + std::to_string(pos));
+      DeviceBuf<int32_t> p(1);
+      p.upload(std::vector<int32_t>{pos});
+      DeviceBuf<float> cs(D);
+      cuda_ok(cudaMemset(cs.ptr, 0xFF, sizeof(float) * D), "poison");
+      wk::rope_table_at(p.ptr, D, kTheta, cs.ptr);
+      cuda_ok(cudaDeviceSynchronize(), "sync");
+      const auto got = cs.download();
+      for (int i = 0; i < D / 2; ++i) {
+        const float inv = 1.0f / float(std::pow(double(kTheta), double(float(2 * i) / float(D))));
+        const float angle = float(pos) * inv;
+        EXPECT_NEAR(got[i], std::cos(angle), 4e-7) << "cos of pair " << i;
+        EXPECT_NEAR(got[D / 2 + i], std::sin(angle), 4e-7) << "sin of pair " << i;
+      }
+    }
+  }
+  EXPECT_THROW(wk::rope_table_at(nullptr, 64, kTheta, nullptr), std::exception);
+}
+
 TEST(GpuKv4AttentionRope, RefusedWhereNotFusable) {
   WKV_REQUIRE_GPU();
   std::mt19937 rng(7);
@@ -255,13 +285,11 @@ TEST(GpuKv4AttentionRope, RefusedWhereNotFusable) {
   expect_refused(d.view, no_poq, "no POQ (the current row is read from the cache)");
   if (!fusable_here()) expect_refused(d.view, a, "WKV_KV4_ATTN=tc");
   if (fusable_here()) {
-    wk::Kv4DecodeArgs bad_theta = a;
-    bad_theta.rope_theta = 0.0f;
-    try {
-      wk::kv4_decode_attention(d.view, bad_theta, ws.ptr, ws_bytes);
-      ADD_FAILURE() << "theta 0 not refused";
+    try {  // a.rope_cs is null
+      wk::kv4_decode_attention(d.view, a, ws.ptr, ws_bytes);
+      ADD_FAILURE() << "a null rope_cs not refused";
     } catch (const std::invalid_argument& e) {
-      EXPECT_NE(std::string(e.what()).find("rope_theta"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("rope_cs"), std::string::npos) << e.what();
     }
   }
   cuda_ok(cudaDeviceSynchronize(), "sync");

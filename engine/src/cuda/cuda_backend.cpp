@@ -400,6 +400,7 @@ class CudaSessionState final : public SessionState {
     chain_counters_ = DeviceBuffer(sizeof(unsigned int) * wk::kW4ChainCounters, "linear chain counters");
     check(cudaMemsetAsync(chain_counters_.as<void>(), 0, chain_counters_.bytes(), stream_), "linear chain counters");
     step_dev_ = DeviceBuffer(sizeof(int32_t) * 3, "decode step");
+    rope_cs_ = DeviceBuffer(sizeof(float) * size_t(D_), "RoPE angles");
     step_host_ = PinnedBuffer(sizeof(int32_t) * 3, "decode step");
     logits_host_ = PinnedBuffer(sizeof(float) * size_t(info_.vocab_size), "logits");
   }
@@ -661,6 +662,9 @@ class CudaSessionState final : public SessionState {
     wk::embedding_lookup(w_.embed.as<uint16_t>(), info_.vocab_size, d, P.dev, 1, xs[0], stream_);
     wk::rmsnorm_f32(xs[0], w_.layers[0].attn_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
     const DecodeSkip& skip = decode_skip();
+    // The fused RoPE's angles depend only on the position: computed once per token for every layer.
+    const bool rope_table = !skip.any() && fuses_rope(0);
+    if (rope_table) wk::rope_table_at(P.pos_dev(), D_, info_.rope_theta, rope_cs_.as<float>(), stream_);
     bool qkv_done = false;  // the previous layer's chain computed this layer's q|k|v
     for (int l = 0; l < info_.n_layers; ++l) {
       const DeviceLayer& L = w_.layers[l];
@@ -673,7 +677,7 @@ class CudaSessionState final : public SessionState {
                                 xs[cur ^ 1], xin, qkv, stream_);
         cur ^= 1;
       }
-      const bool fused_rope = !skip.any() && fuses_rope(l);
+      const bool fused_rope = rope_table && fuses_rope(l);
       if (!skip.rope && !fused_rope) rope_append_at(l, P, q, v);
       if (!skip.attn) {
         if (kv4_)
@@ -832,7 +836,7 @@ class CudaSessionState final : public SessionState {
       wk::Kv4DecodeArgs a = decode_args_kv4(q, k, v);
       if (fused_rope) {
         a.rope_pos_dev = P.pos_dev();
-        a.rope_theta = info_.rope_theta;
+        a.rope_cs = rope_cs_.as<float>();
       }
       // POQ: the attention reads the n_past = pos earlier tokens from the cache and the current one at full
       // precision from k, v; without POQ it reads the current one back from the cache like the past.
@@ -914,6 +918,7 @@ class CudaSessionState final : public SessionState {
   wk::CublasContext cublas_;
   DeviceBuffer page_table_, workspace_, step_dev_;
   DeviceBuffer chain_counters_;  // w4_gemv_chain's counters (zeroed once; every launch leaves them zeroed)
+  DeviceBuffer rope_cs_;         // decode: this token's RoPE cos/sin [2][D/2] for the fused attention's RoPE
   PinnedBuffer step_host_, logits_host_;
   std::vector<DeviceBuffer> k_pools_, v_pools_;
   std::vector<wk::Kv4LayerCache> caches_;

@@ -26,6 +26,9 @@ void rmsnorm_f16(const float* x, const float* weight, int T, int n, float eps, u
 void rope(float* x, int T, int n_heads, int head_dim, int pos0, float theta, cudaStream_t stream = 0);
 // One token (T = 1) at the position in device int32 *pos_dev (graph-capturable); same bits as rope().
 void rope_at(float* x, int n_heads, int head_dim, const int32_t* pos_dev, float theta, cudaStream_t stream = 0);
+// The angles of one position for every layer's fused RoPE (Kv4DecodeArgs::rope_cs): cs [2][head_dim/2] =
+// cos, then sin, of pair i's angle at *pos_dev, the values rope_at rotates with (same bits).
+void rope_table_at(const int32_t* pos_dev, int head_dim, float theta, float* cs, cudaStream_t stream = 0);
 
 // g[i] = silu(g[i]) · u[i] = g / (1 + exp(−g)) · u, in place over n elements.
 void swiglu(float* g, const float* u, int64_t n, cudaStream_t stream = 0);

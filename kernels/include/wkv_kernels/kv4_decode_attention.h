@@ -35,13 +35,14 @@ struct Kv4DecodeArgs {
   int prefetch_max_keys = 0;
   // Fused RoPE + append (the decode step's kv4_rope_append_at folded into this launch; POQ only, see
   // kv4_decode_attention_fuses_rope): when rope_pos_dev is set, q and k_cur hold this token's queries and key
-  // BEFORE RoPE, and the launch rotates them for position p = *rope_pos_dev (device int32) where it reads
-  // them (rope_device.cuh's arithmetic: the bits kv4_rope_append_at would leave in memory) and appends the
-  // rotated key and v_cur at row p of the cache (one block per KV head, after its own work), as
-  // kv4_rope_append_at does; q and k_cur are not written. p outside [0, capacity): nothing is appended. The
-  // attention reads only rows < n_cache ≤ p, so the row being written is never read in the same launch.
+  // BEFORE RoPE; the launch rotates them by the angles of rope_cs (device [2][D/2]: cos, then sin, of
+  // position p = *rope_pos_dev, as rope_table_at writes them once per token for every layer) where it reads
+  // them — the bits kv4_rope_append_at would leave in memory — and appends the rotated key and v_cur at row p
+  // of the cache (one block per KV head, after its own work), as kv4_rope_append_at does; q and k_cur are not
+  // written. p outside [0, capacity): nothing is appended. The attention reads only rows < n_cache ≤ p, so
+  // the row being written is never read in the same launch.
   const int32_t* rope_pos_dev = nullptr;
-  float rope_theta = 10000.0f;
+  const float* rope_cs = nullptr;
 };
 
 // Supported head dims (the kernels are specialized).
