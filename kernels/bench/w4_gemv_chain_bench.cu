@@ -2,7 +2,10 @@
 //   separate  per layer o → gate|up (add + RMSNorm) → down (SwiGLU) → next q|k|v (add + RMSNorm), four
 //   launches
 //             of the packed GEMV F (w4_gemv_packed*), 128 launches per token;
-//   chain     the same four linears as one persistent launch per layer (w4_gemv_chain), 32 per token.
+//   chain     the same four linears as one persistent launch per layer (w4_gemv_chain), 32 per token;
+//   singles   each linear as a chain of one op (128 launches): against `separate` it isolates the chain
+//             kernel's own cost per op (its shared-memory layout, registers, block ranges) from what the
+//             grid-wide waits between ops cost, which `chain` against `singles` shows.
 // Each is captured once as a CUDA graph of a whole token (32 layers, each with its own weights: 3.2 GB, far
 // beyond L2) and replayed; printed: median µs per token over the replays, GB/s of weight bytes, and % of the
 // H200's 4.3 TB/s copy bandwidth (docs/performance.md). Nothing sits between the linears here (the real step
@@ -86,14 +89,17 @@ float* device_floats(size_t n, uint32_t seed, float lo, float hi) {
 
 // The linears of `layers` layers of a token; the residual stream starts in x[0] and alternates as in the
 // decode step (an even count of add + RMSNorm per layer, so it is back in x[0] after each layer).
-void enqueue_token(const std::vector<Layer>& L, const Buffers& b, bool chain, unsigned int* counters,
+enum Mode { kSeparate, kChain, kSingles, kModes };
+const char* const kModeName[kModes] = {"separate", "chain", "singles"};
+
+void enqueue_token(const std::vector<Layer>& L, const Buffers& b, Mode mode, unsigned int* counters,
                    cudaStream_t s, int layers = kLayers) {
   int cur = 0;
   for (int l = 0; l < layers; ++l) {
     const Layer& c = L[l];
     const Layer& n =
         L[(l + 1) % kLayers];  // the last layer feeds layer 0's q|k|v (a stand-in for the next token)
-    if (chain) {
+    if (mode != kSeparate) {
       wk::W4ChainOp ops[4];
       ops[0].w = c.wo, ops[0].x = b.att, ops[0].y = b.h;
       ops[1].w = c.gu, ops[1].input = wk::W4ChainInput::add_rmsnorm, ops[1].res = b.x[cur], ops[1].r = b.h;
@@ -103,7 +109,10 @@ void enqueue_token(const std::vector<Layer>& L, const Buffers& b, bool chain, un
       ops[3].w = n.qkv, ops[3].input = wk::W4ChainInput::add_rmsnorm, ops[3].res = b.x[cur ^ 1],
       ops[3].r = b.h;
       ops[3].norm_weight = n.attn_norm, ops[3].eps = 1e-5f, ops[3].res_out = b.x[cur], ops[3].y = b.qkv;
-      wk::w4_gemv_chain(ops, 4, counters, s);
+      if (mode == kChain)
+        wk::w4_gemv_chain(ops, 4, counters, s);
+      else
+        for (const wk::W4ChainOp& op : ops) wk::w4_gemv_chain(&op, 1, counters, s);
     } else {
       wk::w4_gemv_packed(c.wo, b.att, 1, b.h, s);
       wk::w4_gemv_packed_add_rmsnorm(c.gu, b.x[cur], b.h, c.ffn_norm, 1e-5f, b.x[cur ^ 1], b.g, s);
@@ -162,34 +171,37 @@ int run(int argc, char** argv) {
 
   // Validation: one layer each way from the same residual stream (one layer: random weights amplify the
   // summation-order differences from layer to layer, so deeper runs would test the weights, not the chain).
-  std::vector<float> out[2][2];
-  for (int chain = 0; chain < 2; ++chain) {
+  std::vector<float> out[kModes][2];
+  bool ok = true;
+  for (int m = 0; m < kModes; ++m) {
     CUDA_CHECK(cudaMemcpy(b.x[0], x_init, kDim * 4, cudaMemcpyDeviceToDevice));
-    enqueue_token(L, b, chain, counters, s, 1);
+    enqueue_token(L, b, Mode(m), counters, s, 1);
     CUDA_CHECK(cudaStreamSynchronize(s));
-    out[chain][0] = download(b.qkv, kQkv);
-    out[chain][1] = download(b.x[0], kDim);
+    out[m][0] = download(b.qkv, kQkv);
+    out[m][1] = download(b.x[0], kDim);
+    if (m == kSeparate) continue;
+    const double eq = rel_l2(out[m][0], out[0][0]), er = rel_l2(out[m][1], out[0][1]);
+    const bool good = eq <= 1e-6 && er <= 1e-6 && std::isfinite(eq) && std::isfinite(er);
+    std::printf(
+        "validate %s vs separate launches, one layer: q|k|v rel L2 %.2e, residual %.2e (budget 1e-6) %s\n",
+        kModeName[m], eq, er, good ? "ok" : "FAILED");
+    ok = ok && good;
   }
-  const double eq = rel_l2(out[1][0], out[0][0]), er = rel_l2(out[1][1], out[0][1]);
-  const bool ok = eq <= 1e-6 && er <= 1e-6 && std::isfinite(eq) && std::isfinite(er);
-  std::printf(
-      "validate chain vs separate launches, one layer: q|k|v rel L2 %.2e, residual %.2e (budget 1e-6) %s\n",
-      eq, er, ok ? "ok" : "FAILED");
   if (!ok) return 1;
 
   double bytes = 0;
   for (const auto* w : {&L[0].wo, &L[0].gu, &L[0].down, &L[0].qkv})
     bytes += kLayers * (double)wk::w4_packed_device_bytes(w->rows, w->cols);
   const int replays = quick ? 5 : 41;
-  double us[2];
-  for (int chain = 0; chain < 2; ++chain) {
+  double us[kModes];
+  for (int m = 0; m < kModes; ++m) {
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    enqueue_token(L, b, chain, counters, s);
+    enqueue_token(L, b, Mode(m), counters, s);
     CUDA_CHECK(cudaStreamEndCapture(s, &graph));
     CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    us[chain] = wkv::bench::median_us(replays, [&](int) { CUDA_CHECK(cudaGraphLaunch(exec, s)); });
+    us[m] = wkv::bench::median_us(replays, [&](int) { CUDA_CHECK(cudaGraphLaunch(exec, s)); });
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
   }
@@ -197,11 +209,10 @@ int run(int argc, char** argv) {
       "\nLLaMA-2-7B W4 linears per token (o, gate|up, down, q|k|v; packed %.2f GB), CUDA graph of one "
       "token:\n",
       bytes / 1e9);
-  for (int chain = 0; chain < 2; ++chain) {
-    const double gbs = bytes / (us[chain] * 1e-6) / 1e9;
-    std::printf("  %-9s %4d launches  %9.1f us/token  %7.1f GB/s  %5.1f%% of %.1f TB/s\n",
-                chain ? "chain" : "separate", chain ? kLayers : 4 * kLayers, us[chain], gbs,
-                100.0 * gbs / kPeakGBs, kPeakGBs / 1000);
+  for (int m = 0; m < kModes; ++m) {
+    const double gbs = bytes / (us[m] * 1e-6) / 1e9;
+    std::printf("  %-9s %4d launches  %9.1f us/token  %7.1f GB/s  %5.1f%% of %.1f TB/s\n", kModeName[m],
+                m == kChain ? kLayers : 4 * kLayers, us[m], gbs, 100.0 * gbs / kPeakGBs, kPeakGBs / 1000);
   }
   return 0;
 }
