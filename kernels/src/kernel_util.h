@@ -60,24 +60,29 @@ __device__ __forceinline__ void grid_dependents_launch() {
 #endif
 }
 
-// Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch when `pdl` (the
-// kernel must then call grid_dependency_wait before touching its predecessors' data).
+// Launches kernel<<<grid, block, smem, stream>>>(args...) with the launch attributes attrs[0 … n_attrs).
 template <typename... KernelArgs, typename... Args>
-void launch_kernel_pdl(bool pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
-                       cudaStream_t stream, Args&&... args) {
+void launch_kernel_ex(cudaLaunchAttribute* attrs, unsigned n_attrs, void (*kernel)(KernelArgs...), dim3 grid,
+                      dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
+  cfg.attrs = n_attrs ? attrs : nullptr;
+  cfg.numAttrs = n_attrs;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic dependent launch when `pdl` (the
+// kernel must then call grid_dependency_wait before touching its predecessors' data).
+template <typename... KernelArgs, typename... Args>
+void launch_kernel_pdl(bool pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                       cudaStream_t stream, Args&&... args) {
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
-  if (pdl) {
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-  }
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  launch_kernel_ex(&attr, pdl ? 1u : 0u, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 // Launches kernel<<<grid, block, smem, stream>>>(args...) as a cooperative launch: the runtime refuses it
@@ -87,17 +92,10 @@ void launch_kernel_pdl(bool pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 
 template <typename... KernelArgs, typename... Args>
 void launch_kernel_cooperative(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
                                cudaStream_t stream, Args&&... args) {
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeCooperative;
   attr.val.cooperative = 1;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  launch_kernel_ex(&attr, 1u, kernel, grid, block, smem, stream, std::forward<Args>(args)...);
 }
 
 // WKV_PDL_CHAIN=1 (an experiment, off by default): the decode step's RoPE + KV4 append and the streaming KV4

@@ -201,16 +201,20 @@ const L2PrefetchSetting& l2_prefetch_setting() {
   return s;
 }
 
-// WKV_W4_CHAIN=1 / 0 (unset: kW4ChainDefault, off until the chain has been timed): the fused decode step runs each
-// layer's o → gate|up → down → next layer's q|k|v as one persistent launch (wkv_kernels/w4_gemv_chain.h) where
-// every weight has a packed copy; otherwise, or with WKV_DECODE_SKIP set, one launch per linear.
+// An on/off switch of the environment: "1" on, any other non-empty value off, unset or empty `fallback`.
+bool env_switch(const char* name, bool fallback) {
+  const char* e = std::getenv(name);
+  return e && *e ? *e == '1' : fallback;
+}
+
+// WKV_W4_CHAIN=1 / 0 (unset: kW4ChainDefault, off: slower than separate launches on the H100, docs/performance.md
+// session 9): the fused decode step runs each layer's o → gate|up → down → next layer's q|k|v as one persistent
+// launch (wkv_kernels/w4_gemv_chain.h) where every weight has a packed copy; otherwise, or with WKV_DECODE_SKIP
+// set, one launch per linear.
 constexpr bool kW4ChainDefault = false;
 
 bool w4_chain_requested() {
-  static const bool on = [] {
-    const char* e = std::getenv("WKV_W4_CHAIN");
-    return e && *e ? *e == '1' : kW4ChainDefault;
-  }();
+  static const bool on = env_switch("WKV_W4_CHAIN", kW4ChainDefault);
   return on;
 }
 
@@ -221,10 +225,7 @@ bool w4_chain_requested() {
 constexpr bool kKv4FusedRopeDefault = true;
 
 bool kv4_fused_rope_requested() {
-  static const bool on = [] {
-    const char* e = std::getenv("WKV_KV4_FUSED_ROPE");
-    return e && *e ? *e == '1' : kKv4FusedRopeDefault;
-  }();
+  static const bool on = env_switch("WKV_KV4_FUSED_ROPE", kKv4FusedRopeDefault);
   return on;
 }
 
@@ -808,7 +809,7 @@ class CudaSessionState final : public SessionState {
     a.prefetch_max_keys = s.max_keys;
   }
 
-  // Args of layer l's decode attention (T = 1) for q, k, v of this token; the cache length comes from P.
+  // The decode attention's arguments (T = 1) for this token's q, k, v; the caller sets the cache length.
   wk::Kv4DecodeArgs decode_args_kv4(const float* q, const float* k, const float* v) {
     wk::Kv4DecodeArgs a;
     a.q = q;
