@@ -138,10 +138,10 @@ void run_rope_case(const RopeCase& c, unsigned seed, bool graph, const std::vect
     expect_same_bits(got.qk.download(), qk, "q|k of the fused launch (must stay unrotated)");
     expect_same_bits(got.v.download(), v, "v of the fused launch");
   };
+  // The separate launches rotate q|k in place: every step starts again from the unrotated values.
   auto set_pos = [&](int pos) {
     pos_dev.upload(std::vector<int32_t>{pos});
-    ref.qk.upload(
-        qk);  // the separate launches rotate q|k in place: start each step from the unrotated values
+    ref.qk.upload(qk);
   };
 
   if (!graph) {
