@@ -70,27 +70,21 @@ struct Side {
   }
 };
 
-void expect_same_bytes(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, const char* what) {
-  ASSERT_EQ(a.size(), b.size()) << what;
-  size_t diff = 0, first = a.size();
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i] != b[i]) {
-      ++diff;
-      if (first == a.size()) first = i;
-    }
-  EXPECT_EQ(diff, 0u) << what << ": " << diff << " bytes differ, the first at " << first;
-}
-
+// a and b equal bit for bit; otherwise how many elements differ and where the first one is.
 template <typename T>
 void expect_same_bits(const std::vector<T>& a, const std::vector<T>& b, const char* what) {
   ASSERT_EQ(a.size(), b.size()) << what;
-  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(T))) << what << " differs";
+  size_t diff = 0, first = a.size();
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(T)) != 0 && diff++ == 0) first = i;
+  EXPECT_EQ(diff, 0u) << what << ": " << diff << " elements differ, the first at " << first;
 }
 
-// The separate launches (ref) and the fused one (got) at position pos over n_cache cached keys; with
-// `graph`, both are captured once with device n_cache (sized for the capacity) and replayed at each position
-// of `positions` (each position's n_cache = pos), otherwise run once on the host n_cache path at `pos`.
-void run_rope_case(const RopeCase& c, unsigned seed, bool graph, const std::vector<int>& positions) {
+// The separate launches (ref) and the fused one (got). With no `positions`: once on the host n_cache path at
+// position p = n_cache; otherwise both are captured once with device n_cache (sized for the capacity) and
+// replayed at each position of `positions` (each position's n_cache = p).
+void run_rope_case(const RopeCase& c, unsigned seed, const std::vector<int>& positions = {}) {
+  const bool graph = !positions.empty();
   SCOPED_TRACE("seed " + std::to_string(seed) + " H " + std::to_string(c.H) + " Hkv " +
                std::to_string(c.Hkv) + " D " + std::to_string(c.D) + " n_cache " + std::to_string(c.n_cache) +
                (c.smoothing ? " smoothed" : " identity") + (graph ? " graph" : " host n_cache"));
@@ -133,8 +127,8 @@ void run_rope_case(const RopeCase& c, unsigned seed, bool graph, const std::vect
     for (size_t i = 0; i < o_got.size(); ++i)
       ASSERT_TRUE(std::isfinite(o_got[i])) << "output " << i << " not written";
     expect_same_bits(o_got, o_ref, "attention output");
-    expect_same_bytes(got.cache.k_pool.download(), ref.cache.k_pool.download(), "k pool");
-    expect_same_bytes(got.cache.v_pool.download(), ref.cache.v_pool.download(), "v pool");
+    expect_same_bits(got.cache.k_pool.download(), ref.cache.k_pool.download(), "k pool");
+    expect_same_bits(got.cache.v_pool.download(), ref.cache.v_pool.download(), "v pool");
     expect_same_bits(got.qk.download(), qk, "q|k of the fused launch (must stay unrotated)");
     expect_same_bits(got.v.download(), v, "v of the fused launch");
   };
@@ -145,11 +139,11 @@ void run_rope_case(const RopeCase& c, unsigned seed, bool graph, const std::vect
   };
 
   if (!graph) {
-    ar.n_cache = ag.n_cache = positions.at(0) < capacity ? positions.at(0) : c.n_cache;
-    set_pos(positions.at(0));
+    ar.n_cache = ag.n_cache = c.n_cache;
+    set_pos(c.n_cache);
     enqueue_ref();
     enqueue_got();
-    compare(positions.at(0));
+    compare(c.n_cache);
   } else {
     // n_cache_dev = the position, as the decode step's POQ path passes it (a position past the capacity is
     // clamped to n_cache_max by the kernels).
@@ -208,7 +202,7 @@ TEST(GpuKv4AttentionRope, FusedEqualsSeparateLaunchesBitForBit) {
                              {6, 2, 128, 64, true},  {32, 32, 128, 1000, false}, {4, 4, 64, 333, true},
                              {16, 2, 64, 130, false}};
   unsigned i = 0;
-  for (const RopeCase& s : shapes) run_rope_case(s, seed + i++, false, {s.n_cache});
+  for (const RopeCase& s : shapes) run_rope_case(s, seed + i++);
 }
 
 TEST(GpuKv4AttentionRope, GraphReplaysAtEveryPositionEqualSeparateLaunches) {
@@ -216,8 +210,8 @@ TEST(GpuKv4AttentionRope, GraphReplaysAtEveryPositionEqualSeparateLaunches) {
   const unsigned seed = std::random_device{}();
   std::printf("seed %u\n", seed);
   // Capacity 256 (4 pages): positions from the empty cache over page boundaries to the last row.
-  run_rope_case({32, 32, 128, 255, true, 256}, seed, true, {0, 1, 63, 64, 65, 200, 255});
-  run_rope_case({8, 2, 64, 255, false, 256}, seed + 1, true, {5, 128, 254});
+  run_rope_case({32, 32, 128, 255, true, 256}, seed, {0, 1, 63, 64, 65, 200, 255});
+  run_rope_case({8, 2, 64, 255, false, 256}, seed + 1, {5, 128, 254});
 }
 
 TEST(GpuKv4AttentionRope, PositionPastTheCapacityAppendsNothing) {
@@ -226,7 +220,7 @@ TEST(GpuKv4AttentionRope, PositionPastTheCapacityAppendsNothing) {
   std::printf("seed %u\n", seed);
   // p = capacity and far beyond: the device n_cache clamps to n_cache_max (every row), the append is skipped
   // by both paths, and the pools must still equal (the separate append writes nothing either).
-  run_rope_case({8, 4, 128, 128, true, 128}, seed, true, {128, 1 << 20});
+  run_rope_case({8, 4, 128, 128, true, 128}, seed, {128, 1 << 20});
 }
 
 // rope_table_at against the CPU's angles (cpu::rope's inv_freq, std::cos / std::sin of the float angle):

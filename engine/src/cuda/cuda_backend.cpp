@@ -665,8 +665,8 @@ class CudaSessionState final : public SessionState {
     wk::rmsnorm_f32(xs[0], w_.layers[0].attn_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
     const DecodeSkip& skip = decode_skip();
     // The fused RoPE's angles depend only on the position: computed once per token for every layer.
-    const bool rope_table = !skip.any() && fuses_rope(0);
-    if (rope_table) wk::rope_table_at(P.pos_dev(), D_, info_.rope_theta, rope_cs_.as<float>(), stream_);
+    const bool fused_rope = !skip.any() && fuses_rope();
+    if (fused_rope) wk::rope_table_at(P.pos_dev(), D_, info_.rope_theta, rope_cs_.as<float>(), stream_);
     bool qkv_done = false;  // the previous layer's chain computed this layer's q|k|v
     for (int l = 0; l < info_.n_layers; ++l) {
       const DeviceLayer& L = w_.layers[l];
@@ -679,7 +679,6 @@ class CudaSessionState final : public SessionState {
                                 xs[cur ^ 1], xin, qkv, stream_);
         cur ^= 1;
       }
-      const bool fused_rope = rope_table && fuses_rope(l);
       if (!skip.rope && !fused_rope) rope_append_at(l, P, q, v);
       if (!skip.attn) {
         if (kv4_)
@@ -822,10 +821,11 @@ class CudaSessionState final : public SessionState {
     return a;
   }
 
-  // Whether the fused decode step lets layer l's KV4 attention do RoPE + append (WKV_KV4_FUSED_ROPE).
-  bool fuses_rope(int l) {
+  // Whether the fused decode step lets the KV4 attention do RoPE + append (WKV_KV4_FUSED_ROPE); every layer's
+  // cache has the same format, so the first one answers for all.
+  bool fuses_rope() {
     return kv4_ && kv4_fused_rope_requested() &&
-           wk::kv4_decode_attention_fuses_rope(caches_[l], decode_args_kv4(nullptr, nullptr, nullptr));
+           wk::kv4_decode_attention_fuses_rope(caches_.front(), decode_args_kv4(nullptr, nullptr, nullptr));
   }
 
   // Decode (T = 1): with device positions k, v are already in the cache (rope_append_at) unless fused_rope
