@@ -57,10 +57,11 @@ __global__ void __launch_bounds__(kThreads)
 // channels i and i + D/2 of (p, h) — the rotated key from registers, the same float that rope_at leaves in
 // memory for kv16_append_at to read. Consecutive threads take consecutive i (coalesced loads and stores).
 // Out-of-range p: the heads are still rotated (as rope_at does), the cache untouched (as kv16_append_at
-// does). v must not overlap qk.
+// does). v must not overlap qk. cs: p's angle table (rope_table_at) or null (angles computed here).
 __global__ void __launch_bounds__(kThreads)
-    kv16_rope_append_kernel(Kv16LayerCache c, float* __restrict__ qk, const float* __restrict__ v, int n_heads,
-                            const int32_t* __restrict__ pos_dev, float theta) {
+    kv16_rope_append_kernel(Kv16LayerCache c, float* __restrict__ qk, const float* __restrict__ v,
+                            int n_heads, const int32_t* __restrict__ pos_dev, float theta,
+                            const float* __restrict__ cs) {
   const int D = c.head_dim, half = D / 2, Hkv = c.n_kv_heads;
   const int r = blockIdx.x * kThreads + threadIdx.x;
   if (r >= (n_heads + 2 * Hkv) * half) return;
@@ -71,7 +72,7 @@ __global__ void __launch_bounds__(kThreads)
   int h;
   uint16_t* pool;
   if (head < n_heads + Hkv) {  // query or key head: rotate
-    ropedev::rope_pair_in_place(qk + size_t(head) * D, i, D, pos, theta, a, b);
+    ropedev::rope_pair_in_place(qk + size_t(head) * D, i, D, pos, theta, cs, a, b);
     if (head < n_heads || !in_range) return;
     h = head - n_heads;
     pool = c.k_pool;
@@ -121,17 +122,19 @@ void kv16_append_at(const Kv16LayerCache& cache, const float* k, const float* v,
 }
 
 void kv16_rope_append_at(const Kv16LayerCache& cache, float* qk, const float* v, int n_heads,
-                         const int32_t* pos_dev, float theta, cudaStream_t stream) {
+                         const int32_t* pos_dev, float theta, const float* cs, cudaStream_t stream) {
   validate_kv16_cache(cache, 0, "kv16_rope_append_at");
   if (!qk || !v || !pos_dev)
     throw std::invalid_argument("kv16_rope_append_at: qk, v and pos_dev must be non-null device pointers");
   if (n_heads < 1) throw std::invalid_argument("kv16_rope_append_at: n_heads must be ≥ 1");
   if (!std::isfinite(theta) || !(theta > 0.0f))
     throw std::invalid_argument("kv16_rope_append_at: theta must be finite and > 0");
+  if (reinterpret_cast<uintptr_t>(cs) % alignof(float) != 0)
+    throw std::invalid_argument("kv16_rope_append_at: cs (the angle table) must be null or 4-byte aligned");
   const int64_t threads = (int64_t(n_heads) + 2 * int64_t(cache.n_kv_heads)) * (cache.head_dim / 2);
   if (threads > int64_t(INT32_MAX) - kThreads) throw std::invalid_argument("kv16_rope_append_at: too many heads");
   const int blocks = int((threads + kThreads - 1) / kThreads);
-  kv16_rope_append_kernel<<<blocks, kThreads, 0, stream>>>(cache, qk, v, n_heads, pos_dev, theta);
+  kv16_rope_append_kernel<<<blocks, kThreads, 0, stream>>>(cache, qk, v, n_heads, pos_dev, theta, cs);
   WKV_CHECK_LAUNCH();
 }
 

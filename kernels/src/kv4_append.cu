@@ -74,19 +74,22 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   quantize_smoothed_row(xs, row, D, G, lane);
 }
 
-// kv4_rope_append_at: the H query heads and H_kv key heads of qk = [H + H_kv][D] rotated in place for position
-// p = *pos_dev, and the rotated keys and v [H_kv][D] appended at p. Items (one warp each), four per block:
+// kv4_rope_append_at: the H query heads and H_kv key heads of qk = [H + H_kv][D] rotated in place for
+// position p = *pos_dev, and the rotated keys and v [H_kv][D] appended at p. Items (one warp each), four per
+// block:
 //   [0, 2·H_kv)            (h, K|V), K|V fastest, as in kv4_append_kernel. The K warp rotates key head h
 //                          (lane takes the pairs i = lane, lane + 32, … < D/2), stores it back to qk (the
 //                          decode attention reads it as k_cur) and smooths the two rotated values from
 //                          registers; smoothing is per element, so the smoothed row, and with it every stored
-//                          bit, is what kv4_append_at computes from the rotated k that rope_at leaves in memory.
+//                          bit, is what kv4_append_at computes from the rotated k that rope_at leaves in
+//                          memory.
 //   [2·H_kv, 2·H_kv + H)   query head item − 2·H_kv: rotated in place, nothing else.
 // Out-of-range p (outside [0, capacity)): the heads are still rotated (as rope_at does), the cache untouched
-// (as kv4_append_at does). v must not overlap qk.
+// (as kv4_append_at does). v must not overlap qk. cs: p's angle table (rope_table_at) or null (angles here).
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     kv4_rope_append_kernel(Kv4LayerCache c, float* __restrict__ qk, const float* __restrict__ v, int n_heads,
-                           const int32_t* __restrict__ pos_dev, float theta, size_t head_bytes) {
+                           const int32_t* __restrict__ pos_dev, float theta, const float* __restrict__ cs,
+                           size_t head_bytes) {
   extern __shared__ float smem[];  // [kWarpsPerBlock][D]
   const int D = c.head_dim, half = D / 2, Hkv = c.n_kv_heads;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -100,13 +103,13 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
   if (item >= 2 * Hkv) {  // a query head
     float a, b;
     for (int i = lane; i < half; i += 32)
-      ropedev::rope_pair_in_place(qk + size_t(item - 2 * Hkv) * D, i, D, pos, theta, a, b);
+      ropedev::rope_pair_in_place(qk + size_t(item - 2 * Hkv) * D, i, D, pos, theta, cs, a, b);
     return;
   }
   const int which = item & 1, h = item >> 1;
   float* key = qk + size_t(n_heads + h) * D;
   kv4append::rope_append_head(c, which ? v + size_t(h) * D : key, which ? nullptr : key, which, h, pos,
-                              in_range, theta, nullptr, head_bytes, smem + warp * D, lane);
+                              in_range, theta, cs, head_bytes, smem + warp * D, lane);
 }
 
 }  // namespace
@@ -141,22 +144,24 @@ void kv4_append_at(const Kv4LayerCache& cache, const float* k, const float* v, c
   WKV_CHECK_LAUNCH();
 }
 
-void kv4_rope_append_at(const Kv4LayerCache& cache, float* qk, const float* v, int n_heads, const int32_t* pos_dev,
-                        float theta, cudaStream_t stream) {
+void kv4_rope_append_at(const Kv4LayerCache& cache, float* qk, const float* v, int n_heads,
+                        const int32_t* pos_dev, float theta, const float* cs, cudaStream_t stream) {
   validate_kv4_cache(cache, 0, "kv4_rope_append_at");
   if (!qk || !v || !pos_dev)
     throw std::invalid_argument("kv4_rope_append_at: qk, v and pos_dev must be non-null device pointers");
   if (n_heads < 1) throw std::invalid_argument("kv4_rope_append_at: n_heads must be ≥ 1");
   if (!std::isfinite(theta) || !(theta > 0.0f))
     throw std::invalid_argument("kv4_rope_append_at: theta must be finite and > 0");
+  if (reinterpret_cast<uintptr_t>(cs) % alignof(float) != 0)
+    throw std::invalid_argument("kv4_rope_append_at: cs (the angle table) must be null or 4-byte aligned");
   const size_t head_bytes = kv4_head_bytes(cache.head_dim, cache.group);
   const int64_t items = 2 * int64_t(cache.n_kv_heads) + n_heads;
   if (items > int64_t(INT32_MAX) - kWarpsPerBlock) throw std::invalid_argument("kv4_rope_append_at: too many heads");
   const int blocks = int((items + kWarpsPerBlock - 1) / kWarpsPerBlock);
   const size_t smem = sizeof(float) * kWarpsPerBlock * cache.head_dim;
   if (smem > 48 * 1024) throw std::invalid_argument("kv4_rope_append_at: head_dim too large");
-  launch_kernel_pdl(pdl_chain(), kv4_rope_append_kernel, dim3(blocks), dim3(kWarpsPerBlock * 32), smem, stream, cache,
-                    qk, v, n_heads, pos_dev, theta, head_bytes);
+  launch_kernel_pdl(pdl_chain(), kv4_rope_append_kernel, dim3(blocks), dim3(kWarpsPerBlock * 32), smem,
+                    stream, cache, qk, v, n_heads, pos_dev, theta, cs, head_bytes);
   WKV_CHECK_LAUNCH();
 }
 

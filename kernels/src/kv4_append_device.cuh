@@ -59,10 +59,7 @@ __device__ __forceinline__ void rope_append_head(const Kv4LayerCache& c, const f
   if (which == 0) {
     for (int i = lane; i < half; i += 32) {
       float a, b;
-      if (cs)
-        ropedev::rope_pair_cs(x, i, D, cs[i], cs[half + i], a, b);
-      else
-        ropedev::rope_pair(x, i, D, pos, theta, a, b);
+      ropedev::rope_pair_at(x, i, D, pos, theta, cs, a, b);
       if (store) {
         store[i] = a;
         store[i + half] = b;

@@ -49,11 +49,23 @@ __device__ __forceinline__ void rope_pair(const float* x, int i, int head_dim, i
   rope_pair_cs(x, i, head_dim, c, s, a, b);
 }
 
-// Pair i of the head x rotated in place for position pos; the rotated values are also returned in a, b (the
-// decode step's fused append quantizes or stores them next).
+// Pair i of the head x rotated for position pos by the table cs = [cos of pairs 0 … D/2 − 1][sin of the same]
+// that rope_table_at wrote for pos, or with the angle computed here when cs is null: the same bits either way
+// (the table holds rope_cos_sin's values), but the table's angles are computed once per token instead of once
+// per pair, head and layer (a double pow each).
+__device__ __forceinline__ void rope_pair_at(const float* x, int i, int head_dim, int pos, float theta,
+                                             const float* cs, float& a, float& b) {
+  if (cs)
+    rope_pair_cs(x, i, head_dim, cs[i], cs[head_dim / 2 + i], a, b);
+  else
+    rope_pair(x, i, head_dim, pos, theta, a, b);
+}
+
+// Pair i of the head x rotated in place for position pos (cs as rope_pair_at); the rotated values are also
+// returned in a, b (the decode step's fused append quantizes or stores them next).
 __device__ __forceinline__ void rope_pair_in_place(float* x, int i, int head_dim, int pos, float theta,
-                                                   float& a, float& b) {
-  rope_pair(x, i, head_dim, pos, theta, a, b);
+                                                   const float* cs, float& a, float& b) {
+  rope_pair_at(x, i, head_dim, pos, theta, cs, a, b);
   x[i] = a;
   x[i + head_dim / 2] = b;
 }

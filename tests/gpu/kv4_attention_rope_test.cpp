@@ -113,7 +113,7 @@ void run_rope_case(const RopeCase& c, unsigned seed, const std::vector<int>& pos
   cudaStream_t stream = nullptr;
   cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   auto enqueue_ref = [&] {
-    wk::kv4_rope_append_at(ref.cache.view, ref.qk.ptr, ref.v.ptr, c.H, pos_dev.ptr, kTheta, stream);
+    wk::kv4_rope_append_at(ref.cache.view, ref.qk.ptr, ref.v.ptr, c.H, pos_dev.ptr, kTheta, nullptr, stream);
     wk::kv4_decode_attention(ref.cache.view, ar, ref.ws.ptr, ref.ws_bytes, stream);
   };
   auto enqueue_got = [&] {

@@ -8,8 +8,8 @@
 //       and proof that nothing around the slot was written.
 // Fresh random inputs every run (the seed is printed), GQA / MQA / MHA shapes with odd head counts, head_dim
 // 64 and 128 (plus odd sizes the kernels also take), positions across 64-token page boundaries, the fused
-// launch both eager and replayed from a captured CUDA graph, and out-of-range device positions (rotate, write
-// nothing to the cache).
+// launch both eager and replayed from a captured CUDA graph, with and without the angle table
+// (rope_table_at), and out-of-range device positions (rotate, write nothing to the cache).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -102,8 +102,8 @@ struct Kv4Fixture {
     wk::rope_at(qkv, H + host.Hkv, host.D, pos, theta);
     wk::kv4_append_at(by_two.view, qkv + H * hd, qkv + (H + host.Hkv) * hd, pos);
   }
-  void fused(float* qkv, int H, const int32_t* pos, float theta, cudaStream_t s) {
-    wk::kv4_rope_append_at(by_fused.view, qkv, qkv + size_t(H + host.Hkv) * host.D, H, pos, theta, s);
+  void fused(float* qkv, int H, const int32_t* pos, float theta, const float* cs, cudaStream_t s) {
+    wk::kv4_rope_append_at(by_fused.view, qkv, qkv + size_t(H + host.Hkv) * host.D, H, pos, theta, cs, s);
   }
   void write_reference(int p, const float* k, const float* v) {
     host.set_row(false, p, k);
@@ -130,8 +130,8 @@ struct Kv16Fixture {
     wk::rope_at(qkv, H + host.Hkv, host.D, pos, theta);
     wk::kv16_append_at(by_two.view, qkv + H * hd, qkv + (H + host.Hkv) * hd, pos);
   }
-  void fused(float* qkv, int H, const int32_t* pos, float theta, cudaStream_t s) {
-    wk::kv16_rope_append_at(by_fused.view, qkv, qkv + size_t(H + host.Hkv) * host.D, H, pos, theta, s);
+  void fused(float* qkv, int H, const int32_t* pos, float theta, const float* cs, cudaStream_t s) {
+    wk::kv16_rope_append_at(by_fused.view, qkv, qkv + size_t(H + host.Hkv) * host.D, H, pos, theta, cs, s);
   }
   void write_reference(int p, const float* k, const float* v) {
     host.set_row(false, p, k);
@@ -148,9 +148,10 @@ struct Kv16Fixture {
 
 // Drives one cache at the positions 0, 1, P−1, P, P+1, 2P−1, 2P, capacity−1 (those inside the capacity), then
 // the out-of-range cap, cap + 100000 and −1; even steps replay a graph captured once, odd steps launch
-// eagerly.
+// eagerly. With `table` the fused launch reads the angles from rope_table_at's table for the position (the
+// decode step's default), written right before it (in the graph too); otherwise it computes them itself.
 template <typename Fixture>
-void run_positions(Fixture& f, const Qkv& L, int page, float theta, std::mt19937& rng) {
+void run_positions(Fixture& f, const Qkv& L, int page, float theta, bool table, std::mt19937& rng) {
   const int cap = f.capacity();
   std::vector<int> positions;
   for (int p : {0, 1, page - 1, page, page + 1, 2 * page - 1, 2 * page, cap - 1})
@@ -159,19 +160,25 @@ void run_positions(Fixture& f, const Qkv& L, int page, float theta, std::mt19937
 
   DeviceBuf<float> two(L.total()), fused(L.total());
   DeviceBuf<int32_t> pos(1);
+  DeviceBuf<float> cs(size_t(L.D));
   cudaStream_t stream = nullptr;
   cuda_ok(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
+  auto launch_fused = [&] {
+    if (table) wk::rope_table_at(pos.ptr, L.D, theta, cs.ptr, stream);
+    f.fused(fused.ptr, L.H, pos.ptr, theta, table ? cs.ptr : nullptr, stream);
+  };
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal), "begin capture");
-  f.fused(fused.ptr, L.H, pos.ptr, theta, stream);
+  launch_fused();
   cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
   cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
 
   for (size_t step = 0; step < positions.size(); ++step) {
     const int p = positions[step];
     const bool in_range = p >= 0 && p < cap;
-    SCOPED_TRACE("pos " + std::to_string(p) + (step % 2 ? " eager" : " graph"));
+    SCOPED_TRACE("pos " + std::to_string(p) + (step % 2 ? " eager" : " graph") +
+                 (table ? ", angle table" : ""));
     const auto x = make_qkv(rng, L, step == 1);
     two.upload(x);
     fused.upload(x);
@@ -180,7 +187,7 @@ void run_positions(Fixture& f, const Qkv& L, int page, float theta, std::mt19937
     cuda_ok(cudaDeviceSynchronize(), "uploads");
     f.two_launches(two.ptr, L.H, pos.ptr, theta);
     if (step % 2)
-      f.fused(fused.ptr, L.H, pos.ptr, theta, stream);
+      launch_fused();
     else
       cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
     cuda_ok(cudaDeviceSynchronize(), "launches");
@@ -221,8 +228,10 @@ TEST(GpuRopeAppend, Kv4MatchesRopeAtPlusAppendAndReference) {
                  " D " + std::to_string(c.D) + " G " + std::to_string(c.G) + " P " + std::to_string(c.P) +
                  (c.smoothing ? " smoothed" : " identity"));
     std::mt19937 rng(s);
-    Kv4Fixture f(rng, c.Hkv, c.D, c.G, c.capacity, c.P, c.smoothing);  // pools poisoned with 0xFF
-    run_positions(f, Qkv{c.H, c.Hkv, c.D}, c.P, c.theta, rng);
+    for (bool table : {false, true}) {
+      Kv4Fixture f(rng, c.Hkv, c.D, c.G, c.capacity, c.P, c.smoothing);  // pools poisoned with 0xFF
+      run_positions(f, Qkv{c.H, c.Hkv, c.D}, c.P, c.theta, table, rng);
+    }
   }
 }
 
@@ -244,8 +253,10 @@ TEST(GpuRopeAppend, Kv16MatchesRopeAtPlusAppendAndReference) {
     SCOPED_TRACE("seed " + std::to_string(s) + " H " + std::to_string(c.H) + " Hkv " + std::to_string(c.Hkv) +
                  " D " + std::to_string(c.D) + " P " + std::to_string(c.P));
     std::mt19937 rng(s);
-    Kv16Fixture f(rng, c.Hkv, c.D, c.capacity, c.P);  // pools poisoned with 0xFFFF
-    run_positions(f, Qkv{c.H, c.Hkv, c.D}, c.P, c.theta, rng);
+    for (bool table : {false, true}) {
+      Kv16Fixture f(rng, c.Hkv, c.D, c.capacity, c.P);  // pools poisoned with 0xFFFF
+      run_positions(f, Qkv{c.H, c.Hkv, c.D}, c.P, c.theta, table, rng);
+    }
   }
 }
 
@@ -273,6 +284,12 @@ TEST(GpuRopeAppend, RejectsBadArguments) {
   rejects_bad_arguments([&](float* qk, const float* v, int H, const int32_t* p, float theta) {
     wk::kv16_rope_append_at(f16.by_fused.view, qk, v, H, p, theta);
   });
+  // A misaligned angle table is refused, not read.
+  const float* odd_cs = reinterpret_cast<const float*>(reinterpret_cast<const char*>(x.ptr) + 2);
+  EXPECT_THROW(wk::kv4_rope_append_at(f4.by_fused.view, x.ptr, x.ptr + 256, 2, pos.ptr, 10000.0f, odd_cs),
+               std::invalid_argument);
+  EXPECT_THROW(wk::kv16_rope_append_at(f16.by_fused.view, x.ptr, x.ptr + 256, 2, pos.ptr, 10000.0f, odd_cs),
+               std::invalid_argument);
   auto c4 = f4.by_fused.view;
   c4.group = 48;  // does not divide head_dim
   EXPECT_THROW(wk::kv4_rope_append_at(c4, x.ptr, x.ptr + 256, 2, pos.ptr, 10000.0f), std::invalid_argument);

@@ -230,6 +230,15 @@ bool kv4_fused_rope_requested() {
   return on;
 }
 
+// WKV_ROPE_TABLE=1 / 0 (unset: on): the decode step computes RoPE's cos/sin once per token (rope_table_at)
+// and every layer's RoPE + append launch reads them instead of computing them per head (a double-precision
+// pow per pair); the same bits either way (tests/gpu/rope_append_test.cpp). Off only to measure what it
+// saves.
+bool rope_table_requested() {
+  static const bool on = env_switch("WKV_ROPE_TABLE", true);
+  return on;
+}
+
 // WKV_DECODE_SKIP=stage[,stage...] — measurement only, the outputs are wrong: the fused decode step leaves
 // those launches out, so `wkv bench` times the step without them and the difference to a normal run is what
 // they cost in place, launch gaps and overlap included. Stages: rope (RoPE + KV append), attn, qkv, wo,
@@ -597,6 +606,7 @@ class CudaSessionState final : public SessionState {
     // Residual adds are fused with the norm that follows them (add_rmsnorm_f32): h = attn_norm(x) of layer
     // 0 here, of layer l + 1 at the end of layer l.
     wk::rmsnorm_f32(x, w_.layers[0].attn_norm.as<float>(), T, d, info_.norm_eps, h, stream_);
+    const float* cs = P.dev ? rope_table(P) : nullptr;
     for (int l = 0; l < info_.n_layers; ++l) {
       const DeviceLayer& L = w_.layers[l];
       float *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
@@ -614,7 +624,7 @@ class CudaSessionState final : public SessionState {
         linear(view_of(L.qkv, qd + kv_dim_, kv_dim_), h, T, v, h16);
       }
       if (P.dev) {  // decode (T = 1): q and k are consecutive in qkv_; one launch rotates both, appends k, v
-        rope_append_at(l, P, q, v);
+        rope_append_at(l, P, q, v, cs);
       } else {
         wk::rope(q, T, H, D_, P.pos0, info_.rope_theta, stream_);
         wk::rope(k, T, info_.n_kv_heads, D_, P.pos0, info_.rope_theta, stream_);
@@ -664,9 +674,10 @@ class CudaSessionState final : public SessionState {
     wk::embedding_lookup(w_.embed.as<uint16_t>(), info_.vocab_size, d, P.dev, 1, xs[0], stream_);
     wk::rmsnorm_f32(xs[0], w_.layers[0].attn_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
     const DecodeSkip& skip = decode_skip();
-    // The fused RoPE's angles depend only on the position: computed once per token for every layer.
+    // RoPE's angles depend only on the position: computed once per token for every layer (the fused RoPE
+    // always reads them; the separate RoPE + append launch unless WKV_ROPE_TABLE=0).
     const bool fused_rope = !skip.any() && fuses_rope();
-    if (fused_rope) wk::rope_table_at(P.pos_dev(), D_, info_.rope_theta, rope_cs_.as<float>(), stream_);
+    const float* cs = fused_rope ? rope_table(P, true) : skip.rope ? nullptr : rope_table(P);
     bool qkv_done = false;  // the previous layer's chain computed this layer's q|k|v
     for (int l = 0; l < info_.n_layers; ++l) {
       const DeviceLayer& L = w_.layers[l];
@@ -679,7 +690,7 @@ class CudaSessionState final : public SessionState {
                                 xs[cur ^ 1], xin, qkv, stream_);
         cur ^= 1;
       }
-      if (!skip.rope && !fused_rope) rope_append_at(l, P, q, v);
+      if (!skip.rope && !fused_rope) rope_append_at(l, P, q, v, cs);
       if (!skip.attn) {
         if (kv4_)
           attention_kv4(l, 1, P, q, k, v, fused_rope);
@@ -793,9 +804,21 @@ class CudaSessionState final : public SessionState {
   // appended at pos, one launch, before the attention. That order is right for every mode: without POQ (and
   // with FP16 KV) the attention reads the current token back from the cache; with POQ it reads cache
   // positions < pos only (n_cache = pos) and the current k, v at full precision from qkv_.
-  void rope_append_at(int l, const Positions& P, float* qk, const float* v) {
-    if (kv4_) wk::kv4_rope_append_at(caches_[l], qk, v, info_.n_heads, P.pos_dev(), info_.rope_theta, stream_);
-    else wk::kv16_rope_append_at(caches16_[l], qk, v, info_.n_heads, P.pos_dev(), info_.rope_theta, stream_);
+  // cs: this token's angle table (rope_table) or null.
+  void rope_append_at(int l, const Positions& P, float* qk, const float* v, const float* cs) {
+    const float theta = info_.rope_theta;
+    if (kv4_)
+      wk::kv4_rope_append_at(caches_[l], qk, v, info_.n_heads, P.pos_dev(), theta, cs, stream_);
+    else
+      wk::kv16_rope_append_at(caches16_[l], qk, v, info_.n_heads, P.pos_dev(), theta, cs, stream_);
+  }
+
+  // The decode step's RoPE angle table for the device position (rope_cs_, [2][D/2]), enqueued once per token;
+  // null when WKV_ROPE_TABLE=0 turns it off (unless `required`: the fused attention RoPE reads nothing else).
+  const float* rope_table(const Positions& P, bool required = false) {
+    if (!required && !rope_table_requested()) return nullptr;
+    wk::rope_table_at(P.pos_dev(), D_, info_.rope_theta, rope_cs_.as<float>(), stream_);
+    return rope_cs_.as<float>();
   }
 
   // The decode attention's L2 prefetch hints (l2_prefetch_setting): the weights of the two linears after it.
@@ -838,7 +861,7 @@ class CudaSessionState final : public SessionState {
       wk::Kv4DecodeArgs a = decode_args_kv4(q, k, v);
       if (fused_rope) {
         a.rope_pos_dev = P.pos_dev();
-        a.rope_cs = rope_cs_.as<float>();
+        a.rope_cs = rope_cs_.as<float>();  // rope_table wrote it for this token
       }
       // POQ: the attention reads the n_past = pos earlier tokens from the cache and the current one at full
       // precision from k, v; without POQ it reads the current one back from the cache like the past.
@@ -920,7 +943,7 @@ class CudaSessionState final : public SessionState {
   wk::CublasContext cublas_;
   DeviceBuffer page_table_, workspace_, step_dev_;
   DeviceBuffer chain_counters_;  // w4_gemv_chain's counters (zeroed once; every launch leaves them zeroed)
-  DeviceBuffer rope_cs_;         // decode: this token's RoPE cos/sin [2][D/2] for the fused attention's RoPE
+  DeviceBuffer rope_cs_;         // decode: this token's RoPE cos/sin [2][D/2] (rope_table)
   PinnedBuffer step_host_, logits_host_;
   std::vector<DeviceBuffer> k_pools_, v_pools_;
   std::vector<wk::Kv4LayerCache> caches_;

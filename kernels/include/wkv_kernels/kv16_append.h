@@ -22,12 +22,14 @@ void kv16_append_at(const Kv16LayerCache& cache, const float* k, const float* v,
 // The decode step's RoPE and append in one launch: the same bits as
 //   rope_at(qk, n_heads + H_kv, D, pos_dev, theta); kv16_append_at(cache, qk + n_heads·D, v, pos_dev)
 // (elementwise.h), H_kv = cache.n_kv_heads, D = cache.head_dim.
-// qk: device FP32 [n_heads + H_kv][D], this token's query heads followed by its key heads, rotated in place for
-// the position p = *pos_dev; the rotated keys and v (device FP32 [H_kv][D], must not overlap qk) are appended
-// at p. An out-of-range p (outside [0, capacity)) rotates like rope_at and writes nothing to the cache.
-// Throws std::invalid_argument on a bad cache / null pointer / n_heads < 1 / theta not finite and > 0,
-// std::runtime_error on a CUDA error. Graph-capturable.
+// qk: device FP32 [n_heads + H_kv][D], this token's query heads followed by its key heads, rotated in place
+// for the position p = *pos_dev; the rotated keys and v (device FP32 [H_kv][D], must not overlap qk) are
+// appended at p. An out-of-range p (outside [0, capacity)) rotates like rope_at and writes nothing to the
+// cache. Throws std::invalid_argument on a bad cache / null pointer / n_heads < 1 / theta not finite and > 0,
+// std::runtime_error on a CUDA error. Graph-capturable. cs: null or the position's angle table, as for
+// kv4_rope_append_at (kv4_append.h).
 void kv16_rope_append_at(const Kv16LayerCache& cache, float* qk, const float* v, int n_heads,
-                         const int32_t* pos_dev, float theta, cudaStream_t stream = nullptr);
+                         const int32_t* pos_dev, float theta, const float* cs = nullptr,
+                         cudaStream_t stream = nullptr);
 
 }  // namespace wkv::kernels

@@ -27,12 +27,16 @@ void kv4_append_at(const Kv4LayerCache& cache, const float* k, const float* v, c
 //   rope_at(qk, n_heads + H_kv, D, pos_dev, theta); kv4_append_at(cache, qk + n_heads·D, v, pos_dev)
 // (elementwise.h), H_kv = cache.n_kv_heads, D = cache.head_dim.
 // qk: device FP32 [n_heads + H_kv][D], this token's query heads followed by its key heads (as the q|k|v GEMV
-// leaves them), rotated in place for the position p = *pos_dev; the rotated keys and v (device FP32 [H_kv][D],
-// must not overlap qk) are appended at p. An out-of-range p (outside [0, capacity)) rotates like rope_at and
-// writes nothing to the cache, like kv4_append_at. The decode attention with POQ reads cache positions < p
-// only, so the append may precede it. Throws std::invalid_argument on a bad cache / null pointer /
-// n_heads < 1 / theta not finite and > 0, std::runtime_error on a CUDA error. Graph-capturable.
-void kv4_rope_append_at(const Kv4LayerCache& cache, float* qk, const float* v, int n_heads, const int32_t* pos_dev,
-                        float theta, cudaStream_t stream = nullptr);
+// leaves them), rotated in place for the position p = *pos_dev; the rotated keys and v (device FP32
+// [H_kv][D], must not overlap qk) are appended at p. An out-of-range p (outside [0, capacity)) rotates like
+// rope_at and writes nothing to the cache, like kv4_append_at. The decode attention with POQ reads cache
+// positions < p only, so the append may precede it. Throws std::invalid_argument on a bad cache / null
+// pointer / n_heads < 1 / theta not finite and > 0, std::runtime_error on a CUDA error. Graph-capturable. cs:
+// null, or the angle table rope_table_at(pos_dev, D, theta, cs) wrote for this position (elementwise.h),
+// device FP32 [2][D/2]: the same bits, without computing the angles per head (the decode step writes the
+// table once per token and every layer reads it).
+void kv4_rope_append_at(const Kv4LayerCache& cache, float* qk, const float* v, int n_heads,
+                        const int32_t* pos_dev, float theta, const float* cs = nullptr,
+                        cudaStream_t stream = nullptr);
 
 }  // namespace wkv::kernels
