@@ -75,7 +75,7 @@ struct Args {
 
 // kMinBlocks 2 (WKV_W4_PACKED_PAIR): registers bounded so that two blocks fit on one SM (≤ 60 per thread at
 // 544 threads), for a following launch's block to start beside this one (launch() says why).
-template <Prologue kPro, int kMinBlocks>
+template <Prologue kPro, int kMinBlocks, bool kDefer = false>
 __global__ void __launch_bounds__(kThreads, kMinBlocks)
     w4_gemv_packed_kernel(Args a, const float* __restrict__ x, float* __restrict__ y, PrologueArgs pro) {
   extern __shared__ __align__(128) uint8_t sm[];
@@ -128,19 +128,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
     __syncthreads();  // the barriers are visible to every warp
     if (tid == 0) trace_point(a.trace, 1);
     grid_dependency_wait();
-    if (!producer_warp) stage_x_load<kPro>(p, x, pro, part, xr);
+    if (!producer_warp) stage_x_load<kPro, false, kDefer>(p, x, pro, part, xr);
   } else {
     grid_dependency_wait();  // a no-op unless launched with PDL
     // 1. Consumers issue x's loads (nothing else is in flight yet, so they are not queued behind weights)
     //    while the producer sets up the ring's barriers.
-    if (!producer_warp) stage_x_load<kPro>(p, x, pro, part, xr);
+    if (!producer_warp) stage_x_load<kPro, false, kDefer>(p, x, pro, part, xr);
     if (producer) init_barriers();
     __syncthreads();  // the barriers are visible to every warp
     if (tid == 0) trace_point(a.trace, 1);
     // 2. The producer fills the ring while the consumers convert x (they meet at a consumer-only barrier).
     if (producer) fill_ring();
   }
-  if (!producer_warp) stage_x_convert<kPro>(p, x, pro, sm, a.trace, xr);
+  if (!producer_warp) stage_x_convert<kPro, false, kDefer>(p, x, pro, sm, a.trace, xr, part);
   if (tid == 0) trace_point(a.trace, 3);
 
   float* red = reinterpret_cast<float*>(sm + p.off_red);
@@ -314,19 +314,29 @@ bool pair_mode() {
   return on;
 }
 
-template <Prologue kPro, int kMinBlocks>
+template <Prologue kPro, int kMinBlocks, bool kDefer = false>
 void launch_kernel(const Args& a, const float* x, float* y, const PrologueArgs& pro, cudaStream_t stream) {
   static const bool attr_set = [] {
-    allow_max_dynamic_smem(w4_gemv_packed_kernel<kPro, kMinBlocks>);
+    allow_max_dynamic_smem(w4_gemv_packed_kernel<kPro, kMinBlocks, kDefer>);
     if (kMinBlocks > 1)
-      CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_packed_kernel<kPro, kMinBlocks>,
-                                      cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+      CUDA_CHECK(cudaFuncSetAttribute(w4_gemv_packed_kernel<kPro, kMinBlocks, kDefer>,
+                                      cudaFuncAttributePreferredSharedMemoryCarveout,
+                                      cudaSharedmemCarveoutMaxShared));
     return true;
   }();
   (void)attr_set;
-  launch_kernel_pdl(pdl_mode() != PdlMode::off, w4_gemv_packed_kernel<kPro, kMinBlocks>, dim3((unsigned)a.p.blocks),
-                    dim3(kThreads), a.p.smem, stream, a, x, y, pro);
+  launch_kernel_pdl(pdl_mode() != PdlMode::off, w4_gemv_packed_kernel<kPro, kMinBlocks, kDefer>,
+                    dim3((unsigned)a.p.blocks), dim3(kThreads), a.p.smem, stream, a, x, y, pro);
   WKV_CHECK_LAUNCH();
+}
+
+// WKV_W4_PACKED_DEFER=1 (an experiment, off by default until a GPU has timed it): the add_rmsnorm and swiglu
+// prologues' arithmetic runs after the block barrier, so the ring fill no longer waits for their L2 round
+// trips (XRound in w4_gemv_packed.cuh; same bits). Launches whose first staging round does not cover every
+// item (defer_fits) keep the plain staging.
+bool defer_mode() {
+  static const bool on = env_flag("WKV_W4_PACKED_DEFER");
+  return on;
 }
 
 template <Prologue kPro>
@@ -348,6 +358,8 @@ int launch(const W4PackedView& w, const float* x, int B, float* y, const Prologu
   a.early_ring = pdl_mode() == PdlMode::early_ring ? 1 : 0;
   if (paired)
     launch_kernel<kPro, 2>(a, x, y, pro, stream);
+  else if (kPro != Prologue::none && defer_mode() && defer_fits(a.p.B, a.p.groups))
+    launch_kernel<kPro, 1, kPro != Prologue::none>(a, x, y, pro, stream);
   else
     launch_kernel<kPro, 1>(a, x, y, pro, stream);
   return a.p.blocks;

@@ -198,8 +198,22 @@ __device__ __forceinline__ void consumer_sync() {
 
 struct XRound {
   float4 v[kRound];  // lane's 4 channels of groups warp, warp + 16, … (first round)
+  float4 u[kRound];  // deferred prologue only: the second input of the same channels (swiglu: up,
+                     // add_rmsnorm: r)
   float inv = 0.0f;  // add_rmsnorm: 1 / rms
 };
+
+// Deferred prologue (kDefer, WKV_W4_PACKED_DEFER): stage_x_load leaves the prologue's raw loads in flight
+// (gate and up, or res and r) instead of waiting for them before the block barrier, and stage_x_convert does
+// the arithmetic after it, while the producer already fills the ring: the weights stream from the launch's
+// first microsecond instead of after one (swiglu) or two (add_rmsnorm: the sum of squares, then the loads
+// scaled by it) L2 round trips. Only where the first round covers every item (B · groups ≤ kRound · 16; the
+// 7B shapes: 32 groups for add_rmsnorm, 86 for swiglu). Bit-identical to the plain staging: thread tid's
+// channels f = tid + 512·k of the sum-of-squares pass are exactly its items' channels (group warp + 16·k,
+// lane), so its partial sums the same squares in the same order.
+__host__ __device__ constexpr bool defer_fits(int B, int groups) {
+  return B * groups <= kRound * kConsumerWarps;
+}
 
 // Loads of the GEMV's inputs. kCoherent (the chain kernel, whose inputs other blocks of the same launch wrote):
 // through L2 only (ld.global.cg), never the non-coherent read-only path or a possibly stale L1 line.
@@ -233,11 +247,27 @@ __device__ __forceinline__ float4 x_item(const Plan& p, const float* __restrict_
 
 // Consumers: the add_rmsnorm prologue's sum of squares (one consumer barrier), then the loads of the warp's
 // first round of groups, left in flight in `r` (the caller's block barrier comes next).
-template <Prologue kPro, bool kCoherent = false>
-__device__ __forceinline__ void stage_x_load(const Plan& p, const float* __restrict__ x, const PrologueArgs& pro,
-                                             float* part, XRound& r) {
+template <Prologue kPro, bool kCoherent = false, bool kDefer = false>
+__device__ __forceinline__ void stage_x_load(const Plan& p, const float* __restrict__ x,
+                                             const PrologueArgs& pro, float* part, XRound& r) {
   const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int cols = p.groups * kW4PackedGroup;
+  if constexpr (kDefer &&
+                kPro != Prologue::none) {  // raw loads only (defer_fits: one round covers all items)
+    const float* a = kPro == Prologue::swiglu ? x : pro.res;
+    const float* b = kPro == Prologue::swiglu ? pro.u : pro.r;
+#pragma unroll
+    for (int k = 0; k < kRound; ++k) {
+      const int item = warp + k * kConsumerWarps;
+      if (item < p.B * p.groups) {
+        const size_t f =
+            (size_t)item * (kW4PackedGroup / 4) + lane;  // B = 1 for add_rmsnorm; rows are contiguous
+        r.v[k] = load_x4<kCoherent>(a, f);
+        r.u[k] = load_x4<kCoherent>(b, f);
+      }
+    }
+    return;
+  }
   if constexpr (kPro == Prologue::add_rmsnorm) {
     const float4* res4 = reinterpret_cast<const float4*>(pro.res);
     const float4* r4 = reinterpret_cast<const float4*>(pro.r);
@@ -268,13 +298,65 @@ __device__ __forceinline__ void stage_x_load(const Plan& p, const float* __restr
   }
 }
 
-// Consumers: converts the first round from `r`, loads and converts any further rounds (cols > 16·6·128), zeroes
-// the partial sums; ends with a consumer barrier.
-template <Prologue kPro, bool kCoherent = false>
-__device__ __forceinline__ void stage_x_convert(const Plan& p, const float* __restrict__ x, const PrologueArgs& pro,
-                                                uint8_t* sm, unsigned long long* trace, XRound& r) {
+// Consumers: converts the first round from `r`, loads and converts any further rounds (cols > 16·6·128),
+// zeroes the partial sums; ends with a consumer barrier. The deferred prologue's arithmetic on the raw loads
+// of stage_x_load<…, kDefer>: afterwards r.v holds what x_item returns for each item (and block 0 has written
+// add_rmsnorm's res_out), as the plain staging leaves it.
+template <Prologue kPro>
+__device__ __forceinline__ void finish_deferred_prologue(const Plan& p, const PrologueArgs& pro, float* part,
+                                                         XRound& r) {
   const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int items = p.B * p.groups;
+  if constexpr (kPro == Prologue::swiglu) {
+#pragma unroll
+    for (int k = 0; k < kRound; ++k)
+      if (warp + k * kConsumerWarps < items) {
+        const float4 g = r.v[k], u = r.u[k];
+        r.v[k] = make_float4(silu_mul(g.x, u.x), silu_mul(g.y, u.y), silu_mul(g.z, u.z), silu_mul(g.w, u.w));
+      }
+  } else if constexpr (kPro == Prologue::add_rmsnorm) {
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kRound; ++k) {
+      const int item = warp + k * kConsumerWarps;
+      if (item < items) {
+        const float4 rs = r.v[k], rr = r.u[k];
+        const float4 v = make_float4(__fadd_rn(rs.x, rr.x), __fadd_rn(rs.y, rr.y), __fadd_rn(rs.z, rr.z),
+                                     __fadd_rn(rs.w, rr.w));
+        ss = fmaf(v.x, v.x, ss);
+        ss = fmaf(v.y, v.y, ss);
+        ss = fmaf(v.z, v.z, ss);
+        ss = fmaf(v.w, v.w, ss);
+        const size_t f = (size_t)item * (kW4PackedGroup / 4) + lane;
+        if (blockIdx.x == 0) reinterpret_cast<float4*>(pro.res_out)[f] = v;
+        r.v[k] = v;
+        r.u[k] =
+            reinterpret_cast<const float4*>(pro.weight)[f];  // the norm weight, in flight over the barrier
+      }
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) part[warp] = ss;
+    consumer_sync();
+    float total = 0.0f;
+    for (int w = 0; w < kConsumerWarps; ++w) total += part[w];
+    r.inv = rms_inverse(total, p.groups * kW4PackedGroup, pro.eps);
+#pragma unroll
+    for (int k = 0; k < kRound; ++k)
+      if (warp + k * kConsumerWarps < items) {
+        const float4 v = r.v[k], w = r.u[k];
+        r.v[k] = make_float4(__fmul_rn(__fmul_rn(v.x, r.inv), w.x), __fmul_rn(__fmul_rn(v.y, r.inv), w.y),
+                             __fmul_rn(__fmul_rn(v.z, r.inv), w.z), __fmul_rn(__fmul_rn(v.w, r.inv), w.w));
+      }
+  }
+}
+
+template <Prologue kPro, bool kCoherent = false, bool kDefer = false>
+__device__ __forceinline__ void stage_x_convert(const Plan& p, const float* __restrict__ x,
+                                                const PrologueArgs& pro, uint8_t* sm,
+                                                unsigned long long* trace, XRound& r, float* part = nullptr) {
+  const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+  const int items = p.B * p.groups;
+  if constexpr (kDefer) finish_deferred_prologue<kPro>(p, pro, part, r);
   if (warp == 0 && lane == 0) trace_point(trace, 2, r.v[0].x);  // once the first value is in
   if (warp == kConsumerWarps - 1 && lane == 0) trace_point(trace, 9, r.v[0].x);
 #pragma unroll
