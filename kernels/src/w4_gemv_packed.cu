@@ -330,12 +330,15 @@ void launch_kernel(const Args& a, const float* x, float* y, const PrologueArgs& 
   WKV_CHECK_LAUNCH();
 }
 
-// WKV_W4_PACKED_DEFER=1 (an experiment, off by default until a GPU has timed it): the add_rmsnorm and swiglu
-// prologues' arithmetic runs after the block barrier, so the ring fill no longer waits for their L2 round
-// trips (XRound in w4_gemv_packed.cuh; same bits). Launches whose first staging round does not cover every
-// item (defer_fits) keep the plain staging.
+// WKV_W4_PACKED_DEFER=0 / 1 (unset: on; 13% more decode tokens/s at depth 0 and 7% at 32K on the H100,
+// docs/performance.md session 10): the add_rmsnorm and swiglu prologues' arithmetic runs after the block
+// barrier, so the ring fill no longer waits for their L2 round trips (XRound in w4_gemv_packed.cuh; same
+// bits). Launches whose first staging round does not cover every item (defer_fits) keep the plain staging.
 bool defer_mode() {
-  static const bool on = env_flag("WKV_W4_PACKED_DEFER");
+  static const bool on = [] {
+    const char* e = std::getenv("WKV_W4_PACKED_DEFER");
+    return !(e && *e) || *e == '1';
+  }();
   return on;
 }
 

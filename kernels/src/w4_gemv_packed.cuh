@@ -203,14 +203,14 @@ struct XRound {
   float inv = 0.0f;  // add_rmsnorm: 1 / rms
 };
 
-// Deferred prologue (kDefer, WKV_W4_PACKED_DEFER): stage_x_load leaves the prologue's raw loads in flight
-// (gate and up, or res and r) instead of waiting for them before the block barrier, and stage_x_convert does
-// the arithmetic after it, while the producer already fills the ring: the weights stream from the launch's
-// first microsecond instead of after one (swiglu) or two (add_rmsnorm: the sum of squares, then the loads
-// scaled by it) L2 round trips. Only where the first round covers every item (B · groups ≤ kRound · 16; the
-// 7B shapes: 32 groups for add_rmsnorm, 86 for swiglu). Bit-identical to the plain staging: thread tid's
-// channels f = tid + 512·k of the sum-of-squares pass are exactly its items' channels (group warp + 16·k,
-// lane), so its partial sums the same squares in the same order.
+// Deferred prologue (kDefer, the default; WKV_W4_PACKED_DEFER=0 turns it off): stage_x_load leaves the
+// prologue's raw loads in flight (gate and up, or res and r) instead of waiting for them before the block
+// barrier, and stage_x_convert does the arithmetic after it, while the producer already fills the ring: the
+// weights stream from the launch's first microsecond instead of after one (swiglu) or two (add_rmsnorm: the
+// sum of squares, then the loads scaled by it) L2 round trips. Only where the first round covers every item
+// (B · groups ≤ kRound · 16; the 7B shapes: 32 groups for add_rmsnorm, 86 for swiglu). Bit-identical to the
+// plain staging: thread tid's channels f = tid + 512·k of the sum-of-squares pass are exactly its items'
+// channels (group warp + 16·k, lane), so its partial sums the same squares in the same order.
 __host__ __device__ constexpr bool defer_fits(int B, int groups) {
   return B * groups <= kRound * kConsumerWarps;
 }

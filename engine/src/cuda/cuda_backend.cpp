@@ -218,12 +218,12 @@ bool w4_chain_requested() {
   return on;
 }
 
-// WKV_KV4_FUSED_ROPE=1 / 0 (unset: kKv4FusedRopeDefault, off: its first form was slower on the H100 and the
-// present one, with the angles computed once per token, has not run on a GPU yet): the fused decode step
-// with a KV4 cache and POQ leaves out the RoPE + append launch (kv4_rope_append_at) and lets the attention
-// rotate q and k where it reads them and append the row (Kv4DecodeArgs::rope_pos_dev), one launch per layer
-// fewer. Where the attention cannot fuse it (kv4_decode_attention_fuses_rope), the separate launch runs.
-constexpr bool kKv4FusedRopeDefault = false;
+// WKV_KV4_FUSED_ROPE=1 / 0 (unset: kKv4FusedRopeDefault, on: +2–3% decode on the H100 at every depth,
+// docs/performance.md session 10): the fused decode step with a KV4 cache and POQ leaves out the RoPE +
+// append launch (kv4_rope_append_at) and lets the attention rotate q and k where it reads them and append the
+// row (Kv4DecodeArgs::rope_pos_dev), one launch per layer fewer. Where the attention cannot fuse it
+// (kv4_decode_attention_fuses_rope: no POQ, WKV_KV4_ATTN=tc), the separate launch runs.
+constexpr bool kKv4FusedRopeDefault = true;
 
 bool kv4_fused_rope_requested() {
   static const bool on = env_switch("WKV_KV4_FUSED_ROPE", kKv4FusedRopeDefault);
