@@ -1,37 +1,41 @@
 // W4 GEMV "F": packed records streamed by the copy engine, 8-bit integer tensor cores (sm_90).
 //
 // Why. Nsight Compute on the H200 (docs/kernel-notes.md) found every earlier variant limited by the work per
-// weight byte — A 11, C 8.7, D 14, E 8.5 thread-instructions per byte where an SM can issue ~7.8 at 4.3 TB/s —
-// and by the bytes a warp keeps in flight through registers. Here:
+// weight byte — A 11, C 8.7, D 14, E 8.5 thread-instructions per byte where an SM can issue ~7.8 at 4.3 TB/s
+// — and by the bytes a warp keeps in flight through registers. Here:
 //   * Memory: one producer thread per block hands the copy engine (cp.async.bulk) 34 KB chunks of the block's
-//     contiguous record range into a ring of up to 12 shared-memory slots, so ~100–200 KB per SM are in flight
-//     whatever the math does, for a few instructions per chunk.
+//     contiguous record range into a ring of up to 12 shared-memory slots, so ~100–200 KB per SM are in
+//     flight whatever the math does, for a few instructions per chunk.
 //   * Math: the packed layout (w4_packed_format.h) puts each lane's mma.m16n8k32 A fragments (8-bit codes
-//     q ∈ [0, 15]) in one 16-byte shared load per 32 weights; AND / SHIFT+AND extract them, with no conversions.
-//     x goes in as B: per 128-channel group x = 2^E·V, V an integer of ≤ 30 bits split into four signed 8-bit
-//     digits, one mma column each (columns 4b … 4b + 3 for batch row b, so 2 batch rows per mma). The int32
-//     accumulators start at −z·Σ digit, so the tensor core leaves Σ (q − z)·digit exactly; the epilogue weighs
-//     the digits by 2^(E + 8d) in FP32 and scales by h. Per 1088-byte record and lane: 6 shared loads,
-//     ~18 integer ops, 4 mma, ~10 FP32 ops: about 1.8 instructions per weight byte (E: 8.5 measured).
+//     q ∈ [0, 15]) in one 16-byte shared load per 32 weights; AND / SHIFT+AND extract them, with no
+//     conversions. x goes in as B: per 128-channel group x = 2^E·V, V an integer of ≤ 30 bits split into four
+//     signed 8-bit digits, one mma column each (columns 4b … 4b + 3 for batch row b, so 2 batch rows per
+//     mma). The int32 accumulators start at −z·Σ digit, so the tensor core leaves Σ (q − z)·digit exactly;
+//     the epilogue weighs the digits by 2^(E + 8d) in FP32 and scales by h. Per 1088-byte record and lane: 6
+//     shared loads, ~18 integer ops, 4 mma, ~10 FP32 ops: about 1.8 instructions per weight byte (E: 8.5
+//     measured).
 //
 // Work split. Records (16 rows × 128 channels) are tile-major, so block k of n = min(#SMs, tiles) takes the
-// contiguous tiles [T·k/n, T·(k+1)/n): whole tiles, so no row is shared between blocks (the imbalance is at most
-// one tile: 3–6% on the 7B shapes, against a cross-block reduction that measured ~3 µs per launch). Consumer warp
-// w (16 of them) takes records w and w + 16 of every 32-record chunk of the block's range (so its records are
-// w, w + 16, w + 32, … in order) and keeps one partial sum per row
-// of its current tile; when the tile changes it stores the partial to shared memory [tile][warp]. At the end
-// the block sums the warps in order and writes y. Deterministic.
+// contiguous tiles [T·k/n, T·(k+1)/n): whole tiles, so no row is shared between blocks (the imbalance is at
+// most one tile: 3–6% on the 7B shapes, against a cross-block reduction that measured ~3 µs per launch).
+// Consumer warp w (16 of them) takes records w and w + 16 of every 32-record chunk of the block's range (so
+// its records are w, w + 16, w + 32, … in order) and keeps one partial sum per row of its current tile; when
+// the tile changes it stores the partial to shared memory [tile][warp]. At the end the block sums the warps
+// in order and writes y. Deterministic.
 //
 // Order in a block: the 16 consumer warps issue the loads of their groups of x while the producer initializes
 // the ring's barriers; then the producer fills the ring while the consumers convert x and meet at a named
 // barrier of their own (staging behind a full ring measured 4–10 µs: x's loads queued behind the copies; with
-// the producer warp among the stagers the block barrier also waited for its copy issue), then the loop.
+// the producer warp among the stagers the block barrier also waited for its copy issue), then the loop. The
+// add_rmsnorm and swiglu prologues only issue their raw loads before the block barrier and do their
+// arithmetic (sum of squares included) during the conversion, so the ring fill does not wait for them
+// (kDefer, XRound in w4_gemv_packed.cuh; WKV_W4_PACKED_DEFER=0 for the former order).
 //
-// Lane (g, t) = (lane / 4, lane % 4): A rows g and g + 8; B column g = digit g % 4 of batch row g / 4 (lanes of
-// columns beyond 4·B read a zero block); D: rows g, g + 8 × columns 2t, 2t + 1, i.e. batch row t / 2 and digits
-// (0, 1) for even t, (2, 3) for odd t. The epilogue constants are per (group, t): even t (2^E, 2^(E+8),
-// Σ digit 0, Σ digit 1), odd t (2^(E+16), 2^(E+24), Σ digit 2, Σ digit 3); the two lanes' partials are added
-// when a tile is flushed.
+// Lane (g, t) = (lane / 4, lane % 4): A rows g and g + 8; B column g = digit g % 4 of batch row g / 4 (lanes
+// of columns beyond 4·B read a zero block); D: rows g, g + 8 × columns 2t, 2t + 1, i.e. batch row t / 2 and
+// digits (0, 1) for even t, (2, 3) for odd t. The epilogue constants are per (group, t): even t (2^E,
+// 2^(E+8), Σ digit 0, Σ digit 1), odd t (2^(E+16), 2^(E+24), Σ digit 2, Σ digit 3); the two lanes' partials
+// are added when a tile is flushed.
 #include "wkv_kernels/w4_gemv_packed.h"
 
 #include <cuda_fp16.h>

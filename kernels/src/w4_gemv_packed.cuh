@@ -198,8 +198,7 @@ __device__ __forceinline__ void consumer_sync() {
 
 struct XRound {
   float4 v[kRound];  // lane's 4 channels of groups warp, warp + 16, … (first round)
-  float4 u[kRound];  // deferred prologue only: the second input of the same channels (swiglu: up,
-                     // add_rmsnorm: r)
+  float4 u[kRound];  // deferred prologue: the second raw input (swiglu: up, add_rmsnorm: r, then the weight)
   float inv = 0.0f;  // add_rmsnorm: 1 / rms
 };
 
@@ -246,22 +245,22 @@ __device__ __forceinline__ float4 x_item(const Plan& p, const float* __restrict_
 }
 
 // Consumers: the add_rmsnorm prologue's sum of squares (one consumer barrier), then the loads of the warp's
-// first round of groups, left in flight in `r` (the caller's block barrier comes next).
+// first round of groups, left in flight in `r` (the caller's block barrier comes next). kDefer: only the
+// prologue's raw loads, its arithmetic waits for stage_x_convert.
 template <Prologue kPro, bool kCoherent = false, bool kDefer = false>
 __device__ __forceinline__ void stage_x_load(const Plan& p, const float* __restrict__ x,
                                              const PrologueArgs& pro, float* part, XRound& r) {
   const int tid = (int)threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
   const int cols = p.groups * kW4PackedGroup;
-  if constexpr (kDefer &&
-                kPro != Prologue::none) {  // raw loads only (defer_fits: one round covers all items)
+  if constexpr (kDefer && kPro != Prologue::none) {
+    // Raw loads only (defer_fits: one round covers every item; B = 1 for add_rmsnorm, rows are contiguous).
     const float* a = kPro == Prologue::swiglu ? x : pro.res;
     const float* b = kPro == Prologue::swiglu ? pro.u : pro.r;
 #pragma unroll
     for (int k = 0; k < kRound; ++k) {
       const int item = warp + k * kConsumerWarps;
       if (item < p.B * p.groups) {
-        const size_t f =
-            (size_t)item * (kW4PackedGroup / 4) + lane;  // B = 1 for add_rmsnorm; rows are contiguous
+        const size_t f = (size_t)item * (kW4PackedGroup / 4) + lane;
         r.v[k] = load_x4<kCoherent>(a, f);
         r.u[k] = load_x4<kCoherent>(b, f);
       }
@@ -298,10 +297,9 @@ __device__ __forceinline__ void stage_x_load(const Plan& p, const float* __restr
   }
 }
 
-// Consumers: converts the first round from `r`, loads and converts any further rounds (cols > 16·6·128),
-// zeroes the partial sums; ends with a consumer barrier. The deferred prologue's arithmetic on the raw loads
-// of stage_x_load<…, kDefer>: afterwards r.v holds what x_item returns for each item (and block 0 has written
-// add_rmsnorm's res_out), as the plain staging leaves it.
+// The deferred prologue's arithmetic on the raw loads of stage_x_load<…, kDefer>: afterwards r.v holds what
+// x_item returns for each item (and block 0 has written add_rmsnorm's res_out), as the plain staging leaves
+// it.
 template <Prologue kPro>
 __device__ __forceinline__ void finish_deferred_prologue(const Plan& p, const PrologueArgs& pro, float* part,
                                                          XRound& r) {
@@ -330,8 +328,8 @@ __device__ __forceinline__ void finish_deferred_prologue(const Plan& p, const Pr
         const size_t f = (size_t)item * (kW4PackedGroup / 4) + lane;
         if (blockIdx.x == 0) reinterpret_cast<float4*>(pro.res_out)[f] = v;
         r.v[k] = v;
-        r.u[k] =
-            reinterpret_cast<const float4*>(pro.weight)[f];  // the norm weight, in flight over the barrier
+        // The norm weight, in flight over the consumer barrier below.
+        r.u[k] = reinterpret_cast<const float4*>(pro.weight)[f];
       }
     }
     ss = warp_sum(ss);
@@ -350,6 +348,9 @@ __device__ __forceinline__ void finish_deferred_prologue(const Plan& p, const Pr
   }
 }
 
+// Consumers: converts the first round from `r` (kDefer: after the prologue's arithmetic), loads and converts
+// any further rounds (cols > 16·6·128), zeroes the partial sums; ends with a consumer barrier. part: the
+// add_rmsnorm partial sums' shared array (kDefer only).
 template <Prologue kPro, bool kCoherent = false, bool kDefer = false>
 __device__ __forceinline__ void stage_x_convert(const Plan& p, const float* __restrict__ x,
                                                 const PrologueArgs& pro, uint8_t* sm,
