@@ -779,17 +779,8 @@ void kv4_decode_attention(const Kv4LayerCache& c, const Kv4DecodeArgs& a, void* 
           "rope_cs (the position's cos/sin table, rope_table_at) must be a non-null, 4-byte aligned device "
           "pointer when rope_pos_dev is set");
   }
-  for (int i = 0; i < 2; ++i) {
-    const L2PrefetchRegion& r = a.prefetch[i];
-    if (r.base == nullptr) continue;
-    const std::string what = "prefetch[" + std::to_string(i) + "]: ";
-    if (reinterpret_cast<uintptr_t>(r.base) % 16 != 0) fail(what + "base must be 16-byte aligned");
-    if (r.units < 0 || r.parts < 1 || r.unit_bytes < 0 || r.unit_bytes % 16 != 0)
-      fail(what + "units " + std::to_string(r.units) + ", parts " + std::to_string(r.parts) + ", unit_bytes " +
-           std::to_string(r.unit_bytes) + ": want units ≥ 0, parts ≥ 1 and unit_bytes a multiple of 16");
-    if (!(r.fraction >= 0.0f && r.fraction <= 1.0f))
-      fail(what + "fraction " + std::to_string(r.fraction) + " must be in [0, 1]");
-  }
+  for (int i = 0; i < 2; ++i)
+    validate_l2_prefetch_region(a.prefetch[i], "kv4_decode_attention: prefetch[" + std::to_string(i) + "]: ");
 
   // Tensor-core kernel for one header per row (the default G = D) on sm_80+; the FP32 kernel otherwise.
   const bool tc = c.group == D && device_limits().compute_major >= 8;

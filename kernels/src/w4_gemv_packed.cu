@@ -36,8 +36,6 @@
 // digits (0, 1) for even t, (2, 3) for odd t. The epilogue constants are per (group, t): even t (2^E,
 // 2^(E+8), Σ digit 0, Σ digit 1), odd t (2^(E+16), 2^(E+24), Σ digit 2, Σ digit 3); the two lanes' partials
 // are added when a tile is flushed.
-#include "wkv_kernels/w4_gemv_packed.h"
-
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -49,9 +47,11 @@
 #include "cuda_check.h"
 #include "gemv_prologue.h"
 #include "kernel_util.h"
+#include "l2_prefetch.cuh"
 #include "w4_gemv_packed.cuh"
 #include "w4_gemv_variant.h"
 #include "w4_packed_format.h"
+#include "wkv_kernels/w4_gemv_packed.h"
 
 namespace wkv::kernels {
 
@@ -59,6 +59,7 @@ namespace {
 
 using detail::bulk_copy;
 using detail::bulk_prefetch_l2;
+using detail::l2_prefetch_piece;
 using detail::mbar_arrive;
 using detail::mbar_arrive_expect_tx;
 using detail::mbar_init;
@@ -75,6 +76,7 @@ struct Args {
   int prefetch;        // 1: hint L2 with the block's records beyond the first ring fill
   int early_ring;      // 1: the ring fill is issued before the grid-dependency wait (launched with PDL)
   unsigned long long* trace;  // profiling (w4_gemv_packed_trace): [blocks][kTracePoints] %globaltimer, or null
+  L2PrefetchRegion next;      // W4PackedView::next_l2: block b requests piece b after its own last chunk
 };
 
 // kMinBlocks 2 (WKV_W4_PACKED_PAIR): registers bounded so that two blocks fit on one SM (≤ 60 per thread at
@@ -157,6 +159,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
         issue(c);
         if (++slot == p.slots) slot = 0, parity ^= 1u;
       }
+      // Every weight of this block is requested: the next kernel's share now queues behind them (a hint).
+      l2_prefetch_piece(a.next, (int)blockIdx.x);
     }
   } else if (warp < nrec) {
     // This lane's B column: digit g % 4 of batch row g / 4, or zeros.
@@ -363,6 +367,8 @@ int launch(const W4PackedView& w, const float* x, int B, float* y, const Prologu
   a.prefetch = prefetch;
   a.trace = trace;
   a.early_ring = pdl_mode() == PdlMode::early_ring ? 1 : 0;
+  validate_l2_prefetch_region(w.next_l2, "w4_gemv_packed: next_l2: ");
+  a.next = w.next_l2;
   if (paired)
     launch_kernel<kPro, 2>(a, x, y, pro, stream);
   else if (kPro != Prologue::none && defer_mode() && defer_fits(a.p.B, a.p.groups))

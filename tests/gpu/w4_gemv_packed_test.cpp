@@ -16,16 +16,17 @@
 
 #include <cmath>
 #include <cstring>
-#include <tuple>
+#include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "gpu_test_util.h"
-#include "w4_packed_test_util.h"
 #include "half.h"
 #include "quant_formats.h"
 #include "test_support.h"
 #include "w4_packed_format.h"
+#include "w4_packed_test_util.h"
 #include "wkv/error.h"
 #include "wkv_kernels/elementwise.h"
 #include "wkv_kernels/w4_dequant.h"
@@ -314,6 +315,79 @@ TEST(W4GemvPacked, ChainedLaunchesReadTheirPredecessorsOutput) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+// The next-kernel L2 hint (W4PackedView / W4DeviceWeights::next_l2) is only a hint: y (and res_out) with any
+// well-formed region — the whole next matrix, the start of every piece, more and fewer pieces than thread
+// blocks — equal the launch without one bit for bit, through the plain, add + RMSNorm and SwiGLU kernels and
+// the public entry; a malformed region is refused before anything is launched (y keeps its poison).
+TEST(W4GemvPacked, NextKernelL2HintChangesNoResult) {
+  WKV_REQUIRE_GPU();
+  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  const uint32_t seed = wkv::test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  const int rows = 1000, cols = 2048;
+  const wkv::W4Matrix m = random_w4(rng, rows, cols), next = random_w4(rng, 4096 + 16, 1024);
+  Packed p(m), pn(next);
+  const auto x = wkv::test::random_normal(rng, cols, 1.0f), u = wkv::test::random_normal(rng, cols, 1.0f);
+  const auto res = wkv::test::random_normal(rng, cols, 1.0f), nw = wkv::test::uniform(rng, cols, 0.5f, 1.5f);
+  DeviceBuffer<float> dx(x), du(u), dres(res), dnw(nw), y(rows), out(cols);
+  // The three launch kinds with the view v; returns y of each (and res_out) concatenated.
+  auto run = [&](const wk::W4PackedView& v) {
+    std::vector<float> all;
+    auto take = [&](DeviceBuffer<float>& b) {
+      const auto h = b.download();
+      all.insert(all.end(), h.begin(), h.end());
+      b.poison(0xFF);
+    };
+    y.poison(0xFF);
+    out.poison(0xFF);
+    wk::w4_gemv_packed(v, dx.get(), 1, y.get());
+    take(y);
+    wk::w4_gemv_packed_add_rmsnorm(v, dres.get(), dx.get(), dnw.get(), 1e-5f, out.get(), y.get());
+    take(y);
+    take(out);
+    wk::w4_gemv_packed_swiglu(v, dx.get(), du.get(), y.get());
+    take(y);
+    wk::W4DeviceWeights pub{rows, cols, 128, nullptr, nullptr, nullptr, v.records};
+    pub.next_l2 = v.next_l2;
+    wk::w4_gemv(pub, dx.get(), 1, y.get());
+    take(y);
+    return all;
+  };
+  const auto want = run(p.view);
+  const wk::L2PrefetchRegion regions[] = {
+      wk::w4_packed_prefetch_region(pn.view, 1.0f),   // all of the next matrix
+      wk::w4_packed_prefetch_region(pn.view, 0.05f),  // the start of every block's piece
+      {pn.view.records, 64, 1000, 1024, 1.0f},        // more pieces than blocks
+      {pn.view.records, 100, 3, 16, 0.5f},            // fewer
+      {pn.view.records, 10, 4, 1024, 0.0f},           // nothing requested
+  };
+  for (const auto& r : regions) {
+    SCOPED_TRACE("region units " + std::to_string(r.units) + " parts " + std::to_string(r.parts) +
+                 " fraction " + std::to_string(r.fraction));
+    wk::W4PackedView v = p.view;
+    v.next_l2 = r;
+    const auto got = run(v);
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << "a hint changed a result";
+  }
+  const wk::L2PrefetchRegion bad[] = {
+      {static_cast<const uint8_t*>(pn.view.records) + 8, 4, 2, 1024, 0.5f},  // base not 16-byte aligned
+      {pn.view.records, 4, 2, 1000, 0.5f},  // unit_bytes not a multiple of 16
+      {pn.view.records, 4, 0, 1024, 0.5f},  // no pieces
+      {pn.view.records, 4, 2, 1024, 1.5f},  // fraction outside [0, 1]
+  };
+  for (const auto& r : bad) {
+    wk::W4PackedView v = p.view;
+    v.next_l2 = r;
+    y.poison(0xFF);
+    EXPECT_THROW(wk::w4_gemv_packed(v, dx.get(), 1, y.get()), std::invalid_argument);
+    wkv::test::cuda_ok(cudaDeviceSynchronize(), "sync");
+    const auto h = y.download();
+    for (float f : h) ASSERT_TRUE(std::isnan(f)) << "a refused launch wrote y";
+  }
 }
 
 TEST(W4GemvPacked, RefusesShapesWithoutPackedLayout) {

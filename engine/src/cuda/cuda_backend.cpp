@@ -239,6 +239,17 @@ bool rope_table_requested() {
   return on;
 }
 
+// WKV_W4_NEXT_PREFETCH=KB (unset or 0: off; an experiment not yet timed): each W4 GEMV of the fused decode
+// step hints the next linear's first KB kilobytes per thread block into L2 once its own weights are all
+// requested (W4DeviceWeights::next_l2), so that launch's first chunks need not wait a full HBM latency.
+int next_prefetch_kb() {
+  static const int kb = [] {
+    const char* e = std::getenv("WKV_W4_NEXT_PREFETCH");
+    return e && *e ? std::clamp(std::atoi(e), 0, 1 << 20) : 0;
+  }();
+  return kb;
+}
+
 // WKV_DECODE_SKIP=stage[,stage...] — measurement only, the outputs are wrong: the fused decode step leaves
 // those launches out, so `wkv bench` times the step without them and the difference to a normal run is what
 // they cost in place, launch gaps and overlap included. Stages: rope (RoPE + KV append), attn, qkv, wo,
@@ -681,12 +692,13 @@ class CudaSessionState final : public SessionState {
     bool qkv_done = false;  // the previous layer's chain computed this layer's q|k|v
     for (int l = 0; l < info_.n_layers; ++l) {
       const DeviceLayer& L = w_.layers[l];
+      const DeviceLayer* next_layer = l + 1 < info_.n_layers ? &w_.layers[l + 1] : nullptr;
       if (qkv_done) {
         qkv_done = false;
       } else if (l == 0) {
-        if (!skip.qkv) wk::w4_gemv(view_of(L.qkv).w4_view(), h, 1, qkv, stream_);
+        if (!skip.qkv) wk::w4_gemv(decode_w4(L.qkv, &L.wo), h, 1, qkv, stream_);
       } else if (!skip.qkv) {  // h = the previous layer's down projection
-        wk::w4_gemv_add_rmsnorm(view_of(L.qkv).w4_view(), xs[cur], h, L.attn_norm.as<float>(), info_.norm_eps,
+        wk::w4_gemv_add_rmsnorm(decode_w4(L.qkv, &L.wo), xs[cur], h, L.attn_norm.as<float>(), info_.norm_eps,
                                 xs[cur ^ 1], xin, qkv, stream_);
         cur ^= 1;
       }
@@ -701,13 +713,14 @@ class CudaSessionState final : public SessionState {
         qkv_done = l + 1 < info_.n_layers;
         continue;
       }
-      if (!skip.wo) wk::w4_gemv(view_of(L.wo).w4_view(), att, 1, h, stream_);
+      if (!skip.wo) wk::w4_gemv(decode_w4(L.wo, &L.gate_up), att, 1, h, stream_);
       if (!skip.gate_up) {
-        wk::w4_gemv_add_rmsnorm(view_of(L.gate_up).w4_view(), xs[cur], h, L.ffn_norm.as<float>(), info_.norm_eps,
-                                xs[cur ^ 1], xin, g, stream_);
+        wk::w4_gemv_add_rmsnorm(decode_w4(L.gate_up, &L.w_down), xs[cur], h, L.ffn_norm.as<float>(),
+                                info_.norm_eps, xs[cur ^ 1], xin, g, stream_);
         cur ^= 1;
       }
-      if (!skip.down) wk::w4_gemv_swiglu(view_of(L.w_down).w4_view(), g, u, h, stream_);
+      if (!skip.down)
+        wk::w4_gemv_swiglu(decode_w4(L.w_down, next_layer ? &next_layer->qkv : nullptr), g, u, h, stream_);
     }
     wk::add_rmsnorm_f32(xs[cur], h, w_.final_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
     if (!skip.head) linear(view_of(w_.lm_head), h, 1, logits_.as<float>());
@@ -819,6 +832,22 @@ class CudaSessionState final : public SessionState {
     if (!required && !rope_table_requested()) return nullptr;
     wk::rope_table_at(P.pos_dev(), D_, info_.rope_theta, rope_cs_.as<float>(), stream_);
     return rope_cs_.as<float>();
+  }
+
+  // The W4 view of the fused decode step's linear `cur`, with an L2 hint for `next` (the linear after it, or
+  // null) when WKV_W4_NEXT_PREFETCH asks for one and both have packed copies: the first KB kilobytes of every
+  // thread block's piece of next, as its own launch's blocks will read it.
+  wk::W4DeviceWeights decode_w4(const DeviceLinear& cur, const DeviceLinear* next) const {
+    wk::W4DeviceWeights w = view_of(cur).w4_view();
+    const int kb = next_prefetch_kb();
+    if (kb == 0 || !next || !w.packed) return w;
+    const LinearView n = view_of(*next);
+    if (!n.packed) return w;
+    wk::L2PrefetchRegion r = wk::w4_packed_prefetch_region({n.rows, n.cols, n.packed}, 1.0f);
+    const double piece_bytes = double(r.units) * r.unit_bytes / r.parts;
+    r.fraction = float(std::min(1.0, kb * 1024.0 / piece_bytes));
+    w.next_l2 = r;
+    return w;
   }
 
   // The decode attention's L2 prefetch hints (l2_prefetch_setting): the weights of the two linears after it.

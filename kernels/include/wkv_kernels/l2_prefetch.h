@@ -13,6 +13,8 @@
 // piece is one thread block's range of 16-row tiles: w4_packed_prefetch_region (w4_gemv_packed.h).
 #pragma once
 
+#include <string>
+
 namespace wkv::kernels {
 
 struct L2PrefetchRegion {
@@ -22,5 +24,10 @@ struct L2PrefetchRegion {
   int unit_bytes = 0;          // a multiple of 16
   float fraction = 0.0f;       // of each piece requested, in [0, 1]
 };
+
+// Throws std::invalid_argument, the message starting with `what`, unless r is empty (base null) or well
+// formed: base 16-byte aligned, units ≥ 0, parts ≥ 1, unit_bytes a non-negative multiple of 16, fraction in
+// [0, 1].
+void validate_l2_prefetch_region(const L2PrefetchRegion& r, const std::string& what);
 
 }  // namespace wkv::kernels

@@ -37,6 +37,8 @@
 
 #include <cstdint>
 
+#include "wkv_kernels/l2_prefetch.h"
+
 namespace wkv::kernels {
 
 struct W4DeviceWeights {
@@ -51,6 +53,11 @@ struct W4DeviceWeights {
   // kernel; otherwise it is ignored. With qweight, scales and zeros all null the packed copy is the only one
   // ("packed-only"): every entry point then runs F (group 128, sm_90).
   const void* packed = nullptr;
+  // Optional hint for variant F (a hint: results never depend on it): the data the kernel after this one
+  // reads, typically the next linear's records (w4_packed_prefetch_region); each thread block requests the
+  // start of its piece into L2 once its own last weights are requested, so the next launch's first chunks can
+  // come from L2 instead of after a full HBM latency (WKV_W4_NEXT_PREFETCH in the engine).
+  L2PrefetchRegion next_l2;
 };
 
 // Throws wkv::Error(invalid_argument) naming `what` unless w is a valid W4 shape with non-null arrays.

@@ -28,6 +28,7 @@ struct W4PackedView {
   int rows = 0;
   int cols = 0;
   const void* records = nullptr;  // w4_packed_bytes(rows, cols) bytes, written by w4_pack
+  L2PrefetchRegion next_l2;       // optional: what the next kernel reads (W4DeviceWeights::next_l2)
 };
 
 // Rows [row0, row0 + rows) of a packed matrix as a matrix of its own (row0 % 16 == 0: whole tiles). The last
