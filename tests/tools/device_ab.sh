@@ -7,7 +7,7 @@
 # KATTN="v1 v2 ..." runs the KV4 attention kernel bench per setting ("default", "attn:tc", "attn:ring",
 # "occ:2x6" = the tc kernel's variant), KW4 (lines as in AB) the W4 GEMV kernel bench per setting,
 # KEXTRA="op ..." the kernel benches wkv_kernel_bench_<op> once each, MEMCHECK="test ..." a compute-sanitizer
-# memcheck of those gpu test programs (before any timing). GPU clocks are logged before and after.
+# memcheck of those gpu test programs (before any timing; MEMCHECK_FILTER: a gtest filter for them). GPU clocks are logged before and after.
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... AB=... tests/tools/device_ab.sh
 set -uo pipefail
 source "$(dirname "$0")/device_out.sh"
@@ -28,7 +28,8 @@ if [ -n "${TESTS:-}" ]; then
   stamp "tests done"
 fi
 for t in ${MEMCHECK:-}; do
-  timeout 180 compute-sanitizer --tool memcheck --error-exitcode 99 $B/tests/$t --gtest_brief=1 > "$OUT/memcheck_$t.log" 2>&1
+  timeout 180 compute-sanitizer --tool memcheck --error-exitcode 99 $B/tests/$t --gtest_brief=1 \
+    ${MEMCHECK_FILTER:+--gtest_filter=$MEMCHECK_FILTER} > "$OUT/memcheck_$t.log" 2>&1
   echo "memcheck $t: exit $? $(grep -E 'ERROR SUMMARY' "$OUT/memcheck_$t.log" | tail -1)" >> "$S"
 done
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
