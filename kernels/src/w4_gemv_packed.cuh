@@ -222,6 +222,37 @@ __device__ __forceinline__ float4 load_x4(const float* p, size_t f) {
   else return __ldg(reinterpret_cast<const float4*>(p) + f);
 }
 
+// The prologues' arithmetic on a lane's four channels, written once for every staging path (plain, deferred,
+// the chain's): they must all produce the same bits.
+__device__ __forceinline__ float4 add4(float4 a, float4 b) {  // res + r
+  return make_float4(__fadd_rn(a.x, b.x), __fadd_rn(a.y, b.y), __fadd_rn(a.z, b.z), __fadd_rn(a.w, b.w));
+}
+__device__ __forceinline__ float sum_squares4(float4 v, float ss) {  // ss + x² + y² + z² + w², in this order
+  ss = fmaf(v.x, v.x, ss);
+  ss = fmaf(v.y, v.y, ss);
+  ss = fmaf(v.z, v.z, ss);
+  return fmaf(v.w, v.w, ss);
+}
+__device__ __forceinline__ float4 norm4(float4 v, float inv, float4 w) {  // (res + r)·(1/rms)·weight
+  return make_float4(__fmul_rn(__fmul_rn(v.x, inv), w.x), __fmul_rn(__fmul_rn(v.y, inv), w.y),
+                     __fmul_rn(__fmul_rn(v.z, inv), w.z), __fmul_rn(__fmul_rn(v.w, inv), w.w));
+}
+__device__ __forceinline__ float4 silu_mul4(float4 g, float4 u) {
+  return make_float4(silu_mul(g.x, u.x), silu_mul(g.y, u.y), silu_mul(g.z, u.z), silu_mul(g.w, u.w));
+}
+
+// Consumers: 1 / rms from each thread's partial sum of squares (warp sums in shared `part`, one consumer
+// barrier, then every thread adds the 16 partials in the same order).
+__device__ __forceinline__ float consumers_rms_inverse(float ss, float* part, int cols, float eps) {
+  const int lane = (int)threadIdx.x % kWarpSize, warp = (int)threadIdx.x / kWarpSize;
+  ss = warp_sum(ss);
+  if (lane == 0) part[warp] = ss;
+  consumer_sync();
+  float total = 0.0f;
+  for (int w = 0; w < kConsumerWarps; ++w) total += part[w];
+  return rms_inverse(total, cols, eps);
+}
+
 // The lane's 4 channels of item (batch row, group), through the prologue.
 template <Prologue kPro, bool kCoherent = false>
 __device__ __forceinline__ float4 x_item(const Plan& p, const float* __restrict__ x, const PrologueArgs& pro,
@@ -232,13 +263,10 @@ __device__ __forceinline__ float4 x_item(const Plan& p, const float* __restrict_
     const float4 rs = kCoherent ? load_x4<true>(pro.res, f) : reinterpret_cast<const float4*>(pro.res)[f];
     const float4 rr = kCoherent ? load_x4<true>(pro.r, f) : reinterpret_cast<const float4*>(pro.r)[f];
     const float4 w = reinterpret_cast<const float4*>(pro.weight)[f];
-    return make_float4(__fmul_rn(__fmul_rn(__fadd_rn(rs.x, rr.x), inv), w.x),
-                       __fmul_rn(__fmul_rn(__fadd_rn(rs.y, rr.y), inv), w.y),
-                       __fmul_rn(__fmul_rn(__fadd_rn(rs.z, rr.z), inv), w.z),
-                       __fmul_rn(__fmul_rn(__fadd_rn(rs.w, rr.w), inv), w.w));
+    return norm4(add4(rs, rr), inv, w);
   } else if constexpr (kPro == Prologue::swiglu) {
     const float4 gt = load_x4<kCoherent>(x, f), up = load_x4<kCoherent>(pro.u, f);
-    return make_float4(silu_mul(gt.x, up.x), silu_mul(gt.y, up.y), silu_mul(gt.z, up.z), silu_mul(gt.w, up.w));
+    return silu_mul4(gt, up);
   } else {
     return load_x4<kCoherent>(x, f);
   }
@@ -274,20 +302,11 @@ __device__ __forceinline__ void stage_x_load(const Plan& p, const float* __restr
 #pragma unroll 4
     for (int f = tid; f < cols / 4; f += kConsumerWarps * kWarpSize) {
       const float4 rs = kCoherent ? __ldcg(res4 + f) : res4[f], rr = kCoherent ? __ldcg(r4 + f) : r4[f];
-      const float4 v =
-          make_float4(__fadd_rn(rs.x, rr.x), __fadd_rn(rs.y, rr.y), __fadd_rn(rs.z, rr.z), __fadd_rn(rs.w, rr.w));
-      ss = fmaf(v.x, v.x, ss);
-      ss = fmaf(v.y, v.y, ss);
-      ss = fmaf(v.z, v.z, ss);
-      ss = fmaf(v.w, v.w, ss);
+      const float4 v = add4(rs, rr);
+      ss = sum_squares4(v, ss);
       if (blockIdx.x == 0) reinterpret_cast<float4*>(pro.res_out)[f] = v;
     }
-    ss = warp_sum(ss);
-    if (lane == 0) part[warp] = ss;
-    consumer_sync();
-    float total = 0.0f;
-    for (int w = 0; w < kConsumerWarps; ++w) total += part[w];
-    r.inv = rms_inverse(total, cols, pro.eps);
+    r.inv = consumers_rms_inverse(ss, part, cols, pro.eps);
   }
   const int items = p.B * p.groups;
 #pragma unroll
@@ -308,23 +327,15 @@ __device__ __forceinline__ void finish_deferred_prologue(const Plan& p, const Pr
   if constexpr (kPro == Prologue::swiglu) {
 #pragma unroll
     for (int k = 0; k < kRound; ++k)
-      if (warp + k * kConsumerWarps < items) {
-        const float4 g = r.v[k], u = r.u[k];
-        r.v[k] = make_float4(silu_mul(g.x, u.x), silu_mul(g.y, u.y), silu_mul(g.z, u.z), silu_mul(g.w, u.w));
-      }
+      if (warp + k * kConsumerWarps < items) r.v[k] = silu_mul4(r.v[k], r.u[k]);
   } else if constexpr (kPro == Prologue::add_rmsnorm) {
     float ss = 0.0f;
 #pragma unroll
     for (int k = 0; k < kRound; ++k) {
       const int item = warp + k * kConsumerWarps;
       if (item < items) {
-        const float4 rs = r.v[k], rr = r.u[k];
-        const float4 v = make_float4(__fadd_rn(rs.x, rr.x), __fadd_rn(rs.y, rr.y), __fadd_rn(rs.z, rr.z),
-                                     __fadd_rn(rs.w, rr.w));
-        ss = fmaf(v.x, v.x, ss);
-        ss = fmaf(v.y, v.y, ss);
-        ss = fmaf(v.z, v.z, ss);
-        ss = fmaf(v.w, v.w, ss);
+        const float4 v = add4(r.v[k], r.u[k]);
+        ss = sum_squares4(v, ss);
         const size_t f = (size_t)item * (kW4PackedGroup / 4) + lane;
         if (blockIdx.x == 0) reinterpret_cast<float4*>(pro.res_out)[f] = v;
         r.v[k] = v;
@@ -332,19 +343,10 @@ __device__ __forceinline__ void finish_deferred_prologue(const Plan& p, const Pr
         r.u[k] = reinterpret_cast<const float4*>(pro.weight)[f];
       }
     }
-    ss = warp_sum(ss);
-    if (lane == 0) part[warp] = ss;
-    consumer_sync();
-    float total = 0.0f;
-    for (int w = 0; w < kConsumerWarps; ++w) total += part[w];
-    r.inv = rms_inverse(total, p.groups * kW4PackedGroup, pro.eps);
+    r.inv = consumers_rms_inverse(ss, part, p.groups * kW4PackedGroup, pro.eps);
 #pragma unroll
     for (int k = 0; k < kRound; ++k)
-      if (warp + k * kConsumerWarps < items) {
-        const float4 v = r.v[k], w = r.u[k];
-        r.v[k] = make_float4(__fmul_rn(__fmul_rn(v.x, r.inv), w.x), __fmul_rn(__fmul_rn(v.y, r.inv), w.y),
-                             __fmul_rn(__fmul_rn(v.z, r.inv), w.z), __fmul_rn(__fmul_rn(v.w, r.inv), w.w));
-      }
+      if (warp + k * kConsumerWarps < items) r.v[k] = norm4(r.v[k], r.inv, r.u[k]);
   }
 }
 

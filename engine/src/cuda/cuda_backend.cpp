@@ -152,6 +152,7 @@ struct LinearView {
   const void* packed = nullptr;  // whole linears only
   bool w4() const { return qweight != nullptr || packed != nullptr; }
   wk::W4DeviceWeights w4_view() const { return {rows, cols, group, qweight, scales, zeros, packed}; }
+  wk::W4PackedView packed_view() const { return {rows, cols, packed}; }
 };
 
 LinearView view_of(const DeviceLinear& d, int row0, int rows) {
@@ -843,7 +844,7 @@ class CudaSessionState final : public SessionState {
     if (kb == 0 || !next || !w.packed) return w;
     const LinearView n = view_of(*next);
     if (!n.packed) return w;
-    wk::L2PrefetchRegion r = wk::w4_packed_prefetch_region({n.rows, n.cols, n.packed}, 1.0f);
+    wk::L2PrefetchRegion r = wk::w4_packed_prefetch_region(n.packed_view(), 1.0f);
     const double piece_bytes = double(r.units) * r.unit_bytes / r.parts;
     r.fraction = float(std::min(1.0, kb * 1024.0 / piece_bytes));
     w.next_l2 = r;
@@ -856,8 +857,8 @@ class CudaSessionState final : public SessionState {
     if (!(s.fraction > 0.0f)) return;
     const DeviceLayer& L = w_.layers[l];
     const LinearView o = view_of(L.wo), gu = view_of(L.gate_up);
-    if (o.packed) a.prefetch[0] = wk::w4_packed_prefetch_region({o.rows, o.cols, o.packed}, 1.0f);
-    if (gu.packed) a.prefetch[1] = wk::w4_packed_prefetch_region({gu.rows, gu.cols, gu.packed}, s.fraction);
+    if (o.packed) a.prefetch[0] = wk::w4_packed_prefetch_region(o.packed_view(), 1.0f);
+    if (gu.packed) a.prefetch[1] = wk::w4_packed_prefetch_region(gu.packed_view(), s.fraction);
     a.prefetch_max_keys = s.max_keys;
   }
 
