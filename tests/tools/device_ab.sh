@@ -8,6 +8,7 @@
 # "occ:2x6" = the tc kernel's variant), KW4 (lines as in AB) the W4 GEMV kernel bench per setting,
 # KEXTRA="op ..." the kernel benches wkv_kernel_bench_<op> once each, MEMCHECK="test ..." a compute-sanitizer
 # memcheck of those gpu test programs (before any timing; MEMCHECK_FILTER: a gtest filter for them). GPU clocks are logged before and after.
+# A setting with BENCH_MODE=m benches mode m (e.g. w4: the same W4 linears over an FP16 KV cache) instead of w4kv4.
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... AB=... tests/tools/device_ab.sh
 set -uo pipefail
 source "$(dirname "$0")/device_out.sh"
@@ -56,7 +57,8 @@ wait
 [ -n "${KATTN:-}${KW4:-}" ] && stamp "kernel benches done"
 for r in $(seq 1 ${ROUNDS:-2}); do
   while IFS=$'\t' read -r name envs; do
-    env $envs timeout 150 $B/engine/wkv bench $WKVQ --mode w4kv4 --prompt-tokens 2048 --gen 128 \
+    mode=$(sed -n 's/.*BENCH_MODE=\([a-z0-9-]*\).*/\1/p' <<< "$envs")
+    env $envs timeout 150 $B/engine/wkv bench $WKVQ --mode ${mode:-w4kv4} --prompt-tokens 2048 --gen 128 \
       --depth ${DEPTHS:-0,32768} --repeats 1 > "$OUT/bench_${name}_$r.txt" 2>&1
     echo "== round $r, $name ($envs): exit $?" >> "$S"; grep -E "^\| +[0-9]" "$OUT/bench_${name}_$r.txt" >> "$S"
   done < <(settings <<< "$AB")
