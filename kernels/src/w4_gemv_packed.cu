@@ -292,19 +292,38 @@ bool env_flag(const char* name) {
 
 // Programmatic dependent launch, WKV_W4_PACKED_PDL: 0 off (default); 1 launched early, everything after the
 // wait; 2 launched early with the ring fill issued before the wait. H200, session 6: in the kernel bench's
-// graph of F launches the linears take 1,599.9 µs per token with 0, 1,479.5 with 1 and 1,500.0 with 2, but the
-// whole 7B decode step is slower with either (wkv bench w4kv4, two interleaved rounds, depth 0: 325.9 / 328.2
-// t/s with 0, 315.2 / 314.3 with 1, 314.4 / 316.4 with 2; 32K: 185.3 / 185.6, 181.3 / 181.2, 181.6 / 181.5).
+// graph of F launches the linears take 1,599.9 µs per token with 0, 1,479.5 with 1 and 1,500.0 with 2, but
+// the whole 7B decode step is slower with either (wkv bench w4kv4, two interleaved rounds, depth 0: 325.9 /
+// 328.2 t/s with 0, 315.2 / 314.3 with 1, 314.4 / 316.4 with 2; 32K: 185.3 / 185.6, 181.3 / 181.2, 181.6 /
+// 181.5). F1 / F2 (an experiment): the same two forms, but only for launches that follow another F launch
+// (W4PackedView::after_w4_gemv): that one lets its dependents launch at its start, and its blocks hold their
+// SM's shared memory, so the early blocks take each SM as the previous block there exits and never crowd a
+// multi-wave kernel such as the attention (session 6's runs launched every F, o after the attention included,
+// with PDL).
 enum class PdlMode { off = 0, wait_first = 1, early_ring = 2 };
-constexpr PdlMode kDefaultPdl = PdlMode::off;
+struct PdlSetting {
+  PdlMode mode = PdlMode::off;
+  bool only_after_f = false;  // F1 / F2
+};
+constexpr PdlSetting kDefaultPdl{};
 
-PdlMode pdl_mode() {
-  static const PdlMode m = [] {
+PdlSetting pdl_setting() {
+  static const PdlSetting s = [] {
     const char* e = std::getenv("WKV_W4_PACKED_PDL");
     if (!e || !*e) return kDefaultPdl;
-    return *e == '0' ? PdlMode::off : *e == '1' ? PdlMode::wait_first : PdlMode::early_ring;
+    PdlSetting r;
+    r.only_after_f = *e == 'F' || *e == 'f';
+    const char c = r.only_after_f ? e[1] : *e;
+    r.mode = c == '1' ? PdlMode::wait_first : c == '2' ? PdlMode::early_ring : PdlMode::off;
+    return r;
   }();
-  return m;
+  return s;
+}
+
+// The form this launch uses: off unless the setting covers it.
+PdlMode pdl_mode(bool after_w4_gemv) {
+  const PdlSetting& s = pdl_setting();
+  return s.only_after_f && !after_w4_gemv ? PdlMode::off : s.mode;
 }
 
 // Paired blocks, WKV_W4_PACKED_PAIR=1 (an experiment, off by default): every launch plans a ring of 2 slots
@@ -323,7 +342,8 @@ bool pair_mode() {
 }
 
 template <Prologue kPro, int kMinBlocks, bool kDefer = false>
-void launch_kernel(const Args& a, const float* x, float* y, const PrologueArgs& pro, cudaStream_t stream) {
+void launch_kernel(const Args& a, const float* x, float* y, const PrologueArgs& pro, bool pdl,
+                   cudaStream_t stream) {
   static const bool attr_set = [] {
     allow_max_dynamic_smem(w4_gemv_packed_kernel<kPro, kMinBlocks, kDefer>);
     if (kMinBlocks > 1)
@@ -333,8 +353,8 @@ void launch_kernel(const Args& a, const float* x, float* y, const PrologueArgs& 
     return true;
   }();
   (void)attr_set;
-  launch_kernel_pdl(pdl_mode() != PdlMode::off, w4_gemv_packed_kernel<kPro, kMinBlocks, kDefer>,
-                    dim3((unsigned)a.p.blocks), dim3(kThreads), a.p.smem, stream, a, x, y, pro);
+  launch_kernel_pdl(pdl, w4_gemv_packed_kernel<kPro, kMinBlocks, kDefer>, dim3((unsigned)a.p.blocks),
+                    dim3(kThreads), a.p.smem, stream, a, x, y, pro);
   WKV_CHECK_LAUNCH();
 }
 
@@ -366,15 +386,16 @@ int launch(const W4PackedView& w, const float* x, int B, float* y, const Prologu
   static const int prefetch = env_flag("WKV_W4_PACKED_PREFETCH") ? 1 : 0;
   a.prefetch = prefetch;
   a.trace = trace;
-  a.early_ring = pdl_mode() == PdlMode::early_ring ? 1 : 0;
+  const PdlMode pdl = pdl_mode(w.after_w4_gemv);
+  a.early_ring = pdl == PdlMode::early_ring ? 1 : 0;
   validate_l2_prefetch_region(w.next_l2, "w4_gemv_packed: next_l2: ");
   a.next = w.next_l2;
   if (paired)
-    launch_kernel<kPro, 2>(a, x, y, pro, stream);
+    launch_kernel<kPro, 2>(a, x, y, pro, pdl != PdlMode::off, stream);
   else if (kPro != Prologue::none && defer_mode() && defer_fits(a.p.B, a.p.groups))
-    launch_kernel<kPro, 1, kPro != Prologue::none>(a, x, y, pro, stream);
+    launch_kernel<kPro, 1, kPro != Prologue::none>(a, x, y, pro, pdl != PdlMode::off, stream);
   else
-    launch_kernel<kPro, 1>(a, x, y, pro, stream);
+    launch_kernel<kPro, 1>(a, x, y, pro, pdl != PdlMode::off, stream);
   return a.p.blocks;
 }
 

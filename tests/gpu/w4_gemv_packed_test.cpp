@@ -236,12 +236,13 @@ TEST(W4GemvPacked, PublicEntryWithPackedOnlyWeights) {
   }
 }
 
-// F launches with programmatic dependent launch (WKV_W4_PACKED_PDL, default 2): each may start, and fill its
-// ring with weights, while its predecessor still runs, and must read x, the residual stream and write y only
-// after griddepcontrol.wait. A chain where every launch reads what the one before wrote, run back to back on a
+// F launches with programmatic dependent launch (WKV_W4_PACKED_PDL=1 / 2, or F1 / F2 for launches marked
+// after_w4_gemv, as every launch here but the first is): each may start, and fill its ring with weights,
+// while its predecessor still runs, and must read x, the residual stream and write y only after
+// griddepcontrol.wait. A chain where every launch reads what the one before wrote, run back to back on a
 // stream and replayed as a captured graph, must equal the same launches with the host waiting after each
-// (no overlap possible), bit for bit. Large matrices keep each kernel running long enough for an early read to
-// see the previous round's values.
+// (no overlap possible), bit for bit. Large matrices keep each kernel running long enough for an early read
+// to see the previous round's values.
 TEST(W4GemvPacked, ChainedLaunchesReadTheirPredecessorsOutput) {
   WKV_REQUIRE_GPU();
   if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
@@ -264,14 +265,18 @@ TEST(W4GemvPacked, ChainedLaunchesReadTheirPredecessorsOutput) {
     auto step = [&]() {
       if (sync_each) wkv::test::cuda_ok(cudaStreamSynchronize(stream), "sync");
     };
+    auto after_f = [](wk::W4PackedView v) {
+      v.after_w4_gemv = true;
+      return v;
+    };
     const float* x = dx0.get();
     for (int round = 0; round < 3; ++round) {
-      wk::w4_gemv_packed(up.view, x, 1, gate.get(), stream);
+      wk::w4_gemv_packed(round == 0 ? up.view : after_f(up.view), x, 1, gate.get(), stream);
       step();
-      wk::w4_gemv_packed_swiglu(down.view, gate.get(), du.get(), h.get(), stream);
+      wk::w4_gemv_packed_swiglu(after_f(down.view), gate.get(), du.get(), h.get(), stream);
       step();
       float* next = round % 2 == 0 ? xa.get() : xb.get();
-      wk::w4_gemv_packed_add_rmsnorm(sq.view, x, h.get(), dnw.get(), 1e-5f, res.get(), next, stream);
+      wk::w4_gemv_packed_add_rmsnorm(after_f(sq.view), x, h.get(), dnw.get(), 1e-5f, res.get(), next, stream);
       step();
       x = next;
     }

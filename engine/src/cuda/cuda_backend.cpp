@@ -697,10 +697,10 @@ class CudaSessionState final : public SessionState {
       if (qkv_done) {
         qkv_done = false;
       } else if (l == 0) {
-        if (!skip.qkv) wk::w4_gemv(decode_w4(L.qkv, &L.wo), h, 1, qkv, stream_);
+        if (!skip.qkv) wk::w4_gemv(decode_w4(L.qkv, &L.wo, nullptr), h, 1, qkv, stream_);
       } else if (!skip.qkv) {  // h = the previous layer's down projection
-        wk::w4_gemv_add_rmsnorm(decode_w4(L.qkv, &L.wo), xs[cur], h, L.attn_norm.as<float>(), info_.norm_eps,
-                                xs[cur ^ 1], xin, qkv, stream_);
+        wk::w4_gemv_add_rmsnorm(decode_w4(L.qkv, &L.wo, &w_.layers[l - 1].w_down), xs[cur], h,
+                                L.attn_norm.as<float>(), info_.norm_eps, xs[cur ^ 1], xin, qkv, stream_);
         cur ^= 1;
       }
       if (!skip.rope && !fused_rope) rope_append_at(l, P, q, v, cs);
@@ -714,14 +714,15 @@ class CudaSessionState final : public SessionState {
         qkv_done = l + 1 < info_.n_layers;
         continue;
       }
-      if (!skip.wo) wk::w4_gemv(decode_w4(L.wo, &L.gate_up), att, 1, h, stream_);
+      if (!skip.wo) wk::w4_gemv(decode_w4(L.wo, &L.gate_up, nullptr), att, 1, h, stream_);
       if (!skip.gate_up) {
-        wk::w4_gemv_add_rmsnorm(decode_w4(L.gate_up, &L.w_down), xs[cur], h, L.ffn_norm.as<float>(),
+        wk::w4_gemv_add_rmsnorm(decode_w4(L.gate_up, &L.w_down, &L.wo), xs[cur], h, L.ffn_norm.as<float>(),
                                 info_.norm_eps, xs[cur ^ 1], xin, g, stream_);
         cur ^= 1;
       }
       if (!skip.down)
-        wk::w4_gemv_swiglu(decode_w4(L.w_down, next_layer ? &next_layer->qkv : nullptr), g, u, h, stream_);
+        wk::w4_gemv_swiglu(decode_w4(L.w_down, next_layer ? &next_layer->qkv : nullptr, &L.gate_up), g, u, h,
+                           stream_);
     }
     wk::add_rmsnorm_f32(xs[cur], h, w_.final_norm.as<float>(), 1, d, info_.norm_eps, h, stream_);
     if (!skip.head) linear(view_of(w_.lm_head), h, 1, logits_.as<float>());
@@ -837,9 +838,13 @@ class CudaSessionState final : public SessionState {
 
   // The W4 view of the fused decode step's linear `cur`, with an L2 hint for `next` (the linear after it, or
   // null) when WKV_W4_NEXT_PREFETCH asks for one and both have packed copies: the first KB kilobytes of every
-  // thread block's piece of next, as its own launch's blocks will read it.
-  wk::W4DeviceWeights decode_w4(const DeviceLinear& cur, const DeviceLinear* next) const {
+  // thread block's piece of next, as its own launch's blocks will read it. `prev` is the linear launched just
+  // before it in the stream (null when another kernel is): when both have packed copies and no stage is
+  // skipped, the view says so (W4DeviceWeights::after_w4_gemv, read by WKV_W4_PACKED_PDL=F1 / F2).
+  wk::W4DeviceWeights decode_w4(const DeviceLinear& cur, const DeviceLinear* next,
+                                const DeviceLinear* prev) const {
     wk::W4DeviceWeights w = view_of(cur).w4_view();
+    w.after_w4_gemv = prev && w.packed && view_of(*prev).packed && !decode_skip().any();
     const int kb = next_prefetch_kb();
     if (kb == 0 || !next || !w.packed) return w;
     const LinearView n = view_of(*next);

@@ -58,6 +58,10 @@ struct W4DeviceWeights {
   // start of its piece into L2 once its own last weights are requested, so the next launch's first chunks can
   // come from L2 instead of after a full HBM latency (WKV_W4_NEXT_PREFETCH in the engine).
   L2PrefetchRegion next_l2;
+  // Optional, for variant F: the launch before this one in the stream is a packed W4 GEMV (another F launch,
+  // whose blocks let their dependents launch at their start). Only WKV_W4_PACKED_PDL=F1 / F2 (an experiment)
+  // reads it: such launches then use programmatic dependent launch. Results never depend on it.
+  bool after_w4_gemv = false;
 };
 
 // Throws wkv::Error(invalid_argument) naming `what` unless w is a valid W4 shape with non-null arrays.
