@@ -577,7 +577,7 @@ void dispatch_generic(const W4Args& a, const float* x, int B, float* y, cudaStre
 bool uses_packed(const W4DeviceWeights& w) { return w.packed != nullptr; }
 
 W4PackedView packed_view(const W4DeviceWeights& w) {
-  return {w.rows, w.cols, w.packed, w.next_l2, w.after_w4_gemv};
+  return {w.rows, w.cols, w.packed, w.next_l2, w.predecessor};
 }
 
 detail::W4GemvVariant parse_variant_env() {

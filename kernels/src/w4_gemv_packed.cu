@@ -295,15 +295,16 @@ bool env_flag(const char* name) {
 // graph of F launches the linears take 1,599.9 µs per token with 0, 1,479.5 with 1 and 1,500.0 with 2, but
 // the whole 7B decode step is slower with either (wkv bench w4kv4, two interleaved rounds, depth 0: 325.9 /
 // 328.2 t/s with 0, 315.2 / 314.3 with 1, 314.4 / 316.4 with 2; 32K: 185.3 / 185.6, 181.3 / 181.2, 181.6 /
-// 181.5). F1 / F2 (an experiment): the same two forms, but only for launches that follow another F launch
-// (W4PackedView::after_w4_gemv): that one lets its dependents launch at its start, and its blocks hold their
-// SM's shared memory, so the early blocks take each SM as the previous block there exits and never crowd a
-// multi-wave kernel such as the attention (session 6's runs launched every F, o after the attention included,
-// with PDL).
+// 181.5).
+// F1 / F2, A1 / A2 (an experiment): the same two forms, but only for launches that follow another F launch
+// (F) or either an F launch or the streaming KV4 attention (A), W4PackedView::predecessor: those let their
+// dependents launch only when no block of theirs still waits for an SM, so the early blocks take each SM as a
+// block of the previous kernel there exits and never crowd it (session 6 launched every F with PDL, also
+// after kernels that never let their dependents launch early).
 enum class PdlMode { off = 0, wait_first = 1, early_ring = 2 };
 struct PdlSetting {
   PdlMode mode = PdlMode::off;
-  bool only_after_f = false;  // F1 / F2
+  bool after_f = false, after_attention = false;  // F1 / F2: after_f; A1 / A2: both; 1 / 2: neither (all)
 };
 constexpr PdlSetting kDefaultPdl{};
 
@@ -312,8 +313,9 @@ PdlSetting pdl_setting() {
     const char* e = std::getenv("WKV_W4_PACKED_PDL");
     if (!e || !*e) return kDefaultPdl;
     PdlSetting r;
-    r.only_after_f = *e == 'F' || *e == 'f';
-    const char c = r.only_after_f ? e[1] : *e;
+    r.after_f = *e == 'F' || *e == 'A';
+    r.after_attention = *e == 'A';
+    const char c = r.after_f ? e[1] : *e;
     r.mode = c == '1' ? PdlMode::wait_first : c == '2' ? PdlMode::early_ring : PdlMode::off;
     return r;
   }();
@@ -321,9 +323,12 @@ PdlSetting pdl_setting() {
 }
 
 // The form this launch uses: off unless the setting covers it.
-PdlMode pdl_mode(bool after_w4_gemv) {
+PdlMode pdl_mode(W4Predecessor pred) {
   const PdlSetting& s = pdl_setting();
-  return s.only_after_f && !after_w4_gemv ? PdlMode::off : s.mode;
+  if (!s.after_f) return s.mode;
+  const bool covered =
+      pred == W4Predecessor::w4_gemv || (s.after_attention && pred == W4Predecessor::kv4_attention);
+  return covered ? s.mode : PdlMode::off;
 }
 
 // Paired blocks, WKV_W4_PACKED_PAIR=1 (an experiment, off by default): every launch plans a ring of 2 slots
@@ -386,7 +391,7 @@ int launch(const W4PackedView& w, const float* x, int B, float* y, const Prologu
   static const int prefetch = env_flag("WKV_W4_PACKED_PREFETCH") ? 1 : 0;
   a.prefetch = prefetch;
   a.trace = trace;
-  const PdlMode pdl = pdl_mode(w.after_w4_gemv);
+  const PdlMode pdl = pdl_mode(w.predecessor);
   a.early_ring = pdl == PdlMode::early_ring ? 1 : 0;
   validate_l2_prefetch_region(w.next_l2, "w4_gemv_packed: next_l2: ");
   a.next = w.next_l2;

@@ -237,8 +237,8 @@ TEST(W4GemvPacked, PublicEntryWithPackedOnlyWeights) {
 }
 
 // F launches with programmatic dependent launch (WKV_W4_PACKED_PDL=1 / 2, or F1 / F2 for launches marked
-// after_w4_gemv, as every launch here but the first is): each may start, and fill its ring with weights,
-// while its predecessor still runs, and must read x, the residual stream and write y only after
+// predecessor w4_gemv, as every launch here but the first is): each may start, and fill its ring with
+// weights, while its predecessor still runs, and must read x, the residual stream and write y only after
 // griddepcontrol.wait. A chain where every launch reads what the one before wrote, run back to back on a
 // stream and replayed as a captured graph, must equal the same launches with the host waiting after each
 // (no overlap possible), bit for bit. Large matrices keep each kernel running long enough for an early read
@@ -266,7 +266,7 @@ TEST(W4GemvPacked, ChainedLaunchesReadTheirPredecessorsOutput) {
       if (sync_each) wkv::test::cuda_ok(cudaStreamSynchronize(stream), "sync");
     };
     auto after_f = [](wk::W4PackedView v) {
-      v.after_w4_gemv = true;
+      v.predecessor = wk::W4Predecessor::w4_gemv;
       return v;
     };
     const float* x = dx0.get();

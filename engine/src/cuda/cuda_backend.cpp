@@ -714,7 +714,10 @@ class CudaSessionState final : public SessionState {
         qkv_done = l + 1 < info_.n_layers;
         continue;
       }
-      if (!skip.wo) wk::w4_gemv(decode_w4(L.wo, &L.gate_up, nullptr), att, 1, h, stream_);
+      if (!skip.wo)
+        wk::w4_gemv(decode_w4(L.wo, &L.gate_up, nullptr,
+                              kv4_ ? wk::W4Predecessor::kv4_attention : wk::W4Predecessor::other),
+                    att, 1, h, stream_);
       if (!skip.gate_up) {
         wk::w4_gemv_add_rmsnorm(decode_w4(L.gate_up, &L.w_down, &L.wo), xs[cur], h, L.ffn_norm.as<float>(),
                                 info_.norm_eps, xs[cur ^ 1], xin, g, stream_);
@@ -838,13 +841,15 @@ class CudaSessionState final : public SessionState {
 
   // The W4 view of the fused decode step's linear `cur`, with an L2 hint for `next` (the linear after it, or
   // null) when WKV_W4_NEXT_PREFETCH asks for one and both have packed copies: the first KB kilobytes of every
-  // thread block's piece of next, as its own launch's blocks will read it. `prev` is the linear launched just
-  // before it in the stream (null when another kernel is): when both have packed copies and no stage is
-  // skipped, the view says so (W4DeviceWeights::after_w4_gemv, read by WKV_W4_PACKED_PDL=F1 / F2).
-  wk::W4DeviceWeights decode_w4(const DeviceLinear& cur, const DeviceLinear* next,
-                                const DeviceLinear* prev) const {
+  // thread block's piece of next, as its own launch's blocks will read it. `pred` is the kernel launched just
+  // before it in the stream (W4DeviceWeights::predecessor, read by WKV_W4_PACKED_PDL=F1 / F2 / A1 / A2):
+  // `prev` (the linear before it: an F launch when both have packed copies) or the KV4 decode attention, and
+  // `other` whenever a stage is skipped for timing.
+  wk::W4DeviceWeights decode_w4(const DeviceLinear& cur, const DeviceLinear* next, const DeviceLinear* prev,
+                                wk::W4Predecessor pred = wk::W4Predecessor::other) const {
     wk::W4DeviceWeights w = view_of(cur).w4_view();
-    w.after_w4_gemv = prev && w.packed && view_of(*prev).packed && !decode_skip().any();
+    if (prev && view_of(*prev).packed) pred = wk::W4Predecessor::w4_gemv;
+    w.predecessor = decode_skip().any() || !w.packed ? wk::W4Predecessor::other : pred;
     const int kb = next_prefetch_kb();
     if (kb == 0 || !next || !w.packed) return w;
     const LinearView n = view_of(*next);

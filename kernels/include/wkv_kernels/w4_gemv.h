@@ -41,6 +41,12 @@
 
 namespace wkv::kernels {
 
+// The kernel launched just before a W4 GEMV in its stream, as far as programmatic dependent launch cares:
+// w4_gemv, a packed W4 GEMV (F), which lets its dependents launch at its start, one block per SM whose shared
+// memory keeps the next F block off that SM until it exits; kv4_attention, the streaming KV4 decode
+// attention, which lets them launch once its last wave is resident; other, anything else (or unknown).
+enum class W4Predecessor : uint8_t { other, w4_gemv, kv4_attention };
+
 struct W4DeviceWeights {
   int rows = 0;
   int cols = 0;
@@ -58,10 +64,10 @@ struct W4DeviceWeights {
   // start of its piece into L2 once its own last weights are requested, so the next launch's first chunks can
   // come from L2 instead of after a full HBM latency (WKV_W4_NEXT_PREFETCH in the engine).
   L2PrefetchRegion next_l2;
-  // Optional, for variant F: the launch before this one in the stream is a packed W4 GEMV (another F launch,
-  // whose blocks let their dependents launch at their start). Only WKV_W4_PACKED_PDL=F1 / F2 (an experiment)
-  // reads it: such launches then use programmatic dependent launch. Results never depend on it.
-  bool after_w4_gemv = false;
+  // Optional, for variant F: the kernel before this launch in the stream, where it lets its dependents launch
+  // early without crowding itself (W4Predecessor). Only WKV_W4_PACKED_PDL=F1 / F2 / A1 / A2 (an experiment)
+  // read it: such launches then use programmatic dependent launch. Results never depend on it.
+  W4Predecessor predecessor = W4Predecessor::other;
 };
 
 // Throws wkv::Error(invalid_argument) naming `what` unless w is a valid W4 shape with non-null arrays.

@@ -29,8 +29,7 @@ struct W4PackedView {
   int cols = 0;
   const void* records = nullptr;  // w4_packed_bytes(rows, cols) bytes, written by w4_pack
   L2PrefetchRegion next_l2;       // optional: what the next kernel reads (W4DeviceWeights::next_l2)
-  bool after_w4_gemv =
-      false;  // optional: the previous launch is an F launch (W4DeviceWeights::after_w4_gemv)
+  W4Predecessor predecessor = W4Predecessor::other;  // optional (W4DeviceWeights::predecessor)
 };
 
 // Rows [row0, row0 + rows) of a packed matrix as a matrix of its own (row0 % 16 == 0: whole tiles). The last
