@@ -2,7 +2,7 @@
 # On the GPU machine (repo root): interleaved A/B runs of `wkv bench` w4kv4 on the 7B shape, so that drifting
 # clocks do not pass for a difference between settings. Each setting is one line of $AB: "name ENV=V ..."
 # ("name -" for no variables); ROUNDS rounds, each running every setting once at the depths $DEPTHS.
-# Builds first unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build (TEST_EXCLUDE: a
+# Builds first (only the targets in BUILD_TARGETS if set) unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build (TEST_EXCLUDE: a
 # regex of tests left out, TEST_J: parallel tests, default 2, TEST_TIMEOUT: seconds per test, default 200);
 # KATTN="v1 v2 ..." runs the KV4 attention kernel bench per setting ("default", "attn:tc", "attn:ring",
 # "occ:2x6" = the tc kernel's variant), KW4 (lines as in AB) the W4 GEMV kernel bench per setting,
@@ -16,7 +16,7 @@ B=build/dev
 if [ -z "${SKIP_BUILD:-}" ]; then
   cmake -S . -B $B -G Ninja -DWKV_BUILD_APP=OFF -DWKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DWKV_GTEST_SOURCE_DIR="$GTEST_SRC" -DWKV_SHARED_DIR="$SHARED" -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2>&1
-  cmake --build $B -j16 > "$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -40 >> "$S"; pack_logs; exit 1; }
+  cmake --build $B -j16 ${BUILD_TARGETS:+--target $BUILD_TARGETS} > "$OUT/build.log" 2>&1 || { grep -E "error" -A3 "$OUT/build.log" | head -40 >> "$S"; pack_logs; exit 1; }
   stamp "built"
 fi
 TOK="$SHARED/data/llama2c/llama2-tokenizer/tokenizer.model"
