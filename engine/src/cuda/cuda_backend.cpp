@@ -240,13 +240,15 @@ bool rope_table_requested() {
   return on;
 }
 
-// WKV_W4_NEXT_PREFETCH=KB (unset or 0: off; an experiment not yet timed): each W4 GEMV of the fused decode
-// step hints the next linear's first KB kilobytes per thread block into L2 once its own weights are all
-// requested (W4DeviceWeights::next_l2), so that launch's first chunks need not wait a full HBM latency.
+// WKV_W4_NEXT_PREFETCH=KB (unset: 64; 0: off): each W4 GEMV of the fused decode step hints the next linear's
+// first KB kilobytes per thread block into L2 once its own weights are all requested
+// (W4DeviceWeights::next_l2), so that launch's first chunks need not wait a full HBM latency. H100, session
+// 11 (docs/performance.md): 64 KB +4% decode at depth 0 and +2% at 32K, 32 and 128 KB less.
+constexpr int kNextPrefetchDefaultKb = 64;
 int next_prefetch_kb() {
   static const int kb = [] {
     const char* e = std::getenv("WKV_W4_NEXT_PREFETCH");
-    return e && *e ? std::clamp(std::atoi(e), 0, 1 << 20) : 0;
+    return e && *e ? std::clamp(std::atoi(e), 0, 1 << 20) : kNextPrefetchDefaultKb;
   }();
   return kb;
 }
@@ -840,11 +842,11 @@ class CudaSessionState final : public SessionState {
   }
 
   // The W4 view of the fused decode step's linear `cur`, with an L2 hint for `next` (the linear after it, or
-  // null) when WKV_W4_NEXT_PREFETCH asks for one and both have packed copies: the first KB kilobytes of every
-  // thread block's piece of next, as its own launch's blocks will read it. `pred` is the kernel launched just
-  // before it in the stream (W4DeviceWeights::predecessor, read by WKV_W4_PACKED_PDL=F1 / F2 / A1 / A2):
-  // `prev` (the linear before it: an F launch when both have packed copies) or the KV4 decode attention, and
-  // `other` whenever a stage is skipped for timing.
+  // null) when WKV_W4_NEXT_PREFETCH (default 64) asks for one and both have packed copies: the first KB
+  // kilobytes of every thread block's piece of next, as its own launch's blocks will read it. `pred` is the
+  // kernel launched just before it in the stream (W4DeviceWeights::predecessor, read by WKV_W4_PACKED_PDL=F1
+  // / F2 / A1 / A2): `prev` (the linear before it: an F launch when both have packed copies) or the KV4
+  // decode attention, and `other` whenever a stage is skipped for timing.
   wk::W4DeviceWeights decode_w4(const DeviceLinear& cur, const DeviceLinear* next, const DeviceLinear* prev,
                                 wk::W4Predecessor pred = wk::W4Predecessor::other) const {
     wk::W4DeviceWeights w = view_of(cur).w4_view();
