@@ -403,19 +403,25 @@ __device__ __forceinline__ SplitBlock split_block(const Kv4LayerCache& c, const 
   return b;
 }
 
-// The start of both streaming kernels: wait for the predecessor (a no-op unless launched with PDL,
-// WKV_PDL_CHAIN), find the block's work, and issue the launch's L2 prefetch hints (Kv4DecodeArgs::prefetch:
-// thread 0 of block b requests piece b of each region, first thing, so the requests overlap the attention).
-template <int NH>
-__device__ __forceinline__ SplitBlock begin_block(const Kv4LayerCache& c, const Kv4DecodeArgs& a,
-                                                  const SplitPlan& plan) {
-  grid_dependency_wait();
-  const SplitBlock B = split_block<NH>(c, a, plan);
+// The launch's L2 prefetch hints (Kv4DecodeArgs::prefetch): thread 0 of block b requests piece b of each
+// region, unless the cache is longer than prefetch_max_keys.
+__device__ __forceinline__ void block_prefetch(const Kv4DecodeArgs& a, const SplitBlock& B) {
   if (threadIdx.x == 0 && (a.prefetch_max_keys <= 0 || B.n_cache <= a.prefetch_max_keys)) {
     const int b = int(blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
     detail::l2_prefetch_piece(a.prefetch[0], b);
     detail::l2_prefetch_piece(a.prefetch[1], b);
   }
+}
+
+// The start of both streaming kernels: wait for the predecessor (a no-op unless launched with PDL,
+// WKV_PDL_CHAIN), find the block's work, and issue the hints first thing (so the requests overlap the
+// attention) unless they are asked for after the key loop (Kv4DecodeArgs::prefetch_after_keys).
+template <int NH>
+__device__ __forceinline__ SplitBlock begin_block(const Kv4LayerCache& c, const Kv4DecodeArgs& a,
+                                                  const SplitPlan& plan) {
+  grid_dependency_wait();
+  const SplitBlock B = split_block<NH>(c, a, plan);
+  if (!a.prefetch_after_keys) block_prefetch(a, B);
   return B;
 }
 
@@ -430,6 +436,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   const SplitBlock B = begin_block<NH>(c, a, plan);
   const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
   if (n <= 0) {  // block-uniform: a split past the (device) n_cache: no partials, but it arrives
+    if (a.prefetch_after_keys) block_prefetch(a, B);  // no keys to wait for
     end_block<D, NH>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, sh);
     return;
   }
@@ -477,6 +484,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   // The next grid (the output projection, with PDL) may start once every block is here: the last wave of
   // this grid is then resident, so its blocks take no SM slot a block of this one still needs.
   grid_dependents_launch();
+  if (a.prefetch_after_keys) block_prefetch(a, B);
   merge_and_finish<D, NH>(st, sh, c, a, plan, n_splits, split, kvh, h0, ws_ml, ws_acc, counters);
 }
 
@@ -576,6 +584,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   const SplitBlock B = begin_block<NH>(c, a, plan);
   const int Hkv = c.n_kv_heads, kvh = B.kvh, h0 = B.h0, split = B.split, j0 = B.j0, n = B.n;
   if (n <= 0) {
+    if (a.prefetch_after_keys) block_prefetch(a, B);
     end_block<D, NH>(c, a, plan, n_splits, kvh, h0, ws_ml, ws_acc, counters, sh);
     return;
   }
@@ -625,6 +634,7 @@ __global__ void __launch_bounds__(kThreads, kStreamMinBlocks)
   // The next grid (the output projection, with PDL) may start once every block is here: the last wave of
   // this grid is then resident, so its blocks take no SM slot a block of this one still needs.
   grid_dependents_launch();
+  if (a.prefetch_after_keys) block_prefetch(a, B);
   merge_and_finish<D, NH>(st, sh, c, a, plan, n_splits, split, kvh, h0, ws_ml, ws_acc, counters);
 }
 

@@ -394,8 +394,8 @@ TEST(GpuKv4DecodeAttention, ReusedWorkspaceCountersReset) {
 }
 
 // L2 prefetch hints are performance only: launches with hints over a real buffer (more pieces than blocks and
-// fewer, fractions 0.3 and 1, key limits below and above n_cache, host and device n_cache) give the same bits
-// as the launch without; malformed regions are refused.
+// fewer, fractions 0.3 and 1, key limits below and above n_cache, issued at the block's start or after its
+// key loop, host and device n_cache) give the same bits as the launch without; malformed regions are refused.
 TEST(GpuKv4DecodeAttention, L2PrefetchHintsChangeNothing) {
   WKV_REQUIRE_GPU();
   const unsigned seed = std::random_device{}();
@@ -429,17 +429,20 @@ TEST(GpuKv4DecodeAttention, L2PrefetchHintsChangeNothing) {
     const auto want = launch(d.args(c), device_n);
     expect_within_budget(want, data.reference(c.H, c.n_max, c.poq), c.n_max);
     for (float f : {0.3f, 1.0f})
-      for (int max_keys : {0, c.n_max - 1, c.n_max}) {
-        SCOPED_TRACE(std::string(device_n ? "device" : "host") + " n_cache, fraction " + std::to_string(f) +
-                     ", max keys " + std::to_string(max_keys));
-        wk::Kv4DecodeArgs a = d.args(c);
-        a.prefetch[0] = {target.ptr, 96, 1000, 32768, f};      // more pieces than blocks
-        a.prefetch[1] = {target.ptr + 16, 50, 7, 1024, f};     // fewer, at an offset
-        a.prefetch_max_keys = max_keys;
-        const auto got = launch(a, device_n);
-        EXPECT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(float) * got.size()))
-            << "the output changed with L2 prefetch hints";
-      }
+      for (int max_keys : {0, c.n_max - 1, c.n_max})
+        for (bool after_keys : {false, true}) {
+          SCOPED_TRACE(std::string(device_n ? "device" : "host") + " n_cache, fraction " + std::to_string(f) +
+                       ", max keys " + std::to_string(max_keys) +
+                       (after_keys ? ", after the key loop" : ", at start"));
+          wk::Kv4DecodeArgs a = d.args(c);
+          a.prefetch[0] = {target.ptr, 96, 1000, 32768, f};   // more pieces than blocks
+          a.prefetch[1] = {target.ptr + 16, 50, 7, 1024, f};  // fewer, at an offset
+          a.prefetch_max_keys = max_keys;
+          a.prefetch_after_keys = after_keys;
+          const auto got = launch(a, device_n);
+          EXPECT_EQ(0, std::memcmp(got.data(), want.data(), sizeof(float) * got.size()))
+              << "the output changed with L2 prefetch hints";
+        }
   }
   wk::Kv4DecodeArgs a = d.args(c);
   a.out = out.ptr;

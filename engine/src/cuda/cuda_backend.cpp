@@ -187,9 +187,12 @@ bool keep_w4_storage() {
 // layer's whole output projection and the first f of every GEMV block's range of gate|up, which HBM can
 // deliver while the attention, latency-bound at short contexts, leaves it idle (wkv_kernels/l2_prefetch.h).
 // WKV_L2_PREFETCH_MAX_KEYS=n: only while the cache holds at most n keys (longer contexts keep HBM busier).
+// WKV_L2_PREFETCH_AT=end: each block asks after its key loop instead of at its start, so that at long
+// contexts the keys streamed in between do not evict the lines before the output projection reads them.
 struct L2PrefetchSetting {
   float fraction = 0.0f;
   int max_keys = 0;
+  bool after_keys = false;  // WKV_L2_PREFETCH_AT=end: issued after each block's key loop, not at its start
 };
 
 const L2PrefetchSetting& l2_prefetch_setting() {
@@ -197,6 +200,7 @@ const L2PrefetchSetting& l2_prefetch_setting() {
     L2PrefetchSetting r;
     if (const char* e = std::getenv("WKV_L2_PREFETCH")) r.fraction = std::clamp(float(std::atof(e)), 0.0f, 1.0f);
     if (const char* e = std::getenv("WKV_L2_PREFETCH_MAX_KEYS")) r.max_keys = std::max(0, std::atoi(e));
+    if (const char* e = std::getenv("WKV_L2_PREFETCH_AT")) r.after_keys = std::string(e) == "end";
     return r;
   }();
   return s;
@@ -872,6 +876,7 @@ class CudaSessionState final : public SessionState {
     if (o.packed) a.prefetch[0] = wk::w4_packed_prefetch_region(o.packed_view(), 1.0f);
     if (gu.packed) a.prefetch[1] = wk::w4_packed_prefetch_region(gu.packed_view(), s.fraction);
     a.prefetch_max_keys = s.max_keys;
+    a.prefetch_after_keys = s.after_keys;
   }
 
   // The decode attention's arguments (T = 1) for this token's q, k, v; the caller sets the cache length.
