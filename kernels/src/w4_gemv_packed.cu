@@ -300,7 +300,8 @@ bool env_flag(const char* name) {
 // (F) or either an F launch or the streaming KV4 attention (A), W4PackedView::predecessor: those let their
 // dependents launch only when no block of theirs still waits for an SM, so the early blocks take each SM as a
 // block of the previous kernel there exits and never crowd it (session 6 launched every F with PDL, also
-// after kernels that never let their dependents launch early).
+// after kernels that never let their dependents launch early). They lose as well (H100, session 11, decode
+// t/s against the same call's default: F2 −2.7%, A2 −3.3%, A1 −2.4% at depth 0; −1.5%, −2.0%, −0.2% at 32K).
 enum class PdlMode { off = 0, wait_first = 1, early_ring = 2 };
 struct PdlSetting {
   PdlMode mode = PdlMode::off;
