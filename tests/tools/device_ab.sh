@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # On the GPU machine (repo root): interleaved A/B runs of `wkv bench` w4kv4 on the 7B shape, so that drifting
 # clocks do not pass for a difference between settings. Each setting is one line of $AB: "name ENV=V ..."
-# ("name -" for no variables); ROUNDS rounds, each running every setting once at the depths $DEPTHS.
-# Builds first (only the targets in BUILD_TARGETS if set) unless SKIP_BUILD=1; TESTS="ctest regex" runs those gpu tests after the build (TEST_EXCLUDE: a
-# regex of tests left out, TEST_J: parallel tests, default 2, TEST_TIMEOUT: seconds per test, default 200);
-# KATTN="v1 v2 ..." runs the KV4 attention kernel bench per setting ("default", "attn:tc", "attn:ring",
-# "occ:2x6" = the tc kernel's variant), KW4 (lines as in AB) the W4 GEMV kernel bench per setting,
-# KEXTRA="op ..." the kernel benches wkv_kernel_bench_<op> once each, MEMCHECK="test ..." a compute-sanitizer
-# memcheck of those gpu test programs (before any timing; MEMCHECK_FILTER: a gtest filter for them). GPU clocks are logged before and after.
-# A setting with BENCH_MODE=m benches mode m (e.g. w4: the same W4 linears over an FP16 KV cache) instead of w4kv4.
+# ("name -" for no variables); ROUNDS rounds, each running every setting once at the depths $DEPTHS. A setting
+# with BENCH_MODE=m benches mode m instead (e.g. w4: the same W4 linears over an FP16 KV cache).
+# Builds first (only the targets in BUILD_TARGETS if set) unless SKIP_BUILD=1; TESTS="ctest regex" runs those
+# gpu tests after the build (TEST_EXCLUDE: a regex of tests left out, TEST_J: parallel tests, default 2,
+# TEST_TIMEOUT: seconds per test, default 200); KATTN="v1 v2 ..." runs the KV4 attention kernel bench per
+# setting ("default", "attn:tc", "attn:ring", "occ:2x6" = the tc kernel's variant), KW4 (lines as in AB) the
+# W4 GEMV kernel bench per setting, KEXTRA="op ..." the kernel benches wkv_kernel_bench_<op> once each,
+# MEMCHECK="test ..." a compute-sanitizer memcheck of those gpu test programs (before any timing;
+# MEMCHECK_FILTER: a gtest filter for them), NCU (below) Nsight Compute's full sections of chosen launches.
+# GPU clocks are logged before and after.
 # Writes $OUT/summary.txt and $OUT/logs.tgz. Usage: SHARED=... GTEST_SRC=... OUT=... AB=... tests/tools/device_ab.sh
 set -uo pipefail
 source "$(dirname "$0")/device_out.sh"
@@ -55,6 +57,19 @@ while IFS=$'\t' read -r name envs; do
 done < <(settings <<< "${KW4:-}")
 wait
 [ -n "${KATTN:-}${KW4:-}" ] && stamp "kernel benches done"
+# NCU="name regex skip ...": Nsight Compute's full section set of one launch per triple (the first launch of a
+# kernel matching regex after `skip` such launches) in an eager w4kv4 run (2048-token prompt, 3 tokens).
+set -- ${NCU:-}
+while [ $# -ge 3 ]; do
+  name=$1 re=$2 skip=$3
+  shift 3
+  WKV_CUDA_GRAPH=0 timeout 200 ncu --clock-control none --set full -k "regex:$re" --launch-skip "$skip" \
+    --launch-count 1 $B/engine/wkv bench $WKVQ --mode w4kv4 --prompt-tokens 2048 --gen 3 --depth 0 \
+    --repeats 1 > "$OUT/ncu_$name.txt" 2>&1
+  echo "== ncu --set full, $name ($re, skip $skip): exit $?" >> "$S"
+  grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput|L2 Hit|Executed Ipc|Issue Slots Busy|Registers Per|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Eligible Warps|No Eligible|Waves Per SM|Block Limit|Stall|stall" \
+    "$OUT/ncu_$name.txt" | head -45 >> "$S"
+done
 for r in $(seq 1 ${ROUNDS:-2}); do
   while IFS=$'\t' read -r name envs; do
     mode=$(sed -n 's/.*BENCH_MODE=\([a-z0-9-]*\).*/\1/p' <<< "$envs")
