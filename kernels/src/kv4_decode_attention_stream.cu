@@ -403,13 +403,17 @@ __device__ __forceinline__ SplitBlock split_block(const Kv4LayerCache& c, const 
   return b;
 }
 
-// The launch's L2 prefetch hints (Kv4DecodeArgs::prefetch): thread 0 of block b requests piece b of each
-// region, unless the cache is longer than prefetch_max_keys.
+// The launch's L2 prefetch hints (Kv4DecodeArgs::prefetch), from thread 0 of block b (b = blockIdx.x +
+// gridDim.x·(blockIdx.y + gridDim.y·blockIdx.z), the order blocks are dispatched in), unless the cache is
+// longer than prefetch_max_keys. At the start: piece b of each region, so the first wave asks. After the
+// key loop: the last blocks ask (piece b − (blocks − parts)), so that at long contexts, several waves of
+// 512-key splits, the requests come from the last wave and nothing streams after them.
 __device__ __forceinline__ void block_prefetch(const Kv4DecodeArgs& a, const SplitBlock& B) {
   if (threadIdx.x == 0 && (a.prefetch_max_keys <= 0 || B.n_cache <= a.prefetch_max_keys)) {
     const int b = int(blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z));
-    detail::l2_prefetch_piece(a.prefetch[0], b);
-    detail::l2_prefetch_piece(a.prefetch[1], b);
+    const int blocks = int(gridDim.x * gridDim.y * gridDim.z);
+    for (const L2PrefetchRegion& r : a.prefetch)
+      detail::l2_prefetch_piece(r, a.prefetch_after_keys ? b - (blocks - r.parts) : b);
   }
 }
 

@@ -34,8 +34,9 @@ struct Kv4DecodeArgs {
   L2PrefetchRegion prefetch[2];
   int prefetch_max_keys = 0;
   // When set, the hints above are issued after the block's key loop (just before its merge) instead of at its
-  // start: at long contexts the keys streamed in between would evict lines requested at the start before the
-  // next kernel reads them.
+  // start, and by the launch's last blocks (block b asks for piece b − (blocks − parts)) instead of its
+  // first: at long contexts the keys streamed in between would evict lines requested early before the next
+  // kernel reads them.
   bool prefetch_after_keys = false;
   // Fused RoPE + append (the decode step's kv4_rope_append_at folded into this launch; POQ only, see
   // kv4_decode_attention_fuses_rope): when rope_pos_dev is set, q and k_cur hold this token's queries and key
