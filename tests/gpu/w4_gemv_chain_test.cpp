@@ -246,27 +246,23 @@ void check_layer(int dim, int ffn, int qkv_rows) {
 }
 
 TEST(W4GemvChain, RefALayerMatchesFp64AndSingleLaunches) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("the packed GEMV chain");
   check_layer(256, 768, 768);
 }
 
 TEST(W4GemvChain, GqaLayerWithPaddedTiles) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("the packed GEMV chain");
   check_layer(640, 1664, 640 + 2 * 168 + 5);  // q|k|v rows not a multiple of 16; 40 tiles → 40 blocks
 }
 
 TEST(W4GemvChain, SevenBLayerMatchesFp64AndSingleLaunches) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("the packed GEMV chain");
   check_layer(4096, 11008, 3 * 4096);
 }
 
 // Runs of 1, 2 and 3 ops (the last layer's chain has 3) give what the longer run gives for those ops.
 TEST(W4GemvChain, ShorterRunsMatchFp64) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("the packed GEMV chain");
   const uint32_t seed = wkv::test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
@@ -291,8 +287,7 @@ TEST(W4GemvChain, ShorterRunsMatchFp64) {
 }
 
 TEST(W4GemvChain, RefusesBadRunsNamingTheField) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "the packed GEMV chain needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("the packed GEMV chain");
   std::mt19937 rng(7);
   LayerRun L(rng, 256, 768, 768);
   auto ops = L.ops();

@@ -40,8 +40,7 @@ using wkv::test::random_w4;
 namespace wk = wkv::kernels;
 
 TEST(W4GemvPacked, PackMatchesReferenceBytes) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("packed GEMV");
   const uint32_t seed = wkv::test::fresh_seed();
   std::mt19937 rng(seed);
   for (auto [rows, cols] : {std::pair{1, 128}, {17, 256}, {48, 384}, {301, 4096}}) {
@@ -118,8 +117,7 @@ void check_gemv(int rows, int cols, int maxB, bool outliers) {
 }
 
 TEST(W4GemvPacked, ShapeSweepAgainstFp64) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("packed GEMV");
   // Fewer tiles than SMs, rows off the 16-row tile grid, many tiles per block.
   for (int rows : {1, 15, 37, 1000})
     for (int cols : {128, 384, 4096}) check_gemv(rows, cols, 3, false);
@@ -130,8 +128,7 @@ TEST(W4GemvPacked, ShapeSweepAgainstFp64) {
 }
 
 TEST(W4GemvPacked, NonFiniteInputPoisonsItsRows) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("packed GEMV");
   std::mt19937 rng(7);
   const wkv::W4Matrix m = random_w4(rng, 40, 512);
   Packed p(m);
@@ -143,8 +140,7 @@ TEST(W4GemvPacked, NonFiniteInputPoisonsItsRows) {
 }
 
 TEST(W4GemvPacked, FusedProloguesMatchSeparateKernels) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("packed GEMV");
   const uint32_t seed = wkv::test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
@@ -181,8 +177,7 @@ TEST(W4GemvPacked, FusedProloguesMatchSeparateKernels) {
 // Packed-only weights (no storage-format copy): prefill's dequantization and the row views read the packed
 // records; the dense FP16 must be bit-identical to w4_dequant_f16 of the storage format, row views included.
 TEST(W4GemvPacked, DequantFromPackedMatchesStorageFormatBits) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("packed GEMV");
   const uint32_t seed = wkv::test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
@@ -218,8 +213,7 @@ TEST(W4GemvPacked, DequantFromPackedMatchesStorageFormatBits) {
 // w4_gemv with packed-only weights runs F for every batch size (≤ 2 rows per launch), bit-identical to
 // w4_gemv_packed.
 TEST(W4GemvPacked, PublicEntryWithPackedOnlyWeights) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("packed GEMV");
   std::mt19937 rng(wkv::test::fresh_seed());
   const wkv::W4Matrix m = random_w4(rng, 300, 1024);
   Packed p(m);
@@ -244,8 +238,7 @@ TEST(W4GemvPacked, PublicEntryWithPackedOnlyWeights) {
 // (no overlap possible), bit for bit. Large matrices keep each kernel running long enough for an early read
 // to see the previous round's values.
 TEST(W4GemvPacked, ChainedLaunchesReadTheirPredecessorsOutput) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("packed GEMV");
   const uint32_t seed = wkv::test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);
@@ -327,8 +320,7 @@ TEST(W4GemvPacked, ChainedLaunchesReadTheirPredecessorsOutput) {
 // blocks — equal the launch without one bit for bit, through the plain, add + RMSNorm and SwiGLU kernels and
 // the public entry; a malformed region is refused before anything is launched (y keeps its poison).
 TEST(W4GemvPacked, NextKernelL2HintChangesNoResult) {
-  WKV_REQUIRE_GPU();
-  if (!device_runs_packed()) GTEST_SKIP() << "packed GEMV needs compute capability 9.0";
+  WKV_REQUIRE_PACKED_GPU("packed GEMV");
   const uint32_t seed = wkv::test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::mt19937 rng(seed);

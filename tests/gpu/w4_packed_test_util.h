@@ -41,3 +41,11 @@ inline bool device_runs_packed() {
 }
 
 }  // namespace wkv::test
+
+// A test of `what` (a string literal) needs a GPU (WKV_REQUIRE_GPU: skipped loudly without one) that runs the
+// packed GEMV; on any other GPU it is skipped, saying why.
+#define WKV_REQUIRE_PACKED_GPU(what)                                                              \
+  do {                                                                                            \
+    WKV_REQUIRE_GPU();                                                                            \
+    if (!::wkv::test::device_runs_packed()) GTEST_SKIP() << what " needs compute capability 9.0"; \
+  } while (0)
